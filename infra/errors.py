@@ -1,0 +1,161 @@
+"""The error contract shared by every service.
+
+Services raise domain exceptions (subclasses of :class:`DomainError`); each
+service maps them to gRPC status codes in one table, and
+:class:`ErrorMappingInterceptor` turns them into a rich status with a
+``google.rpc.ErrorInfo`` detail. Anything unexpected becomes INTERNAL with a
+generic message: no stack trace reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+log = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    """A rule of the domain was broken; `reason` is a stable UPPER_SNAKE_CASE name."""
+
+    reason: str = "DOMAIN_ERROR"
+
+    def __init__(self, message: str, *, reason: str | None = None, metadata: Mapping[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.metadata: dict[str, str] = {k: str(v) for k, v in (metadata or {}).items()}
+
+
+class InvalidArgument(DomainError):
+    reason = "VALIDATION_FAILED"
+
+
+class NotFound(DomainError):
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(DomainError):
+    reason = "FAILED_PRECONDITION"
+
+
+class Unavailable(DomainError):
+    reason = "UNAVAILABLE"
+
+
+class DeadlineExceeded(DomainError):
+    reason = "DEADLINE_EXCEEDED"
+
+
+#: The default table; a service passes its own when it has more exception types.
+DEFAULT_STATUS_TABLE: dict[type[DomainError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def rich_status(
+    code: grpc.StatusCode, message: str, *, reason: str, domain: str, metadata: Mapping[str, str] | None = None
+) -> grpc.Status:
+    """A gRPC status whose details carry a google.rpc.ErrorInfo."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=dict(metadata or {}))
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    proto = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    return rpc_status.to_status(proto)
+
+
+def error_info(error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo detail of a failed call, if it carries one (client side)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def status_code_for(error: DomainError, table: Mapping[type[DomainError], grpc.StatusCode]) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in table:
+            return table[cls]  # type: ignore[index]
+    return grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Maps the domain exceptions raised by unary handlers to rich statuses, in one place."""
+
+    def __init__(self, domain: str, table: Mapping[type[DomainError], grpc.StatusCode] | None = None) -> None:
+        self.domain = domain
+        self.table = dict(DEFAULT_STATUS_TABLE, **(table or {}))
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await inner(request, context)
+            except DomainError as error:
+                code = status_code_for(error, self.table)
+                await context.abort_with_status(
+                    rich_status(code, error.message, reason=error.reason, domain=self.domain, metadata=error.metadata)
+                )
+            except (grpc.aio.AbortError, grpc.aio.UsageError):
+                raise
+            except Exception:
+                log.exception("unexpected error", extra={"method": method})
+                await context.abort_with_status(
+                    rich_status(
+                        grpc.StatusCode.INTERNAL,
+                        "internal error; it has been logged",
+                        reason="INTERNAL",
+                        domain=self.domain,
+                    )
+                )
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+__all__ = [
+    "AlreadyExists",
+    "DEFAULT_STATUS_TABLE",
+    "DeadlineExceeded",
+    "DomainError",
+    "ErrorMappingInterceptor",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "Unavailable",
+    "error_info",
+    "rich_status",
+]

@@ -1,0 +1,53 @@
+"""Structured logs: one JSON object per line, carrying the reservation id through the saga."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+#: The reservation the current task works for; every log line written meanwhile carries it.
+reserva_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("reserva_id", default=None)
+
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        reserva_id = reserva_id_var.get()
+        if reserva_id:
+            entry["reserva_id"] = reserva_id
+        # Fields passed as logger.info("...", extra={...}).
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure(service: str, level: str | None = None) -> None:
+    """Send every log record of this process to stderr as JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel((level or os.environ.get("LOG_LEVEL", "INFO")).upper())
+    # The drivers are chatty at DEBUG; keep them at WARNING unless asked.
+    for noisy in ("pymongo", "asyncio", "grpc"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,126 @@
+"""The gRPC server skeleton every service uses.
+
+`create_server` builds a grpc.aio server with the standard health service, server
+reflection and the error-mapping interceptor; `GrpcApp.run_until_signal` serves
+until SIGTERM or SIGINT and then shuts down gracefully (in-flight calls finish).
+Health is NOT_SERVING until the service's own check (its MongoDB answering)
+passes, and follows that check afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from infra.errors import DomainError, ErrorMappingInterceptor
+
+log = logging.getLogger(__name__)
+
+HealthCheck = Callable[[], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One gRPC service to mount: its full name, the generated `add_*_to_server` and the servicer."""
+
+    full_name: str
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+
+
+@dataclass
+class GrpcApp:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_names: list[str]
+    health_check: HealthCheck
+    check_interval: float = 2.0
+    grace: float = 10.0
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _monitor: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.server.start()
+        self._monitor = asyncio.create_task(self._watch_health(), name="health-monitor")
+        log.info("listening", extra={"port": self.port, "services": self.service_names})
+
+    async def _set(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def _watch_health(self) -> None:
+        current = None
+        while True:
+            try:
+                ok = await self.health_check()
+            except Exception:  # a failing check means "not serving", never a dead monitor
+                log.exception("health check failed")
+                ok = False
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            if status != current:
+                await self._set(status)
+                log.info("health", extra={"serving": ok})
+                current = status
+            await asyncio.sleep(self.check_interval if ok else min(self.check_interval, 0.5))
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._monitor:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.grace if grace is None else grace)
+        for callback in reversed(self.on_stop):
+            try:
+                await callback()
+            except Exception:
+                log.exception("error while stopping")
+        log.info("stopped")
+
+    async def run_until_signal(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("shutting down")
+        await self.stop()
+
+
+async def create_server(
+    *,
+    bindings: Iterable[ServiceBinding],
+    address: str,
+    domain: str,
+    health_check: HealthCheck,
+    error_table: Mapping[type[DomainError], grpc.StatusCode] | None = None,
+    check_interval: float = 2.0,
+    grace: float = 10.0,
+) -> GrpcApp:
+    """Build (not start) a server with health, reflection and the error mapping. Port 0 picks a free port."""
+    bindings = list(bindings)
+    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(domain, error_table)])
+    for binding in bindings:
+        binding.add_to_server(binding.servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [b.full_name for b in bindings]
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind {address}")
+    return GrpcApp(server, port, health_servicer, names, health_check, check_interval, grace)

@@ -1,0 +1,252 @@
+"""The reservation aggregate, event sourced. No I/O.
+
+A reservation's state is never stored: it is rebuilt by applying its events, oldest
+first, one apply rule per event type. New events are produced by `Reserva.record`,
+which checks that the transition is allowed, applies the event and queues it in
+`pending` until the event store appends it (the unique (reserva_id, version) key
+is the optimistic-concurrency check).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from infra.errors import DomainError, FailedPrecondition
+
+
+class Estado(enum.StrEnum):
+    PENDIENTE = "PENDIENTE"
+    CONFIRMADA = "CONFIRMADA"
+    FALLIDA = "FALLIDA"
+    CANCELADA = "CANCELADA"
+
+
+class TipoPago(enum.StrEnum):
+    CARGO = "CARGO"
+    REEMBOLSO = "REEMBOLSO"
+
+
+class Tipo(enum.StrEnum):
+    """The event types of a reservation's stream (the domain's Spanish, as the seed names them)."""
+
+    RESERVA_SOLICITADA = "ReservaSolicitada"  # usuario_id, evento_id, cantidad, asientos, medio_pago, idempotency_key
+    DATOS_VALIDADOS = "DatosValidados"  # monto, moneda, precio, fecha_evento, con_asientos
+    PASO_INICIADO = "PasoIniciado"  # paso: written before a step's side effects start
+    ENTRADAS_BLOQUEADAS = "EntradasBloqueadas"  # holds, cantidad, asientos
+    PAGO_PROCESADO = "PagoProcesado"  # pago_id, monto, moneda
+    PAGO_RECHAZADO = "PagoRechazado"  # motivo, razon
+    COMPRA_REGISTRADA = "CompraRegistrada"  # (usuarios recorded it in historial_compras)
+    RESERVA_CONFIRMADA = "ReservaConfirmada"
+    COMPENSACION_INICIADA = "CompensacionIniciada"  # motivo, razon, pasos (to undo, newest first)
+    COMPENSACION_REINTENTADA = "CompensacionReintentada"  # paso, error, intento
+    ENTRADAS_LIBERADAS = "EntradasLiberadas"
+    PAGO_REEMBOLSADO = "PagoReembolsado"  # pago_id, monto, moneda
+    COMPRA_ANULADA = "CompraAnulada"
+    RESERVA_FALLIDA = "ReservaFallida"  # motivo, razon
+    CANCELACION_SOLICITADA = "CancelacionSolicitada"  # motivo
+    RESERVA_CANCELADA = "ReservaCancelada"  # motivo
+
+
+class ConcurrencyConflict(DomainError):
+    """Another writer appended to the stream first; reload and decide again."""
+
+    reason = "CONCURRENT_UPDATE"
+
+
+class InvalidTransition(FailedPrecondition):
+    reason = "INVALID_TRANSITION"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One recorded fact of a reservation's stream."""
+
+    reserva_id: str
+    version: int
+    tipo: Tipo
+    datos: Mapping[str, Any]
+    ocurrido: datetime
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Pago:
+    id: str
+    tipo: TipoPago
+    monto: int
+    ocurrido: datetime
+
+
+# Which saga step an event completes (the chain compensates completed steps newest first).
+STEP_COMPLETED_BY: dict[Tipo, str] = {
+    Tipo.DATOS_VALIDADOS: "ValidadorDatos",
+    Tipo.ENTRADAS_BLOQUEADAS: "ValidadorInventario",
+    Tipo.PAGO_PROCESADO: "ProcesadorPago",
+    Tipo.COMPRA_REGISTRADA: "ConfirmadorReserva",
+}
+# Which step an undo event compensates.
+STEP_COMPENSATED_BY: dict[Tipo, str] = {
+    Tipo.ENTRADAS_LIBERADAS: "ValidadorInventario",
+    Tipo.PAGO_REEMBOLSADO: "ProcesadorPago",
+    Tipo.COMPRA_ANULADA: "ConfirmadorReserva",
+}
+
+
+@dataclass
+class Reserva:
+    """The aggregate. Build it with `Reserva.replay(events)`; change it with `record`."""
+
+    id: str
+    version: int = 0
+    usuario_id: str = ""
+    evento_id: str = ""
+    cantidad: int = 0
+    asientos: tuple[str, ...] = ()
+    medio_pago: str = ""
+    idempotency_key: str = ""
+    estado: Estado = Estado.PENDIENTE
+    monto: int = 0
+    moneda: str = ""
+    motivo: str = ""
+    razon: str = ""
+    creada: datetime | None = None
+    actualizada: datetime | None = None
+    pagos: list[Pago] = field(default_factory=list)
+    pasos_iniciados: list[str] = field(default_factory=list)
+    pasos_completados: list[str] = field(default_factory=list)
+    pasos_compensados: list[str] = field(default_factory=list)
+    compensando: bool = False
+    cancelando: bool = False
+    pending: list[Event] = field(default_factory=list, repr=False)
+
+    # ---- reading -------------------------------------------------------------------------
+
+    @classmethod
+    def replay(cls, events: Iterable[Event]) -> Reserva | None:
+        """The state after `events` (a stream, oldest first); None for an empty stream."""
+        reserva: Reserva | None = None
+        for event in events:
+            if reserva is None:
+                reserva = cls(id=event.reserva_id)
+            reserva._apply(event)
+        return reserva
+
+    @property
+    def settled(self) -> bool:
+        """True when no saga or cancellation is still in progress for it."""
+        if self.estado in (Estado.FALLIDA, Estado.CANCELADA):
+            return True
+        return self.estado is Estado.CONFIRMADA and not self.cancelando
+
+    @property
+    def charged(self) -> int:
+        """Net amount taken from the buyer: charges minus refunds."""
+        return sum(p.monto if p.tipo is TipoPago.CARGO else -p.monto for p in self.pagos)
+
+    def pasos_a_compensar(self) -> list[str]:
+        """Started (possibly completed) steps not yet compensated, newest first.
+
+        A step that was started but whose completion was not recorded may still have had
+        its effect (the process died mid-call), so it is compensated too: every
+        compensation is idempotent and a no-op where nothing happened.
+        """
+        done = set(self.pasos_compensados)
+        return [p for p in reversed(self.pasos_iniciados) if p not in done and p != "ValidadorDatos"]
+
+    # ---- changing ------------------------------------------------------------------------
+
+    def record(self, tipo: Tipo, datos: Mapping[str, Any], ocurrido: datetime, **metadata: Any) -> Event:
+        """Check the transition, apply the event and queue it for the event store."""
+        self._check(tipo)
+        event = Event(self.id, self.version + 1, tipo, dict(datos), ocurrido, metadata)
+        self._apply(event)
+        self.pending.append(event)
+        return event
+
+    def _check(self, tipo: Tipo) -> None:
+        if self.version == 0:
+            if tipo is not Tipo.RESERVA_SOLICITADA:
+                raise InvalidTransition(f"a reservation's stream starts with ReservaSolicitada, not {tipo}")
+            return
+        if tipo is Tipo.RESERVA_SOLICITADA:
+            raise InvalidTransition(f"reservation {self.id} was already requested")
+        if self.estado in (Estado.FALLIDA, Estado.CANCELADA):
+            raise InvalidTransition(f"reservation {self.id} is {self.estado}: nothing more can happen to it")
+        if self.estado is Estado.CONFIRMADA:
+            allowed = {
+                Tipo.CANCELACION_SOLICITADA,
+                Tipo.COMPENSACION_REINTENTADA,
+                Tipo.ENTRADAS_LIBERADAS,
+                Tipo.PAGO_REEMBOLSADO,
+                Tipo.COMPRA_ANULADA,
+                Tipo.RESERVA_CANCELADA,
+            }
+            if tipo is Tipo.CANCELACION_SOLICITADA and self.cancelando:
+                raise InvalidTransition(f"reservation {self.id} is already being cancelled")
+            if tipo not in allowed or (tipo is not Tipo.CANCELACION_SOLICITADA and not self.cancelando):
+                raise InvalidTransition(f"reservation {self.id} is CONFIRMADA: {tipo} is not allowed")
+            return
+        # PENDIENTE
+        if tipo in (Tipo.CANCELACION_SOLICITADA, Tipo.RESERVA_CANCELADA):
+            raise InvalidTransition(f"reservation {self.id} is PENDIENTE: only a CONFIRMADA one can be cancelled")
+        if self.compensando and tipo in (
+            Tipo.PASO_INICIADO,
+            *STEP_COMPLETED_BY,
+            Tipo.RESERVA_CONFIRMADA,
+            Tipo.COMPENSACION_INICIADA,
+        ):
+            raise InvalidTransition(f"reservation {self.id} is being compensated: {tipo} is not allowed")
+        if tipo is Tipo.RESERVA_FALLIDA and not self.compensando:
+            raise InvalidTransition(f"reservation {self.id} must be compensated before it fails")
+
+    def _apply(self, event: Event) -> None:
+        d = event.datos
+        t = event.tipo
+        if t is Tipo.RESERVA_SOLICITADA:
+            self.usuario_id = d["usuario_id"]
+            self.evento_id = d["evento_id"]
+            self.cantidad = int(d["cantidad"])
+            self.asientos = tuple(d.get("asientos", ()))
+            self.medio_pago = d.get("medio_pago", "")
+            self.idempotency_key = d.get("idempotency_key", "")
+            self.estado = Estado.PENDIENTE
+            self.creada = event.ocurrido
+        elif t is Tipo.DATOS_VALIDADOS:
+            self.monto = int(d["monto"])
+            self.moneda = d["moneda"]
+        elif t is Tipo.PASO_INICIADO:
+            if d["paso"] not in self.pasos_iniciados:
+                self.pasos_iniciados.append(d["paso"])
+        elif t is Tipo.PAGO_PROCESADO:
+            self.pagos.append(Pago(d["pago_id"], TipoPago.CARGO, int(d["monto"]), event.ocurrido))
+        elif t is Tipo.PAGO_REEMBOLSADO:
+            self.pagos.append(Pago(d["pago_id"], TipoPago.REEMBOLSO, int(d["monto"]), event.ocurrido))
+        elif t is Tipo.PAGO_RECHAZADO:
+            self.motivo = d.get("motivo", "")
+            self.razon = d.get("razon", "")
+        elif t is Tipo.RESERVA_CONFIRMADA:
+            self.estado = Estado.CONFIRMADA
+        elif t is Tipo.COMPENSACION_INICIADA:
+            self.compensando = True
+            self.motivo = d.get("motivo", self.motivo)
+            self.razon = d.get("razon", self.razon)
+        elif t is Tipo.RESERVA_FALLIDA:
+            self.estado = Estado.FALLIDA
+            self.motivo = d.get("motivo", self.motivo)
+            self.razon = d.get("razon", self.razon)
+        elif t is Tipo.CANCELACION_SOLICITADA:
+            self.cancelando = True
+            self.motivo = d.get("motivo", "cancelada por el usuario")
+        elif t is Tipo.RESERVA_CANCELADA:
+            self.estado = Estado.CANCELADA
+            self.cancelando = False
+        if t in STEP_COMPLETED_BY and STEP_COMPLETED_BY[t] not in self.pasos_completados:
+            self.pasos_completados.append(STEP_COMPLETED_BY[t])
+        if t in STEP_COMPENSATED_BY and STEP_COMPENSATED_BY[t] not in self.pasos_compensados:
+            self.pasos_compensados.append(STEP_COMPENSATED_BY[t])
+        self.version = event.version
+        self.actualizada = event.ocurrido

@@ -1,0 +1,97 @@
+"""The event store: reservations' streams in an append-only MongoDB collection.
+
+Each document is one event `{reserva_id, version, tipo, datos, ocurrido, metadata}`.
+The unique index on (reserva_id, version) is the optimistic-concurrency check: two
+writers appending the same version cannot both succeed, and an append never
+overwrites. Events are never updated or deleted. This module is the only one that
+knows the events' document shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from infra.mongo import for_writes
+from reservas.domain import ConcurrencyConflict, Event, Reserva, Tipo
+
+COLLECTION = "reserva_eventos"
+
+
+def to_document(event: Event) -> dict[str, Any]:
+    return {
+        "reserva_id": event.reserva_id,
+        "version": event.version,
+        "tipo": str(event.tipo),
+        "datos": dict(event.datos),
+        "ocurrido": event.ocurrido,
+        "metadata": dict(event.metadata),
+    }
+
+
+def from_document(doc: dict[str, Any]) -> Event:
+    return Event(
+        reserva_id=doc["reserva_id"],
+        version=int(doc["version"]),
+        tipo=Tipo(doc["tipo"]),
+        datos=doc.get("datos", {}),
+        ocurrido=doc["ocurrido"],
+        metadata=doc.get("metadata", {}),
+    )
+
+
+class EventStore:
+    def __init__(self, db: AsyncDatabase) -> None:
+        # Appends and the reads that decide what to append go to the primary, majority-acknowledged:
+        # the write side is strongly consistent.
+        self.collection = for_writes(db[COLLECTION])
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_indexes(
+            [
+                IndexModel([("reserva_id", ASCENDING), ("version", ASCENDING)], unique=True, name="stream_version"),
+                IndexModel([("ocurrido", ASCENDING)], name="ocurrido"),
+            ]
+        )
+
+    async def append(self, events: Sequence[Event]) -> None:
+        """Append events of one stream, in order. ConcurrencyConflict if a version is already taken."""
+        if not events:
+            return
+        docs = [to_document(e) for e in events]
+        try:
+            if len(docs) == 1:
+                await self.collection.insert_one(docs[0])
+            else:
+                # Several events land together or not at all.
+                async with self.collection.database.client.start_session() as session:
+                    await session.with_transaction(
+                        lambda s: self.collection.insert_many(docs, ordered=True, session=s)
+                    )
+        except (DuplicateKeyError, BulkWriteError) as error:
+            raise ConcurrencyConflict(
+                f"reservation {events[0].reserva_id} changed concurrently (version {events[0].version} is taken)",
+                metadata={"reserva_id": events[0].reserva_id, "version": events[0].version},
+            ) from error
+
+    async def save(self, reserva: Reserva) -> None:
+        """Append the aggregate's pending events and clear them."""
+        await self.append(reserva.pending)
+        reserva.pending.clear()
+
+    async def load(self, reserva_id: str, until: datetime | None = None) -> list[Event]:
+        """A stream, oldest first; with `until`, only the events that had happened by then."""
+        query: dict[str, Any] = {"reserva_id": reserva_id}
+        if until is not None:
+            query["ocurrido"] = {"$lte": until}
+        cursor = self.collection.find(query, {"_id": 0}).sort("version", ASCENDING)
+        return [from_document(doc) async for doc in cursor]
+
+    async def get(self, reserva_id: str, as_of: datetime | None = None) -> Reserva | None:
+        """The aggregate rebuilt from its stream (as it was at `as_of`, when given); None if it has no events."""
+        return Reserva.replay(await self.load(reserva_id, until=as_of))

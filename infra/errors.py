@@ -105,7 +105,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, domain: str, table: Mapping[type[DomainError], grpc.StatusCode] | None = None) -> None:
         self.domain = domain
-        self.table = dict(DEFAULT_STATUS_TABLE, **(table or {}))
+        self.table = {**DEFAULT_STATUS_TABLE, **(table or {})}
 
     async def intercept_service(
         self,

@@ -1,0 +1,109 @@
+"""Leases on sagas, so one process at a time drives a reservation; and the list of unsettled sagas.
+
+The collection "saga_leases" holds one document per reservation, keyed by its id:
+`{_id: reserva_id, owner, expires, open, opened_at, settled_at}`.
+
+- A lease is `owner` + `expires`. `acquire` is one atomic find-and-modify whose filter is
+  "free, expired, or already mine", with upsert for the first claim; when another process
+  holds it, the filter does not match, the upsert collides on `_id` (DuplicateKeyError)
+  and the answer is "not acquired". The holder keeps it with `renew` and gives it up with
+  `release`; if it dies, the lease expires after `ttl_seconds` and another process may take it.
+- `open` marks a saga that has not settled: `mark_open` when it starts, `mark_settled`
+  when it ends. Recovery scans `unsettled(older_than)` for the ones left behind.
+
+Time: expiries are written and compared with this process's clock (UTC), not the
+server's. That is exact in tests and on one machine; across machines the clocks must
+agree to well within the TTL (NTP does), or a lease could be taken early or late by the
+skew.
+
+Within one process, "already mine" is also True: the lease keeps other processes out,
+not the same process twice; the caller keeps its own in-flight sagas apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from infra.mongo import for_writes
+
+COLLECTION = "saga_leases"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LeaseStore:
+    def __init__(self, db: AsyncDatabase, owner: str, ttl_seconds: float = 15.0) -> None:
+        if not owner:
+            raise ValueError("a lease owner needs a non-empty name")
+        self.collection = for_writes(db[COLLECTION])
+        self.owner = owner
+        self.ttl = timedelta(seconds=ttl_seconds)
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_indexes([IndexModel([("open", ASCENDING), ("opened_at", ASCENDING)], name="open")])
+
+    def _takeable(self, now: datetime) -> dict[str, Any]:
+        """Free (never held or released), expired, or ours."""
+        return {"$or": [{"owner": None}, {"expires": {"$lte": now}}, {"owner": self.owner}]}
+
+    async def acquire(self, reserva_id: str) -> bool:
+        """Take the lease if it is free, expired, or already ours (then it is extended)."""
+        now = _now()
+        try:
+            doc = await self.collection.find_one_and_update(
+                {"_id": reserva_id, **self._takeable(now)},
+                {"$set": {"owner": self.owner, "expires": now + self.ttl}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:  # held by another owner: the upsert collided with the existing document
+            return False
+        return doc is not None and doc.get("owner") == self.owner
+
+    async def renew(self, reserva_id: str) -> bool:
+        """Extend our lease; False when it is no longer ours (it expired and another process took it)."""
+        now = _now()
+        result = await self.collection.update_one(
+            {"_id": reserva_id, "owner": self.owner}, {"$set": {"expires": now + self.ttl}}
+        )
+        return result.matched_count == 1
+
+    async def release(self, reserva_id: str) -> None:
+        """Give the lease up, if it is ours; someone else's is left alone."""
+        await self.collection.update_one(
+            {"_id": reserva_id, "owner": self.owner}, {"$unset": {"owner": "", "expires": ""}}
+        )
+
+    async def mark_open(self, reserva_id: str) -> None:
+        """Record that a saga is in progress. Idempotent: an open saga keeps its first `opened_at`."""
+        try:
+            await self.collection.update_one(
+                {"_id": reserva_id, "open": {"$ne": True}},
+                {"$set": {"open": True, "opened_at": _now()}},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # already open: the upsert collided with the existing document
+            pass
+
+    async def mark_settled(self, reserva_id: str) -> None:
+        await self.collection.update_one(
+            {"_id": reserva_id, "open": True}, {"$set": {"open": False, "settled_at": _now()}}
+        )
+
+    async def unsettled(self, older_than_seconds: float, limit: int = 100) -> list[str]:
+        """Open sagas opened more than `older_than_seconds` ago and not under a live lease, oldest first."""
+        now = _now()
+        query = {
+            "open": True,
+            "opened_at": {"$lte": now - timedelta(seconds=older_than_seconds)},
+            "$or": [{"owner": None}, {"expires": {"$lte": now}}],
+        }
+        cursor = self.collection.find(query, {"_id": 1}).sort("opened_at", ASCENDING).limit(limit)
+        return [doc["_id"] async for doc in cursor]

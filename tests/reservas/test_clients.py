@@ -8,8 +8,9 @@ the services (their own suites do that).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -227,3 +228,60 @@ async def test_backoff_grows_exponentially_with_jitter_and_is_capped(fake: tuple
         delays = {client._delay(attempt) for _ in range(50)}
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(delays) > 1  # jittered
+
+
+# ---- against the real services -----------------------------------------------------------
+
+
+async def test_usuarios_client_against_the_real_service(
+    mongo_uri: str, db_name: Callable[[str], str], start_app: Any
+) -> None:
+    from usuarios.config import Config  # noqa: PLC0415
+    from usuarios.server import create_app  # noqa: PLC0415
+
+    config = Config(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("usuarios"))
+    address = await start_app(create_app(config))
+    async with grpc.aio.insecure_channel(address) as channel:
+        nuevo = usuarios_pb2.Usuario(
+            tipo_documento="DNI", nro_documento="12345678", nombre="Ana", apellido="Pérez", email="ana@example.com"
+        )
+        creado = await usuarios_pb2_grpc.UsuariosServiceStub(channel).CreateUsuario(
+            usuarios_pb2.CreateUsuarioRequest(usuario=nuevo)
+        )
+        client = UsuariosClient(channel)
+        await client.registrar_compra(creado.id, "r1")
+        await client.registrar_compra(creado.id, "r1")  # idempotent: a retry keeps one entry
+        assert list((await client.get_usuario(creado.id)).historial_compras) == ["r1"]
+        await client.anular_compra(creado.id, "r1")
+        assert list((await client.get_usuario(creado.id)).historial_compras) == []
+        with pytest.raises(NotFound) as raised:
+            await client.get_usuario("no-such-usuario")
+        assert raised.value.reason == "USUARIO_NOT_FOUND"
+
+
+async def test_eventos_client_against_the_real_service(
+    mongo_uri: str, db_name: Callable[[str], str], start_app: Any
+) -> None:
+    from eventos.config import Config  # noqa: PLC0415
+    from eventos.server import create_app  # noqa: PLC0415
+
+    config = Config(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("eventos"))
+    address = await start_app(create_app(config))
+    async with grpc.aio.insecure_channel(address) as channel:
+        nuevo = eventos_pb2.Evento(nombre="Concierto", lugar="Antel Arena", precio=250_000, asientos=["A1", "A2"])
+        nuevo.fecha.FromDatetime(datetime(2030, 3, 14, 21, 0, tzinfo=UTC))
+        creado = await eventos_pb2_grpc.EventosServiceStub(channel).CreateEvento(
+            eventos_pb2.CreateEventoRequest(evento=nuevo)
+        )
+        client = EventosClient(channel)
+        evento = await client.reservar_entradas(creado.id, "r1", 1, ["A1"])
+        assert list(evento.asientos_disponibles) == ["A2"]
+        with pytest.raises(FailedPrecondition) as raised:
+            await client.reservar_entradas(creado.id, "r2", 1, ["A1"])
+        assert raised.value.reason == "SEAT_TAKEN"
+        evento = await client.liberar_entradas(creado.id, "r1")
+        assert list(evento.asientos_disponibles) == ["A1", "A2"]
+        assert (await client.get_evento(creado.id)).entradas_disponibles == 2
+        with pytest.raises(NotFound) as raised:
+            await client.get_evento("no-such-evento")
+        assert raised.value.reason == "EVENTO_NOT_FOUND"

@@ -16,6 +16,7 @@ builder and passed in.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -78,9 +79,19 @@ class _Client:
 
     service = ""
 
-    def __init__(self, *, timeout: float, attempts: int, backoff: float, max_backoff: float) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        timeout: float = 2.0,
+        attempts: int = 3,
+        backoff: float = 0.1,
+        max_backoff: float = 2.0,
+    ) -> None:
+        """`timeout`: the deadline of each attempt; `backoff`: the first retry's delay ceiling, doubled each time."""
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, got {attempts}")
+        self.channel = channel
         self.timeout = timeout
         self.attempts = attempts
         self.backoff = backoff
@@ -101,7 +112,7 @@ class _Client:
                 delay = self._delay(attempt)
                 log.warning(
                     "retrying a call",
-                    extra={"service": self.service, "code": error.code().name, "attempt": attempt, "delay": delay},
+                    extra={"dependency": self.service, "code": error.code().name, "attempt": attempt, "delay": delay},
                 )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -110,17 +121,9 @@ class _Client:
 class UsuariosClient(_Client):
     service = "usuarios"
 
-    def __init__(
-        self,
-        channel: grpc.aio.Channel,
-        *,
-        timeout: float = 2.0,
-        attempts: int = 3,
-        backoff: float = 0.1,
-        max_backoff: float = 2.0,
-    ) -> None:
-        super().__init__(timeout=timeout, attempts=attempts, backoff=backoff, max_backoff=max_backoff)
-        self._stub = usuarios_pb2_grpc.UsuariosServiceStub(channel)
+    @functools.cached_property
+    def _stub(self) -> usuarios_pb2_grpc.UsuariosServiceStub:
+        return usuarios_pb2_grpc.UsuariosServiceStub(self.channel)
 
     async def get_usuario(self, usuario_id: str) -> usuarios_pb2.Usuario:
         return await self._call(self._stub.GetUsuario, usuarios_pb2.GetUsuarioRequest(id=usuario_id))
@@ -137,17 +140,9 @@ class UsuariosClient(_Client):
 class EventosClient(_Client):
     service = "eventos"
 
-    def __init__(
-        self,
-        channel: grpc.aio.Channel,
-        *,
-        timeout: float = 2.0,
-        attempts: int = 3,
-        backoff: float = 0.1,
-        max_backoff: float = 2.0,
-    ) -> None:
-        super().__init__(timeout=timeout, attempts=attempts, backoff=backoff, max_backoff=max_backoff)
-        self._stub = eventos_pb2_grpc.EventosServiceStub(channel)
+    @functools.cached_property
+    def _stub(self) -> eventos_pb2_grpc.EventosServiceStub:
+        return eventos_pb2_grpc.EventosServiceStub(self.channel)
 
     async def get_evento(self, evento_id: str) -> eventos_pb2.Evento:
         return await self._call(self._stub.GetEvento, eventos_pb2.GetEventoRequest(id=evento_id))

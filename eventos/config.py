@@ -1,0 +1,28 @@
+"""eventos configuration: environment variables with localhost defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    port: int = 50052
+    bind_host: str = "[::]"
+    mongodb_uri: str = "mongodb://localhost:27017/?directConnection=true"
+    mongodb_database: str = "eventflow_eventos"
+
+    @property
+    def address(self) -> str:
+        return f"{self.bind_host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
+        return cls(
+            port=int(env.get("EVENTOS_PORT", cls.port)),
+            bind_host=env.get("GRPC_BIND_HOST", cls.bind_host),
+            mongodb_uri=env.get("MONGODB_URI", cls.mongodb_uri),
+            mongodb_database=env.get("EVENTOS_MONGODB_DATABASE", cls.mongodb_database),
+        )

@@ -1,0 +1,398 @@
+"""The eventos domain: events, their inventory, and the rules that guard it. No I/O here.
+
+An event has a capacity (`aforo_total`) and, optionally, a seat map (`asientos`). Tickets are
+taken by reservations: each `reserva_id` takes tickets at most once (an `Allocation`) and gives
+them back at most once; once given back, the `reserva_id` is spent and can never take tickets
+again. The invariant every operation keeps, under any concurrency:
+
+    0 <= entradas_disponibles <= aforo_total
+    entradas_disponibles + sum(cantidad of the active allocations) == aforo_total
+    a seat belongs to at most one active allocation, and is available iff it belongs to none
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from infra.errors import FailedPrecondition, InvalidArgument, NotFound
+
+MAX_TEXT = 200
+MAX_SEAT_LABEL = 20
+#: Keeps an event (seat map + available seats) well inside one MongoDB document and one gRPC message.
+MAX_ASIENTOS = 50_000
+MAX_RESERVA_ID = 128
+MAX_INT32 = 2**31 - 1
+DEFAULT_MONEDA = "UYU"
+_MONEDA = re.compile(r"[A-Z]{3}")
+
+#: Fields UpdateEvento may change; an empty mask means all of them.
+UPDATABLE_FIELDS = ("nombre", "fecha", "lugar", "aforo_total", "precio", "moneda")
+#: Fields of Evento that no update may name.
+READ_ONLY_FIELDS = ("id", "entradas_disponibles", "asientos", "asientos_disponibles")
+
+
+# Domain errors. Each one subclasses the infra error that fixes its gRPC status code (the
+# ErrorMappingInterceptor looks codes up along the class hierarchy), so this list is the
+# service's whole error table: one class, one reason, one status code.
+
+
+class EventoNotFound(NotFound):
+    reason = "EVENTO_NOT_FOUND"
+
+
+class UnknownSeat(InvalidArgument):
+    reason = "UNKNOWN_SEAT"
+
+
+class InvalidUpdateMask(InvalidArgument):
+    reason = "INVALID_UPDATE_MASK"
+
+
+class SoldOut(FailedPrecondition):
+    reason = "SOLD_OUT"
+
+
+class SeatTaken(FailedPrecondition):
+    reason = "SEAT_TAKEN"
+
+
+class ReservaMismatch(FailedPrecondition):
+    reason = "RESERVA_MISMATCH"
+
+
+class ReservaReleased(FailedPrecondition):
+    reason = "RESERVA_RELEASED"
+
+
+class CapacityBelowSold(FailedPrecondition):
+    reason = "CAPACITY_BELOW_SOLD"
+
+
+class SeatedEvent(FailedPrecondition):
+    reason = "SEATED_EVENT"
+
+
+class HasSoldTickets(FailedPrecondition):
+    reason = "HAS_SOLD_TICKETS"
+
+
+def invalid(field: str, message: str) -> InvalidArgument:
+    return InvalidArgument(f"{field}: {message}", metadata={"field": field})
+
+
+def not_found(evento_id: str) -> EventoNotFound:
+    return EventoNotFound(f"no evento with id {evento_id!r}", metadata={"evento_id": evento_id})
+
+
+@dataclass(frozen=True)
+class Evento:
+    id: str
+    nombre: str
+    fecha: datetime
+    lugar: str
+    aforo_total: int
+    entradas_disponibles: int
+    precio: int
+    moneda: str
+    asientos: tuple[str, ...] = ()
+    #: In seat-map order.
+    asientos_disponibles: tuple[str, ...] = ()
+
+    @property
+    def seated(self) -> bool:
+        return bool(self.asientos)
+
+    @property
+    def tomadas(self) -> int:
+        """Tickets sold or held by reservations."""
+        return self.aforo_total - self.entradas_disponibles
+
+
+@dataclass(frozen=True)
+class EventoDraft:
+    """Values a client sent for an event, not yet validated. `fecha` is None when not set."""
+
+    nombre: str = ""
+    fecha: datetime | None = None
+    lugar: str = ""
+    aforo_total: int = 0
+    precio: int = 0
+    moneda: str = ""
+    asientos: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewEvento:
+    """A validated event to create; every ticket (and seat) starts available."""
+
+    nombre: str
+    fecha: datetime
+    lugar: str
+    aforo_total: int
+    precio: int
+    moneda: str
+    asientos: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What one reservation took from one event."""
+
+    reserva_id: str
+    cantidad: int
+    asientos: tuple[str, ...] = ()
+
+    def same_request(self, cantidad: int, asientos: Iterable[str]) -> bool:
+        return self.cantidad == cantidad and set(self.asientos) == set(asientos)
+
+
+@dataclass(frozen=True)
+class ReservaRequest:
+    evento_id: str
+    reserva_id: str
+    cantidad: int
+    asientos: tuple[str, ...] = ()
+
+
+# --- field rules ---------------------------------------------------------------------------
+
+
+def validate_text(field: str, value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise invalid(field, "must not be empty")
+    if len(value) > MAX_TEXT:
+        raise invalid(field, f"must be at most {MAX_TEXT} characters, got {len(value)}")
+    return value
+
+
+def validate_fecha(value: datetime | None) -> datetime:
+    if value is None:
+        raise invalid("fecha", "is required (an RFC 3339 timestamp such as 2027-03-14T21:00:00Z)")
+    # MongoDB keeps milliseconds; truncate now so what we answer is what we stored.
+    return value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def validate_precio(value: int) -> int:
+    if value < 0:
+        raise invalid("precio", f"must be 0 or more (minor units, e.g. cents), got {value}")
+    return value
+
+
+def validate_moneda(value: str) -> str:
+    value = value.strip()
+    if not value:
+        return DEFAULT_MONEDA
+    if not _MONEDA.fullmatch(value):
+        raise invalid("moneda", f"must be an ISO 4217 code of three upper-case letters such as UYU or USD, got {value!r}")
+    return value
+
+
+def validate_aforo(value: int) -> int:
+    if value <= 0:
+        raise invalid("aforo_total", f"must be more than 0, got {value}")
+    return value
+
+
+def validate_seat_map(asientos: Sequence[str]) -> tuple[str, ...]:
+    if len(asientos) > MAX_ASIENTOS:
+        raise invalid("asientos", f"a seat map has at most {MAX_ASIENTOS} seats, got {len(asientos)}")
+    labels = tuple(label.strip() for label in asientos)
+    seen: set[str] = set()
+    for label in labels:
+        if not label:
+            raise invalid("asientos", "seat labels must not be empty")
+        if len(label) > MAX_SEAT_LABEL:
+            raise invalid("asientos", f"seat label {label!r} is longer than {MAX_SEAT_LABEL} characters")
+        if label in seen:
+            raise invalid("asientos", f"seat label {label!r} appears more than once")
+        seen.add(label)
+    return labels
+
+
+def validate_new_evento(draft: EventoDraft) -> NewEvento:
+    """The rules of CreateEvento. With a seat map, aforo_total is its length (0 means: derive it)."""
+    asientos = validate_seat_map(draft.asientos)
+    if asientos:
+        if draft.aforo_total not in (0, len(asientos)):
+            raise invalid(
+                "aforo_total",
+                f"with a seat map it must be the number of seats ({len(asientos)}) or 0, got {draft.aforo_total}",
+            )
+        aforo = len(asientos)
+    else:
+        aforo = validate_aforo(draft.aforo_total)
+    return NewEvento(
+        nombre=validate_text("nombre", draft.nombre),
+        fecha=validate_fecha(draft.fecha),
+        lugar=validate_text("lugar", draft.lugar),
+        aforo_total=aforo,
+        precio=validate_precio(draft.precio),
+        moneda=validate_moneda(draft.moneda),
+        asientos=asientos,
+    )
+
+
+# --- updates -------------------------------------------------------------------------------
+
+
+def validate_update_mask(paths: Sequence[str]) -> tuple[str, ...]:
+    """The fields to update, in a stable order; an empty mask means every updatable field."""
+    if not paths:
+        return UPDATABLE_FIELDS
+    for path in paths:
+        if path in READ_ONLY_FIELDS:
+            raise InvalidUpdateMask(
+                f"update_mask: {path!r} cannot be updated (updatable: {', '.join(UPDATABLE_FIELDS)})",
+                metadata={"field": "update_mask", "path": path},
+            )
+        if path not in UPDATABLE_FIELDS:
+            raise InvalidUpdateMask(
+                f"update_mask: unknown field {path!r} (updatable: {', '.join(UPDATABLE_FIELDS)})",
+                metadata={"field": "update_mask", "path": path},
+            )
+    return tuple(f for f in UPDATABLE_FIELDS if f in paths)
+
+
+def plan_update(current: Evento, draft: EventoDraft, fields: Sequence[str]) -> dict[str, object]:
+    """The validated new values of `fields` (aforo_total only when it changes).
+
+    Raises SeatedEvent when the capacity of a seated event would change, and CapacityBelowSold
+    when the new capacity is below the tickets already taken in `current` (the repository
+    checks that again atomically, since tickets may be taken meanwhile).
+    """
+    changes: dict[str, object] = {}
+    for field in fields:
+        if field in ("nombre", "lugar"):
+            changes[field] = validate_text(field, getattr(draft, field))
+        elif field == "fecha":
+            changes[field] = validate_fecha(draft.fecha)
+        elif field == "precio":
+            changes[field] = validate_precio(draft.precio)
+        elif field == "moneda":
+            changes[field] = validate_moneda(draft.moneda)
+        elif field == "aforo_total":
+            if current.seated:
+                if draft.aforo_total not in (0, current.aforo_total):
+                    raise SeatedEvent(
+                        f"aforo_total of a seated event is the number of its seats ({current.aforo_total}) "
+                        "and cannot change",
+                        metadata={"evento_id": current.id, "aforo_total": current.aforo_total},
+                    )
+                continue
+            aforo = validate_aforo(draft.aforo_total)
+            if aforo != current.aforo_total:
+                check_capacity(current, aforo)
+                changes[field] = aforo
+    return changes
+
+
+def check_capacity(current: Evento, aforo: int) -> None:
+    if aforo < current.tomadas:
+        raise capacity_below_sold(current, aforo)
+
+
+def capacity_below_sold(current: Evento, aforo: int) -> CapacityBelowSold:
+    return CapacityBelowSold(
+        f"aforo_total cannot be {aforo}: {current.tomadas} tickets are already sold or held",
+        metadata={"evento_id": current.id, "aforo_total": aforo, "tomadas": current.tomadas},
+    )
+
+
+def has_sold_tickets(current: Evento) -> HasSoldTickets:
+    return HasSoldTickets(
+        f"evento {current.id!r} cannot be deleted: {current.tomadas} of its tickets are sold or held",
+        metadata={"evento_id": current.id, "tomadas": current.tomadas},
+    )
+
+
+# --- reservations --------------------------------------------------------------------------
+
+
+def validate_ids(evento_id: str, reserva_id: str) -> None:
+    if not evento_id:
+        raise invalid("evento_id", "must not be empty")
+    if not reserva_id:
+        raise invalid("reserva_id", "must not be empty")
+    if len(reserva_id) > MAX_RESERVA_ID:
+        raise invalid("reserva_id", f"must be at most {MAX_RESERVA_ID} characters, got {len(reserva_id)}")
+
+
+def validate_reserva_request(request: ReservaRequest) -> ReservaRequest:
+    """The rules that need no event: ids, cantidad >= 1, seats distinct and as many as cantidad."""
+    validate_ids(request.evento_id, request.reserva_id)
+    if request.cantidad < 1:
+        raise invalid("cantidad", f"must be 1 or more, got {request.cantidad}")
+    asientos = tuple(label.strip() for label in request.asientos)
+    if asientos:
+        if len(set(asientos)) != len(asientos):
+            raise invalid("asientos", "a seat is named more than once")
+        if len(asientos) != request.cantidad:
+            raise invalid("asientos", f"names {len(asientos)} seats but cantidad is {request.cantidad}")
+    return ReservaRequest(request.evento_id, request.reserva_id, request.cantidad, asientos)
+
+
+def check_fits_event(evento: Evento, request: ReservaRequest) -> None:
+    """The rules that need the event's (immutable) seat map."""
+    if evento.seated:
+        if not request.asientos:
+            raise invalid("asientos", f"evento {evento.id!r} has a seat map: name the {request.cantidad} seats to take")
+        known = set(evento.asientos)
+        unknown = [label for label in request.asientos if label not in known]
+        if unknown:
+            raise UnknownSeat(
+                f"asientos: {', '.join(unknown)} not in the seat map of evento {evento.id!r}",
+                metadata={"field": "asientos", "asientos": ",".join(unknown)},
+            )
+    elif request.asientos:
+        raise invalid("asientos", f"evento {evento.id!r} has no seat map: leave asientos empty")
+
+
+def explain_refusal(
+    evento: Evento | None, request: ReservaRequest, existing: Allocation | None, released: bool
+) -> bool:
+    """Why the atomic take of `request` matched nothing, judged on a fresh read of the event.
+
+    Raises the error the caller should get. Returns True when this reserva_id already took
+    exactly these tickets (an idempotent retry: answer the event), False when nothing explains
+    it any more (the event changed in between: try again).
+    """
+    if evento is None:
+        raise not_found(request.evento_id)
+    check_fits_event(evento, request)
+    if existing is not None:
+        if existing.same_request(request.cantidad, request.asientos):
+            return True
+        raise ReservaMismatch(
+            f"reserva_id {request.reserva_id!r} already took {existing.cantidad} tickets"
+            + (f" ({', '.join(existing.asientos)})" if existing.asientos else "")
+            + " of this evento; a retry must ask for the same tickets",
+            metadata={"reserva_id": request.reserva_id, "cantidad": existing.cantidad},
+        )
+    if released:
+        raise ReservaReleased(
+            f"reserva_id {request.reserva_id!r} already gave its tickets back; use a new reserva_id",
+            metadata={"reserva_id": request.reserva_id},
+        )
+    if evento.seated:
+        free = set(evento.asientos_disponibles)
+        taken = [label for label in request.asientos if label not in free]
+        if taken:
+            raise SeatTaken(
+                f"seats already taken: {', '.join(taken)}; no seat was taken",
+                metadata={"asientos": ",".join(taken), "evento_id": evento.id},
+            )
+    if evento.entradas_disponibles < request.cantidad:
+        raise SoldOut(
+            f"only {evento.entradas_disponibles} tickets left, {request.cantidad} requested",
+            metadata={"disponibles": evento.entradas_disponibles, "evento_id": evento.id},
+        )
+    return False
+
+
+def in_seat_map_order(asientos: Sequence[str], available: Iterable[str]) -> tuple[str, ...]:
+    free = set(available)
+    return tuple(label for label in asientos if label in free)

@@ -1,0 +1,60 @@
+"""Builds the eventos gRPC server: one MongoDB client, health, reflection, error mapping."""
+
+from __future__ import annotations
+
+import logging
+
+from pymongo.errors import PyMongoError
+
+from eventflow.eventos.v1 import eventos_pb2_grpc
+from eventos.config import Config
+from eventos.repository import EventoRepository
+from eventos.service import EventoService
+from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer
+from infra.mongo import create_client, ping
+from infra.server import GrpcApp, ServiceBinding, create_server
+
+log = logging.getLogger(__name__)
+
+
+async def create_app(config: Config) -> GrpcApp:
+    """Everything wired, nothing started or connected yet."""
+    client = create_client(config.mongodb_uri, "eventos")
+    db = client[config.mongodb_database]
+    repository = EventoRepository(db)
+    indexes_ready = False
+
+    async def health_check() -> bool:
+        # SERVING once MongoDB answers; the indexes are ensured on the first success, so a
+        # service started before its database becomes SERVING later instead of crashing.
+        nonlocal indexes_ready
+        if not await ping(db):
+            return False
+        if not indexes_ready:
+            try:
+                await repository.ensure_indexes()
+            except PyMongoError:
+                log.warning("could not ensure indexes yet", exc_info=True)
+                return False
+            indexes_ready = True
+        return True
+
+    app = await create_server(
+        bindings=[
+            ServiceBinding(
+                FULL_NAME,
+                eventos_pb2_grpc.add_EventosServiceServicer_to_server,
+                EventosServicer(EventoService(repository)),
+            )
+        ],
+        address=config.address,
+        domain=DOMAIN,
+        health_check=health_check,
+    )
+    app.on_stop.append(client.close)
+    return app
+
+
+async def serve(config: Config) -> None:
+    app = await create_app(config)
+    await app.run_until_signal()

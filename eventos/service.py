@@ -1,0 +1,193 @@
+"""The eventos use cases: the catalogue of events and the inventory the purchase saga draws on."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from eventos import domain
+from eventos.domain import Evento, EventoDraft, ReservaRequest
+from eventos.repository import EventoRepository
+from infra import pagination
+from infra.errors import InvalidArgument, Unavailable
+
+log = logging.getLogger(__name__)
+
+#: How many times a conditional update is retried when the event changed between read and write.
+MAX_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class Page:
+    eventos: list[Evento]
+    next_page_token: str
+
+
+def _contention(what: str, evento_id: str) -> Unavailable:
+    return Unavailable(
+        f"{what} kept racing with other changes to evento {evento_id!r}; retry",
+        reason="CONTENTION",
+        metadata={"evento_id": evento_id},
+    )
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+
+
+def _millis(moment: datetime) -> int:
+    """Whole milliseconds since the epoch, rounded down (exact: no float)."""
+    return (moment - EPOCH) // MILLISECOND
+
+
+def _from_millis(millis: int) -> datetime:
+    return EPOCH + millis * MILLISECOND
+
+
+class EventoService:
+    def __init__(self, eventos: EventoRepository) -> None:
+        self.eventos = eventos
+
+    # --- catalogue ---------------------------------------------------------------------------
+
+    async def create(self, draft: EventoDraft) -> Evento:
+        evento = await self.eventos.add(domain.validate_new_evento(draft))
+        log.info("evento created", extra={"evento_id": evento.id, "aforo_total": evento.aforo_total})
+        return evento
+
+    async def get(self, evento_id: str) -> Evento:
+        if not evento_id:
+            raise domain.invalid("id", "must not be empty")
+        evento = await self.eventos.get(evento_id)
+        if evento is None:
+            raise domain.not_found(evento_id)
+        return evento
+
+    async def list(
+        self,
+        *,
+        page_size: int,
+        page_token: str,
+        lugar: str | None,
+        desde: datetime | None,
+        hasta: datetime | None,
+    ) -> Page:
+        if desde is not None and hasta is not None and desde > hasta:
+            raise InvalidArgument(
+                f"desde ({desde.isoformat()}) is after hasta ({hasta.isoformat()})", metadata={"field": "desde"}
+            )
+        size = pagination.page_size(page_size)
+        # Stored dates keep milliseconds: round the bounds inward so they mean the same there.
+        if desde is not None:
+            desde = _from_millis(-((EPOCH - desde) // MILLISECOND))
+        if hasta is not None:
+            hasta = _from_millis(_millis(hasta))
+        # A token is valid only for the filters it was issued with.
+        bounds = [None if moment is None else _millis(moment) for moment in (desde, hasta)]
+        scope = json.dumps(["eventos", lugar, *bounds], separators=(",", ":"))
+        position = pagination.decode_token(page_token, scope)
+        after = None
+        if position is not None:
+            try:
+                after = (_from_millis(int(position["f"])), str(position["id"]))
+            except (KeyError, TypeError, ValueError, OverflowError, OSError):
+                raise InvalidArgument(
+                    "page_token does not hold a position of this listing; start again with an empty page_token",
+                    reason="INVALID_PAGE_TOKEN",
+                    metadata={"field": "page_token"},
+                ) from None
+        eventos = await self.eventos.list(lugar=lugar, desde=desde, hasta=hasta, after=after, limit=size + 1)
+        token = ""
+        if len(eventos) > size:
+            eventos = eventos[:size]
+            last = eventos[-1]
+            token = pagination.encode_token({"f": _millis(last.fecha), "id": last.id}, scope)
+        return Page(eventos, token)
+
+    async def update(self, evento_id: str, draft: EventoDraft, mask: Sequence[str]) -> Evento:
+        if not evento_id:
+            raise domain.invalid("evento.id", "must not be empty")
+        fields = domain.validate_update_mask(mask)
+        for _ in range(MAX_ATTEMPTS):
+            current = await self.eventos.get(evento_id, primary=True)
+            if current is None:
+                raise domain.not_found(evento_id)
+            changes = domain.plan_update(current, draft, fields)
+            if not changes:
+                return current
+            updated = await self.eventos.update(evento_id, changes, expected_aforo=current.aforo_total)
+            if updated is not None:
+                log.info("evento updated", extra={"evento_id": evento_id, "fields": sorted(changes)})
+                return updated
+            # Gone, capacity changed, or tickets taken meanwhile: judge again on a fresh read.
+        raise _contention("UpdateEvento", evento_id)
+
+    async def delete(self, evento_id: str) -> None:
+        if not evento_id:
+            raise domain.invalid("id", "must not be empty")
+        for _ in range(MAX_ATTEMPTS):
+            if await self.eventos.delete_if_untaken(evento_id):
+                log.info("evento deleted", extra={"evento_id": evento_id})
+                return
+            current = await self.eventos.get(evento_id, primary=True)
+            if current is None:
+                raise domain.not_found(evento_id)
+            if current.tomadas > 0:
+                raise domain.has_sold_tickets(current)
+            # Its tickets were given back between the two calls: try again.
+        raise _contention("DeleteEvento", evento_id)
+
+    # --- inventory ---------------------------------------------------------------------------
+
+    async def reservar(self, request: ReservaRequest) -> Evento:
+        """Take the tickets of `request` once per reserva_id; a retry of the same request answers the event."""
+        request = domain.validate_reserva_request(request)
+        for _ in range(MAX_ATTEMPTS):
+            evento = await self.eventos.take(request)
+            if evento is not None:
+                log.info(
+                    "entradas taken",
+                    extra={
+                        "evento_id": request.evento_id,
+                        "reserva_id": request.reserva_id,
+                        "cantidad": request.cantidad,
+                        "asientos": request.asientos,
+                    },
+                )
+                return evento
+            snapshot = await self.eventos.snapshot_for(request.evento_id, request.reserva_id)
+            if snapshot is None:
+                raise domain.not_found(request.evento_id)
+            evento, existing, released = snapshot
+            if domain.explain_refusal(evento, request, existing, released):
+                return evento
+        raise _contention("ReservarEntradas", request.evento_id)
+
+    async def liberar(self, evento_id: str, reserva_id: str) -> Evento:
+        """Give back what reserva_id took, once; afterwards (or if it took nothing) it can take nothing more."""
+        domain.validate_ids(evento_id, reserva_id)
+        for _ in range(MAX_ATTEMPTS):
+            snapshot = await self.eventos.snapshot_for(evento_id, reserva_id)
+            if snapshot is None:
+                raise domain.not_found(evento_id)
+            evento, existing, released = snapshot
+            if existing is not None:
+                evento_after = await self.eventos.give_back(evento_id, existing)
+                if evento_after is not None:
+                    log.info(
+                        "entradas released",
+                        extra={"evento_id": evento_id, "reserva_id": reserva_id, "cantidad": existing.cantidad},
+                    )
+                    return evento_after
+            elif released:
+                return evento
+            else:
+                # Nothing taken (yet): spend the id so a ReservarEntradas still in flight takes nothing.
+                evento_after = await self.eventos.spend(evento_id, reserva_id)
+                if evento_after is not None:
+                    return evento_after
+            # Released, taken or deleted concurrently: look again.
+        raise _contention("LiberarEntradas", evento_id)

@@ -1,0 +1,108 @@
+"""Protobuf in, use case, protobuf out. Errors are the domain's (see eventos.domain): the shared
+ErrorMappingInterceptor maps each to its status code along its class hierarchy."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf import empty_pb2, timestamp_pb2
+
+from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
+from eventos import domain
+from eventos.domain import Evento, EventoDraft, ReservaRequest
+from eventos.service import EventoService
+
+FULL_NAME = "eventflow.eventos.v1.EventosService"
+DOMAIN = "eventos.eventflow"
+
+
+def to_datetime(field: str, message: eventos_pb2.Evento | eventos_pb2.ListEventosRequest) -> datetime | None:
+    """The timestamp `field` of `message`, or None when it is not set."""
+    if not message.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, field)
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise domain.invalid(field, "is not a valid timestamp (years 0001 to 9999)") from None
+
+
+def to_draft(evento: eventos_pb2.Evento) -> EventoDraft:
+    return EventoDraft(
+        nombre=evento.nombre,
+        fecha=to_datetime("fecha", evento),
+        lugar=evento.lugar,
+        aforo_total=evento.aforo_total,
+        precio=evento.precio,
+        moneda=evento.moneda,
+        asientos=tuple(evento.asientos),
+    )
+
+
+def to_proto(evento: Evento) -> eventos_pb2.Evento:
+    message = eventos_pb2.Evento(
+        id=evento.id,
+        nombre=evento.nombre,
+        lugar=evento.lugar,
+        aforo_total=evento.aforo_total,
+        entradas_disponibles=evento.entradas_disponibles,
+        precio=evento.precio,
+        moneda=evento.moneda,
+        asientos=evento.asientos,
+        asientos_disponibles=evento.asientos_disponibles,
+    )
+    message.fecha.FromDatetime(evento.fecha)
+    return message
+
+
+class EventosServicer(eventos_pb2_grpc.EventosServiceServicer):
+    def __init__(self, service: EventoService) -> None:
+        self.service = service
+
+    async def CreateEvento(
+        self, request: eventos_pb2.CreateEventoRequest, context: grpc.aio.ServicerContext
+    ) -> eventos_pb2.Evento:
+        return to_proto(await self.service.create(to_draft(request.evento)))
+
+    async def GetEvento(self, request: eventos_pb2.GetEventoRequest, context: grpc.aio.ServicerContext) -> eventos_pb2.Evento:
+        return to_proto(await self.service.get(request.id))
+
+    async def ListEventos(
+        self, request: eventos_pb2.ListEventosRequest, context: grpc.aio.ServicerContext
+    ) -> eventos_pb2.ListEventosResponse:
+        page = await self.service.list(
+            page_size=request.page_size,
+            page_token=request.page_token,
+            lugar=request.lugar.strip() or None,
+            desde=to_datetime("desde", request),
+            hasta=to_datetime("hasta", request),
+        )
+        return eventos_pb2.ListEventosResponse(
+            eventos=[to_proto(e) for e in page.eventos], next_page_token=page.next_page_token
+        )
+
+    async def UpdateEvento(
+        self, request: eventos_pb2.UpdateEventoRequest, context: grpc.aio.ServicerContext
+    ) -> eventos_pb2.Evento:
+        evento = await self.service.update(
+            request.evento.id, to_draft(request.evento), list(request.update_mask.paths)
+        )
+        return to_proto(evento)
+
+    async def DeleteEvento(
+        self, request: eventos_pb2.DeleteEventoRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        await self.service.delete(request.id)
+        return empty_pb2.Empty()
+
+    async def ReservarEntradas(
+        self, request: eventos_pb2.ReservarEntradasRequest, context: grpc.aio.ServicerContext
+    ) -> eventos_pb2.Evento:
+        reserva = ReservaRequest(request.evento_id, request.reserva_id, request.cantidad, tuple(request.asientos))
+        return to_proto(await self.service.reservar(reserva))
+
+    async def LiberarEntradas(
+        self, request: eventos_pb2.LiberarEntradasRequest, context: grpc.aio.ServicerContext
+    ) -> eventos_pb2.Evento:
+        return to_proto(await self.service.liberar(request.evento_id, request.reserva_id))

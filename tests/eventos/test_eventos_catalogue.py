@@ -1,0 +1,283 @@
+"""EventosService over a real channel against a real MongoDB-compatible server: create, get, list, update, delete."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from eventflow.eventos.v1 import eventos_pb2
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+BASE = datetime(2027, 1, 1, 20, 0, tzinfo=UTC)
+
+
+def mask(*paths: str) -> field_mask_pb2.FieldMask:
+    return field_mask_pb2.FieldMask(paths=list(paths))
+
+
+class TestCreateAndGet:
+    async def test_create_then_get(self, eventos) -> None:
+        created = await eventos.create(nombre="  Concierto Arctic Monkeys ", moneda="", precio=250_000)
+        assert created.id
+        assert created.nombre == "Concierto Arctic Monkeys"
+        assert created.moneda == "UYU"
+        assert created.entradas_disponibles == created.aforo_total == 10
+        assert created.fecha.ToDatetime(tzinfo=UTC) == datetime(2027, 3, 14, 21, 0, tzinfo=UTC)
+        fetched = await eventos.stub.GetEvento(eventos_pb2.GetEventoRequest(id=created.id))
+        assert fetched == created
+
+    async def test_output_only_fields_are_ignored(self, eventos) -> None:
+        created = await eventos.create(id="mine", entradas_disponibles=3, asientos_disponibles=["X"])
+        assert created.id != "mine"
+        assert created.entradas_disponibles == 10
+        assert list(created.asientos_disponibles) == []
+
+    async def test_seated_event(self, eventos) -> None:
+        seats = ["A-1", "A-2", "B-1"]
+        created = await eventos.create(aforo_total=0, asientos=seats, moneda="USD")
+        assert created.aforo_total == created.entradas_disponibles == 3
+        assert list(created.asientos) == list(created.asientos_disponibles) == seats
+
+    @pytest.mark.parametrize(
+        ("fields", "field"),
+        [
+            ({"nombre": " "}, "nombre"),
+            ({"nombre": "n" * 201}, "nombre"),
+            ({"lugar": ""}, "lugar"),
+            ({"lugar": "l" * 201}, "lugar"),
+            ({"fecha": None}, "fecha"),
+            ({"aforo_total": 0}, "aforo_total"),
+            ({"aforo_total": -1}, "aforo_total"),
+            ({"precio": -5}, "precio"),
+            ({"moneda": "pesos"}, "moneda"),
+            ({"asientos": ["A-1", "A-1"], "aforo_total": 0}, "asientos"),
+            ({"asientos": ["A-1", ""], "aforo_total": 0}, "asientos"),
+            ({"asientos": ["A-" + "9" * 19], "aforo_total": 0}, "asientos"),
+            ({"asientos": ["A-1", "A-2"], "aforo_total": 3}, "aforo_total"),
+        ],
+    )
+    async def test_each_validation_rule(self, eventos, fields: dict[str, object], field: str) -> None:
+        error = await eventos.fails(eventos.create(**fields), INVALID, "VALIDATION_FAILED")
+        assert field in error.details()
+
+    async def test_get_errors(self, eventos) -> None:
+        await eventos.fails(eventos.stub.GetEvento(eventos_pb2.GetEventoRequest(id="")), INVALID, "VALIDATION_FAILED")
+        for unknown in ("665f1c000000000000000000", "not-an-object-id"):
+            await eventos.fails(
+                eventos.stub.GetEvento(eventos_pb2.GetEventoRequest(id=unknown)),
+                grpc.StatusCode.NOT_FOUND,
+                "EVENTO_NOT_FOUND",
+            )
+
+
+class TestList:
+    async def list_all(self, eventos, page_size: int, **filters: object) -> list[eventos_pb2.Evento]:
+        """Walk every page; check each page's size and that the last one has no token."""
+        found: list[eventos_pb2.Evento] = []
+        token = ""
+        while True:
+            request = eventos_pb2.ListEventosRequest(page_size=page_size, page_token=token, **filters)  # type: ignore[arg-type]
+            page = await eventos.stub.ListEventos(request)
+            assert len(page.eventos) <= page_size
+            found.extend(page.eventos)
+            token = page.next_page_token
+            if not token:
+                return found
+            assert len(page.eventos) == page_size
+
+    async def test_ordered_by_fecha_then_id_across_pages(self, eventos) -> None:
+        # Several events share a fecha, so the id tie-break must keep pages from overlapping or skipping.
+        fechas = [BASE + timedelta(days=d % 4, milliseconds=-(d % 4) * 7) for d in range(11)]
+        created = await asyncio.gather(*(eventos.create(nombre=f"e{i}", fecha=f) for i, f in enumerate(fechas)))
+        expected = sorted(created, key=lambda e: (e.fecha.ToDatetime(), e.id))
+        for size in (1, 3, 4, 11, 50):
+            listed = await self.list_all(eventos, size)
+            assert [e.id for e in listed] == [e.id for e in expected]
+
+    async def test_filters(self, eventos) -> None:
+        at = {}
+        for days, lugar in [(0, "Antel Arena"), (1, "Teatro Solís"), (2, "Antel Arena"), (3, "Antel Arena")]:
+            at[days] = await eventos.create(lugar=lugar, fecha=BASE + timedelta(days=days))
+        desde = eventos_pb2.ListEventosRequest().desde
+        desde.FromDatetime(BASE + timedelta(days=1))
+        hasta = eventos_pb2.ListEventosRequest().hasta
+        hasta.FromDatetime(BASE + timedelta(days=2))
+        by_lugar = await self.list_all(eventos, 1, lugar="Antel Arena")
+        assert [e.id for e in by_lugar] == [at[0].id, at[2].id, at[3].id]
+        between = await self.list_all(eventos, 1, desde=desde, hasta=hasta)  # inclusive bounds
+        assert [e.id for e in between] == [at[1].id, at[2].id]
+        both = await self.list_all(eventos, 5, lugar="Antel Arena", desde=desde)
+        assert [e.id for e in both] == [at[2].id, at[3].id]
+        # Bounds finer than the stored milliseconds are rounded inward.
+        desde.FromDatetime(BASE + timedelta(microseconds=1))
+        hasta.FromDatetime(BASE + timedelta(days=3, microseconds=-1))
+        inner = await self.list_all(eventos, 5, desde=desde, hasta=hasta)
+        assert [e.id for e in inner] == [at[1].id, at[2].id]
+        assert await self.list_all(eventos, 5, lugar="Nowhere") == []
+
+    async def test_page_size_default_and_cap(self, eventos) -> None:
+        await asyncio.gather(*(eventos.create(nombre=f"e{i}") for i in range(3)))
+        page = await eventos.stub.ListEventos(eventos_pb2.ListEventosRequest(page_size=0))
+        assert len(page.eventos) == 3 and page.next_page_token == ""
+        page = await eventos.stub.ListEventos(eventos_pb2.ListEventosRequest(page_size=2**31 - 1))
+        assert len(page.eventos) == 3
+
+    async def test_bad_requests(self, eventos) -> None:
+        await asyncio.gather(*(eventos.create(nombre=f"e{i}") for i in range(3)))
+        list_ = eventos.stub.ListEventos
+        await eventos.fails(list_(eventos_pb2.ListEventosRequest(page_size=-1)), INVALID, "VALIDATION_FAILED")
+        await eventos.fails(
+            list_(eventos_pb2.ListEventosRequest(page_token="garbage")), INVALID, "INVALID_PAGE_TOKEN"
+        )
+        first = await list_(eventos_pb2.ListEventosRequest(page_size=1))
+        body, mac = first.next_page_token.rsplit(".", 1)
+        forged = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac
+        await eventos.fails(list_(eventos_pb2.ListEventosRequest(page_token=forged)), INVALID, "INVALID_PAGE_TOKEN")
+        # A token is bound to the filters it was issued for.
+        await eventos.fails(
+            list_(eventos_pb2.ListEventosRequest(page_token=first.next_page_token, lugar="Antel Arena")),
+            INVALID,
+            "INVALID_PAGE_TOKEN",
+        )
+        later = eventos_pb2.ListEventosRequest()
+        later.desde.FromDatetime(BASE + timedelta(days=2))
+        later.hasta.FromDatetime(BASE + timedelta(days=1))
+        error = await eventos.fails(list_(later), INVALID, "VALIDATION_FAILED")
+        assert "desde" in error.details()
+
+
+class TestUpdate:
+    async def update(self, eventos, evento: eventos_pb2.Evento, *paths: str) -> eventos_pb2.Evento:
+        return await eventos.stub.UpdateEvento(eventos_pb2.UpdateEventoRequest(evento=evento, update_mask=mask(*paths)))
+
+    async def test_masked_fields_only(self, eventos) -> None:
+        created = await eventos.create()
+        change = eventos_pb2.Evento(id=created.id, nombre="Otro nombre", lugar="", precio=1)
+        updated = await self.update(eventos, change, "nombre")
+        assert updated.nombre == "Otro nombre"
+        assert updated.lugar == created.lugar and updated.precio == created.precio
+        stored = await eventos.stub.GetEvento(eventos_pb2.GetEventoRequest(id=created.id))
+        assert stored == updated
+
+    async def test_empty_mask_updates_every_updatable_field(self, eventos) -> None:
+        created = await eventos.create()
+        change = eventos_pb2.Evento(
+            id=created.id, nombre="N", lugar="L", aforo_total=20, precio=5, moneda="USD"
+        )
+        change.fecha.FromDatetime(BASE)
+        updated = await self.update(eventos, change)
+        assert (updated.nombre, updated.lugar, updated.aforo_total, updated.precio, updated.moneda) == (
+            "N", "L", 20, 5, "USD"
+        )
+        assert updated.entradas_disponibles == 20
+        assert updated.fecha.ToDatetime(tzinfo=UTC) == BASE
+
+    async def test_capacity_moves_available_tickets(self, eventos) -> None:
+        created = await eventos.create(aforo_total=10)
+        await eventos.reservar(created.id, "r1", 4)
+        grown = await self.update(eventos, eventos_pb2.Evento(id=created.id, aforo_total=15), "aforo_total")
+        assert (grown.aforo_total, grown.entradas_disponibles) == (15, 11)
+        shrunk = await self.update(eventos, eventos_pb2.Evento(id=created.id, aforo_total=4), "aforo_total")
+        assert (shrunk.aforo_total, shrunk.entradas_disponibles) == (4, 0)
+        await eventos.check_invariant(created.id)
+        error = await eventos.fails(
+            self.update(eventos, eventos_pb2.Evento(id=created.id, aforo_total=3), "aforo_total"),
+            PRECONDITION,
+            "CAPACITY_BELOW_SOLD",
+        )
+        assert "4" in error.details()
+        await eventos.check_invariant(created.id)
+
+    async def test_concurrent_shrink_and_reservations_keep_the_invariant(self, eventos) -> None:
+        created = await eventos.create(aforo_total=20)
+        shrink = self.update(eventos, eventos_pb2.Evento(id=created.id, aforo_total=10), "aforo_total")
+        takes = [eventos.reservar(created.id, f"r{i}", 1) for i in range(15)]
+        results = await asyncio.gather(shrink, *takes, return_exceptions=True)
+        for result in results:
+            if isinstance(result, grpc.aio.AioRpcError):
+                assert eventos.reason(result) in ("SOLD_OUT", "CAPACITY_BELOW_SOLD")
+        final = await eventos.check_invariant(created.id)
+        assert final.aforo_total in (10, 20)
+
+    async def test_seated_capacity_cannot_change(self, eventos) -> None:
+        created = await eventos.create(aforo_total=0, asientos=["A-1", "A-2"])
+        await eventos.fails(
+            self.update(eventos, eventos_pb2.Evento(id=created.id, aforo_total=5), "aforo_total"),
+            PRECONDITION,
+            "SEATED_EVENT",
+        )
+        same = await self.update(eventos, eventos_pb2.Evento(id=created.id, aforo_total=2, nombre="X"), "aforo_total", "nombre")
+        assert same.nombre == "X" and same.aforo_total == 2 and list(same.asientos) == ["A-1", "A-2"]
+
+    @pytest.mark.parametrize("path", ["asientos", "entradas_disponibles", "asientos_disponibles", "id", "nope"])
+    async def test_bad_mask(self, eventos, path: str) -> None:
+        created = await eventos.create()
+        await eventos.fails(
+            self.update(eventos, eventos_pb2.Evento(id=created.id, nombre="x"), "nombre", path),
+            INVALID,
+            "INVALID_UPDATE_MASK",
+        )
+
+    async def test_validation_and_not_found(self, eventos) -> None:
+        created = await eventos.create()
+        await eventos.fails(
+            self.update(eventos, eventos_pb2.Evento(id=created.id, nombre=" "), "nombre"), INVALID, "VALIDATION_FAILED"
+        )
+        await eventos.fails(
+            self.update(eventos, eventos_pb2.Evento(id=created.id), "fecha"), INVALID, "VALIDATION_FAILED"
+        )
+        await eventos.fails(
+            self.update(eventos, eventos_pb2.Evento(id=created.id, aforo_total=0), "aforo_total"),
+            INVALID,
+            "VALIDATION_FAILED",
+        )
+        await eventos.fails(
+            self.update(eventos, eventos_pb2.Evento(id="nope", nombre="x"), "nombre"),
+            grpc.StatusCode.NOT_FOUND,
+            "EVENTO_NOT_FOUND",
+        )
+        await eventos.fails(self.update(eventos, eventos_pb2.Evento(nombre="x"), "nombre"), INVALID, "VALIDATION_FAILED")
+
+
+class TestDelete:
+    async def delete(self, eventos, evento_id: str) -> object:
+        return await eventos.stub.DeleteEvento(eventos_pb2.DeleteEventoRequest(id=evento_id))
+
+    async def test_delete(self, eventos) -> None:
+        created = await eventos.create()
+        await self.delete(eventos, created.id)
+        await eventos.fails(
+            eventos.stub.GetEvento(eventos_pb2.GetEventoRequest(id=created.id)),
+            grpc.StatusCode.NOT_FOUND,
+            "EVENTO_NOT_FOUND",
+        )
+        await eventos.fails(self.delete(eventos, created.id), grpc.StatusCode.NOT_FOUND, "EVENTO_NOT_FOUND")
+        await eventos.fails(self.delete(eventos, ""), INVALID, "VALIDATION_FAILED")
+
+    async def test_refused_while_tickets_are_held_allowed_once_released(self, eventos) -> None:
+        created = await eventos.create()
+        await eventos.reservar(created.id, "r1", 2)
+        await eventos.fails(self.delete(eventos, created.id), PRECONDITION, "HAS_SOLD_TICKETS")
+        await eventos.check_invariant(created.id)
+        await eventos.liberar(created.id, "r1")
+        await self.delete(eventos, created.id)
+
+    async def test_delete_racing_a_reservation(self, eventos) -> None:
+        # Either the reservation lands first (delete refused) or the delete does (reservation NOT_FOUND).
+        for i in range(5):
+            created = await eventos.create()
+            reserved, deleted = await asyncio.gather(
+                eventos.reservar(created.id, f"r{i}", 1), self.delete(eventos, created.id), return_exceptions=True
+            )
+            if isinstance(deleted, grpc.aio.AioRpcError):
+                assert eventos.reason(deleted) == "HAS_SOLD_TICKETS"
+                assert not isinstance(reserved, Exception)
+                await eventos.check_invariant(created.id)
+            else:
+                assert isinstance(reserved, grpc.aio.AioRpcError)
+                assert eventos.reason(reserved) == "EVENTO_NOT_FOUND"

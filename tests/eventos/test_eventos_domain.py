@@ -1,0 +1,206 @@
+"""Unit tests of the eventos domain rules (no I/O)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from eventos import domain
+from eventos.domain import Allocation, Evento, EventoDraft, ReservaRequest
+from infra.errors import FailedPrecondition, InvalidArgument, NotFound
+
+FECHA = datetime(2027, 3, 14, 21, 0, tzinfo=UTC)
+
+
+def draft(**changes: object) -> EventoDraft:
+    values: dict[str, object] = {"nombre": "Concierto", "fecha": FECHA, "lugar": "Antel Arena", "aforo_total": 10}
+    values.update(changes)
+    return EventoDraft(**values)  # type: ignore[arg-type]
+
+
+def evento(**changes: object) -> Evento:
+    values: dict[str, object] = {
+        "id": "e1", "nombre": "Concierto", "fecha": FECHA, "lugar": "Antel Arena",
+        "aforo_total": 10, "entradas_disponibles": 10, "precio": 100, "moneda": "UYU",
+    }  # fmt: skip
+    values.update(changes)
+    return Evento(**values)  # type: ignore[arg-type]
+
+
+def seated(available: tuple[str, ...] = ("A-1", "A-2", "A-3")) -> Evento:
+    return evento(
+        aforo_total=3, entradas_disponibles=len(available), asientos=("A-1", "A-2", "A-3"), asientos_disponibles=available
+    )
+
+
+def field_of(error: pytest.ExceptionInfo[InvalidArgument]) -> str:
+    return error.value.metadata["field"]
+
+
+class TestNewEvento:
+    def test_valid_unseated_defaults(self) -> None:
+        new = domain.validate_new_evento(draft(nombre="  Concierto  ", moneda=""))
+        assert new.nombre == "Concierto"
+        assert new.moneda == "UYU"
+        assert new.aforo_total == 10
+        assert new.asientos == ()
+
+    @pytest.mark.parametrize(
+        ("changes", "field"),
+        [
+            ({"nombre": ""}, "nombre"),
+            ({"nombre": "   "}, "nombre"),
+            ({"nombre": "x" * 201}, "nombre"),
+            ({"lugar": ""}, "lugar"),
+            ({"lugar": "y" * 201}, "lugar"),
+            ({"fecha": None}, "fecha"),
+            ({"aforo_total": 0}, "aforo_total"),
+            ({"aforo_total": -3}, "aforo_total"),
+            ({"precio": -1}, "precio"),
+            ({"moneda": "usd"}, "moneda"),
+            ({"moneda": "US"}, "moneda"),
+            ({"moneda": "USDX"}, "moneda"),
+            ({"moneda": "U5D"}, "moneda"),
+        ],
+    )
+    def test_each_rule(self, changes: dict[str, object], field: str) -> None:
+        with pytest.raises(InvalidArgument) as caught:
+            domain.validate_new_evento(draft(**changes))
+        assert field_of(caught) == field
+        assert caught.value.reason == "VALIDATION_FAILED"
+        assert field in caught.value.message
+
+    def test_limits_are_inclusive(self) -> None:
+        new = domain.validate_new_evento(draft(nombre="x" * 200, lugar="y" * 200, precio=0, moneda="USD"))
+        assert len(new.nombre) == 200 and new.precio == 0 and new.moneda == "USD"
+
+    def test_fecha_is_kept_in_utc_to_the_millisecond(self) -> None:
+        local = datetime(2027, 3, 14, 18, 0, 0, 123456, tzinfo=timezone(timedelta(hours=-3)))
+        new = domain.validate_new_evento(draft(fecha=local))
+        assert new.fecha == datetime(2027, 3, 14, 21, 0, 0, 123000, tzinfo=UTC)
+
+    def test_seat_map_derives_capacity(self) -> None:
+        new = domain.validate_new_evento(draft(aforo_total=0, asientos=("A-1", "A-2")))
+        assert new.aforo_total == 2 and new.asientos == ("A-1", "A-2")
+        assert domain.validate_new_evento(draft(aforo_total=2, asientos=("A-1", "A-2"))).aforo_total == 2
+
+    @pytest.mark.parametrize(
+        ("changes", "field"),
+        [
+            ({"aforo_total": 3, "asientos": ("A-1", "A-2")}, "aforo_total"),
+            ({"asientos": ("A-1", "A-1")}, "asientos"),
+            ({"asientos": ("A-1", " ")}, "asientos"),
+            ({"asientos": ("A-1", "x" * 21)}, "asientos"),
+        ],
+    )
+    def test_seat_map_rules(self, changes: dict[str, object], field: str) -> None:
+        with pytest.raises(InvalidArgument) as caught:
+            domain.validate_new_evento(draft(**changes))
+        assert field_of(caught) == field
+
+
+class TestUpdate:
+    def test_empty_mask_means_every_updatable_field(self) -> None:
+        assert domain.validate_update_mask([]) == domain.UPDATABLE_FIELDS
+
+    @pytest.mark.parametrize("path", ["entradas_disponibles", "asientos", "asientos_disponibles", "id", "color", ""])
+    def test_bad_mask_paths(self, path: str) -> None:
+        with pytest.raises(InvalidArgument) as caught:
+            domain.validate_update_mask(["nombre", path])
+        assert caught.value.reason == "INVALID_UPDATE_MASK"
+
+    def test_capacity_never_below_taken(self) -> None:
+        current = evento(aforo_total=10, entradas_disponibles=4)  # 6 taken
+        assert domain.plan_update(current, draft(aforo_total=6), ["aforo_total"]) == {"aforo_total": 6}
+        with pytest.raises(FailedPrecondition) as caught:
+            domain.plan_update(current, draft(aforo_total=5), ["aforo_total"])
+        assert caught.value.reason == "CAPACITY_BELOW_SOLD"
+
+    def test_unchanged_capacity_is_not_a_change(self) -> None:
+        assert domain.plan_update(evento(), draft(aforo_total=10), ["aforo_total"]) == {}
+
+    def test_seated_capacity_cannot_change(self) -> None:
+        assert domain.plan_update(seated(), draft(aforo_total=3), ["aforo_total"]) == {}
+        assert domain.plan_update(seated(), draft(aforo_total=0), ["aforo_total"]) == {}
+        with pytest.raises(FailedPrecondition) as caught:
+            domain.plan_update(seated(), draft(aforo_total=4), ["aforo_total"])
+        assert caught.value.reason == "SEATED_EVENT"
+
+    def test_fields_are_validated(self) -> None:
+        with pytest.raises(InvalidArgument):
+            domain.plan_update(evento(), draft(nombre=""), ["nombre"])
+        assert domain.plan_update(evento(), draft(moneda=""), ["moneda"]) == {"moneda": "UYU"}
+
+
+class TestReservaRequest:
+    @pytest.mark.parametrize(
+        ("request_", "field"),
+        [
+            (ReservaRequest("", "r1", 1), "evento_id"),
+            (ReservaRequest("e1", "", 1), "reserva_id"),
+            (ReservaRequest("e1", "r" * 129, 1), "reserva_id"),
+            (ReservaRequest("e1", "r1", 0), "cantidad"),
+            (ReservaRequest("e1", "r1", -2), "cantidad"),
+            (ReservaRequest("e1", "r1", 2, ("A-1", "A-1")), "asientos"),
+            (ReservaRequest("e1", "r1", 2, ("A-1",)), "asientos"),
+        ],
+    )
+    def test_shape_rules(self, request_: ReservaRequest, field: str) -> None:
+        with pytest.raises(InvalidArgument) as caught:
+            domain.validate_reserva_request(request_)
+        assert field_of(caught) == field
+
+    def test_any_reserva_id_characters_are_fine(self) -> None:
+        domain.validate_reserva_request(ReservaRequest("e1", "a.b$c d/é", 1))
+
+
+class TestExplainRefusal:
+    def test_missing_event(self) -> None:
+        with pytest.raises(NotFound) as caught:
+            domain.explain_refusal(None, ReservaRequest("e1", "r1", 1), None, False)
+        assert caught.value.reason == "EVENTO_NOT_FOUND"
+
+    def test_sold_out(self) -> None:
+        with pytest.raises(FailedPrecondition) as caught:
+            domain.explain_refusal(evento(entradas_disponibles=1), ReservaRequest("e1", "r1", 2), None, False)
+        assert caught.value.reason == "SOLD_OUT"
+        assert caught.value.metadata["disponibles"] == "1"
+
+    def test_same_request_again_is_idempotent(self) -> None:
+        held = Allocation("r1", 2, ("A-2", "A-1"))
+        assert domain.explain_refusal(seated(("A-3",)), ReservaRequest("e1", "r1", 2, ("A-1", "A-2")), held, False)
+
+    def test_other_request_with_same_reserva_id(self) -> None:
+        with pytest.raises(FailedPrecondition) as caught:
+            domain.explain_refusal(evento(), ReservaRequest("e1", "r1", 3), Allocation("r1", 2), False)
+        assert caught.value.reason == "RESERVA_MISMATCH"
+
+    def test_released_reserva_id(self) -> None:
+        with pytest.raises(FailedPrecondition) as caught:
+            domain.explain_refusal(evento(), ReservaRequest("e1", "r1", 1), None, True)
+        assert caught.value.reason == "RESERVA_RELEASED"
+
+    def test_seat_taken_names_the_seats(self) -> None:
+        with pytest.raises(FailedPrecondition) as caught:
+            domain.explain_refusal(seated(("A-1", "A-3")), ReservaRequest("e1", "r1", 2, ("A-1", "A-2")), None, False)
+        assert caught.value.reason == "SEAT_TAKEN"
+        assert caught.value.metadata["asientos"] == "A-2"
+
+    def test_unknown_seat(self) -> None:
+        with pytest.raises(InvalidArgument) as caught:
+            domain.explain_refusal(seated(), ReservaRequest("e1", "r1", 1, ("Z-9",)), None, False)
+        assert caught.value.reason == "UNKNOWN_SEAT"
+
+    def test_seats_required_for_seated_and_refused_for_unseated(self) -> None:
+        with pytest.raises(InvalidArgument):
+            domain.explain_refusal(seated(), ReservaRequest("e1", "r1", 1), None, False)
+        with pytest.raises(InvalidArgument):
+            domain.explain_refusal(evento(), ReservaRequest("e1", "r1", 1, ("A-1",)), None, False)
+
+    def test_nothing_wrong_any_more_means_retry(self) -> None:
+        assert domain.explain_refusal(evento(), ReservaRequest("e1", "r1", 1), None, False) is False
+
+
+def test_seat_map_order() -> None:
+    assert domain.in_seat_map_order(("A-1", "A-2", "B-1"), ["B-1", "A-1"]) == ("A-1", "B-1")

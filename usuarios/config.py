@@ -1,0 +1,40 @@
+"""Configuration of the usuarios server, from environment variables with localhost defaults.
+
+USUARIOS_PORT (50051), GRPC_BIND_HOST ("[::]"), MONGODB_URI
+("mongodb://localhost:27017/?directConnection=true"), USUARIOS_MONGODB_DATABASE ("eventflow_usuarios").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    port: int = 50051
+    bind_host: str = "[::]"
+    mongodb_uri: str = "mongodb://localhost:27017/?directConnection=true"
+    mongodb_database: str = "eventflow_usuarios"
+
+    @property
+    def address(self) -> str:
+        return f"{self.bind_host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
+        defaults = cls()
+        raw_port = env.get("USUARIOS_PORT", str(defaults.port))
+        try:
+            port = int(raw_port)
+            if not 0 <= port <= 65535:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"USUARIOS_PORT must be a port number (0-65535), got {raw_port!r}") from None
+        return cls(
+            port=port,
+            bind_host=env.get("GRPC_BIND_HOST", defaults.bind_host),
+            mongodb_uri=env.get("MONGODB_URI", defaults.mongodb_uri),
+            mongodb_database=env.get("USUARIOS_MONGODB_DATABASE", defaults.mongodb_database),
+        )

@@ -1,0 +1,62 @@
+"""Builds the usuarios gRPC server: the servicer on one MongoDB client, health, reflection, shutdown.
+
+`create_app(config)` wires everything and returns a GrpcApp, not started; nothing connects
+before the health check runs. Health is NOT_SERVING until MongoDB answers a ping and the
+indexes exist, so a server started before its database becomes SERVING later instead of
+crashing. `serve(config)` runs it until SIGTERM or SIGINT, then stops gracefully.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pymongo.errors import PyMongoError
+
+from eventflow.usuarios.v1 import usuarios_pb2_grpc
+from infra.mongo import create_client, ping
+from infra.server import GrpcApp, ServiceBinding, create_server
+from usuarios.config import Config
+from usuarios.repository import MongoUsuarioRepository
+from usuarios.service import UsuariosService
+from usuarios.servicer import ERROR_TABLE, UsuariosServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "eventflow.usuarios.v1.UsuariosService"
+ERROR_DOMAIN = "usuarios.eventflow"
+
+
+async def create_app(config: Config) -> GrpcApp:
+    client = create_client(config.mongodb_uri, app_name="usuarios")
+    db = client[config.mongodb_database]
+    repository = MongoUsuarioRepository(db)
+    servicer = UsuariosServicer(UsuariosService(repository))
+
+    async def health_check() -> bool:
+        if not await ping(db):
+            return False
+        try:
+            await repository.ensure_indexes()
+        except PyMongoError as error:
+            log.warning("cannot create the usuarios indexes yet", extra={"error": str(error)})
+            return False
+        return True
+
+    try:
+        app = await create_server(
+            bindings=[ServiceBinding(SERVICE_NAME, usuarios_pb2_grpc.add_UsuariosServiceServicer_to_server, servicer)],
+            address=config.address,
+            domain=ERROR_DOMAIN,
+            health_check=health_check,
+            error_table=ERROR_TABLE,
+        )
+    except BaseException:
+        await client.close()
+        raise
+    app.on_stop.append(client.close)
+    return app
+
+
+async def serve(config: Config) -> None:
+    app = await create_app(config)
+    await app.run_until_signal()

@@ -41,12 +41,12 @@ class Tipo(enum.StrEnum):
     PAGO_RECHAZADO = "PagoRechazado"  # motivo, razon
     COMPRA_REGISTRADA = "CompraRegistrada"  # (usuarios recorded it in historial_compras)
     RESERVA_CONFIRMADA = "ReservaConfirmada"
-    COMPENSACION_INICIADA = "CompensacionIniciada"  # motivo, razon, pasos (to undo, newest first)
+    COMPENSACION_INICIADA = "CompensacionIniciada"  # motivo, razon, codigo, detalle, pasos (to undo, newest first)
     COMPENSACION_REINTENTADA = "CompensacionReintentada"  # paso, error, intento
     ENTRADAS_LIBERADAS = "EntradasLiberadas"
-    PAGO_REEMBOLSADO = "PagoReembolsado"  # pago_id, monto, moneda
+    PAGO_REEMBOLSADO = "PagoReembolsado"  # pago_id, monto, moneda (pago_id None: nothing was charged)
     COMPRA_ANULADA = "CompraAnulada"
-    RESERVA_FALLIDA = "ReservaFallida"  # motivo, razon
+    RESERVA_FALLIDA = "ReservaFallida"  # motivo, razon, codigo, detalle
     CANCELACION_SOLICITADA = "CancelacionSolicitada"  # motivo
     RESERVA_CANCELADA = "ReservaCancelada"  # motivo
 
@@ -113,6 +113,10 @@ class Reserva:
     moneda: str = ""
     motivo: str = ""
     razon: str = ""
+    # Why it failed, enough to answer the same error again: the DomainError class name
+    # (codigo) and its metadata (detalle), from CompensacionIniciada / ReservaFallida.
+    codigo: str = ""
+    detalle: dict[str, str] = field(default_factory=dict)
     creada: datetime | None = None
     actualizada: datetime | None = None
     pagos: list[Pago] = field(default_factory=list)
@@ -224,7 +228,8 @@ class Reserva:
         elif t is Tipo.PAGO_PROCESADO:
             self.pagos.append(Pago(d["pago_id"], TipoPago.CARGO, int(d["monto"]), event.ocurrido))
         elif t is Tipo.PAGO_REEMBOLSADO:
-            self.pagos.append(Pago(d["pago_id"], TipoPago.REEMBOLSO, int(d["monto"]), event.ocurrido))
+            if d.get("pago_id"):  # without one, the compensation found nothing charged to give back
+                    self.pagos.append(Pago(d["pago_id"], TipoPago.REEMBOLSO, int(d["monto"]), event.ocurrido))
         elif t is Tipo.PAGO_RECHAZADO:
             self.motivo = d.get("motivo", "")
             self.razon = d.get("razon", "")
@@ -232,12 +237,10 @@ class Reserva:
             self.estado = Estado.CONFIRMADA
         elif t is Tipo.COMPENSACION_INICIADA:
             self.compensando = True
-            self.motivo = d.get("motivo", self.motivo)
-            self.razon = d.get("razon", self.razon)
+            self._failure(d)
         elif t is Tipo.RESERVA_FALLIDA:
             self.estado = Estado.FALLIDA
-            self.motivo = d.get("motivo", self.motivo)
-            self.razon = d.get("razon", self.razon)
+            self._failure(d)
         elif t is Tipo.CANCELACION_SOLICITADA:
             self.cancelando = True
             self.motivo = d.get("motivo", "cancelada por el usuario")
@@ -250,3 +253,9 @@ class Reserva:
             self.pasos_compensados.append(STEP_COMPENSATED_BY[t])
         self.version = event.version
         self.actualizada = event.ocurrido
+
+    def _failure(self, d: Mapping[str, Any]) -> None:
+        self.motivo = d.get("motivo", self.motivo)
+        self.razon = d.get("razon", self.razon)
+        self.codigo = d.get("codigo", self.codigo)
+        self.detalle = dict(d.get("detalle", self.detalle))

@@ -1,0 +1,156 @@
+"""The saga's building blocks: a step of the Chain of Responsibility and the context it works on.
+
+A step (`Paso`) has a `name`, an action (`act`) and a compensating action (`compensate`),
+and knows the step after it (`next`). `handle` records `PasoIniciado` BEFORE the step's
+side effects, runs the action (which records its completion event AFTER the side effect),
+and hands the context to the next step; a failure propagates up to the orchestrator
+(`reservas.saga.saga.Saga`), which compensates from the log. Steps never call each other
+directly and never know which step follows: the chain is assembled in `chain.py` only.
+
+Every action and every compensation is idempotent: recovery may run it again after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol
+
+from pymongo.errors import PyMongoError
+
+from infra.errors import Unavailable
+from reservas import faults
+from reservas.domain import ConcurrencyConflict, Event, Reserva, Tipo
+from reservas.payments import PaymentGateway
+
+log = logging.getLogger(__name__)
+
+
+def now() -> datetime:
+    """Now, at MongoDB's precision (milliseconds), so a recorded event equals itself read back."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+# ---- the ports the steps talk to (reservas.clients / holds / event_store, or fakes in unit tests)
+
+
+class UsuariosPort(Protocol):
+    async def get_usuario(self, usuario_id: str) -> Any: ...
+    async def registrar_compra(self, usuario_id: str, reserva_id: str) -> None: ...
+    async def anular_compra(self, usuario_id: str, reserva_id: str) -> None: ...
+
+
+class EventosPort(Protocol):
+    async def get_evento(self, evento_id: str) -> Any: ...
+    async def reservar_entradas(self, evento_id: str, reserva_id: str, cantidad: int, asientos: Sequence[str]) -> Any: ...
+    async def liberar_entradas(self, evento_id: str, reserva_id: str) -> Any: ...
+
+
+class HoldsPort(Protocol):
+    def keys_for(self, evento_id: str, asientos: Sequence[str], reserva_id: str) -> list[str]: ...
+    async def acquire(self, keys: Sequence[str], reserva_id: str) -> list[str]: ...
+    async def release(self, keys: Sequence[str], reserva_id: str) -> int: ...
+
+
+class StorePort(Protocol):
+    async def save(self, reserva: Reserva) -> None: ...
+    async def get(self, reserva_id: str, as_of: datetime | None = None) -> Reserva | None: ...
+
+
+@dataclass
+class SagaDeps:
+    usuarios: UsuariosPort
+    eventos: EventosPort
+    holds: HoldsPort
+    payments: PaymentGateway
+    store: StorePort
+
+
+# ---- what stops a driver without compensating
+
+
+class SagaTakenOver(Exception):  # noqa: N818 - a signal, not an error of the domain
+    """Another driver recorded first, or our lease was lost: stop driving, touch nothing more."""
+
+
+class StoreUnavailable(Unavailable):
+    """reservas' own MongoDB refused a write: nothing can be recorded, so nothing more is done.
+
+    The saga stays open; recovery settles it from the log once the database answers again.
+    """
+
+    reason = "MONGODB_UNAVAILABLE"
+
+
+@dataclass
+class SagaContext:
+    """One reservation being driven: its aggregate, the dependencies, and the lease's health."""
+
+    reserva: Reserva
+    deps: SagaDeps
+    lease_lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def record(self, tipo: Tipo, **datos: Any) -> Event:
+        """Record one event and append it to the stream right away (durable before we go on)."""
+        if self.lease_lost.is_set():
+            raise SagaTakenOver(f"lost the lease on reservation {self.reserva.id}")
+        event = self.reserva.record(tipo, datos, now())
+        try:
+            await self.deps.store.save(self.reserva)
+        except ConcurrencyConflict as error:
+            raise SagaTakenOver(str(error)) from error
+        except PyMongoError as error:
+            raise StoreUnavailable(
+                "reservas' database is unavailable; the reservation will be settled when it is back",
+                metadata={"reserva_id": self.reserva.id},
+            ) from error
+        log.info("saga event", extra={"tipo": str(tipo), "version": event.version})
+        return event
+
+
+class Paso(ABC):
+    """One saga step: an action, a compensating action, and the step after it."""
+
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.next: Paso | None = None
+
+    def link(self, following: Paso) -> Paso:
+        """Make `following` the next step; returns it, so links can be chained."""
+        self.next = following
+        return following
+
+    async def handle(self, ctx: SagaContext) -> None:
+        """Announce the step, do it, pass the context on (a failure propagates to the orchestrator)."""
+        if self.name not in ctx.reserva.pasos_iniciados:
+            await ctx.record(Tipo.PASO_INICIADO, paso=self.name)
+        faults.checkpoint(self.name, "before")  # after the announcement, before any side effect
+        await self.act(ctx)
+        faults.checkpoint(self.name, "after")
+        if self.next is not None:
+            await self.next.handle(ctx)
+
+    @abstractmethod
+    async def act(self, ctx: SagaContext) -> None:
+        """Do the step and record its outcome. Idempotent."""
+
+    async def compensate(self, ctx: SagaContext) -> None:  # noqa: B027 - a step may have nothing to undo
+        """Undo the step (a no-op where nothing happened) and record it. Idempotent."""
+
+    def __iter__(self) -> Iterator[Paso]:
+        step: Paso | None = self
+        while step is not None:
+            yield step
+            step = step.next
+
+    def find(self, name: str) -> Paso:
+        for step in self:
+            if step.name == name:
+                return step
+        raise KeyError(f"no saga step named {name!r}")

@@ -1,0 +1,47 @@
+"""Step 4, ConfirmadorReserva: record the purchase in usuarios, confirm, release the holds.
+
+`RegistrarCompra` (idempotent per reserva_id) -> `CompraRegistrada`; then
+`ReservaConfirmada`, the commit point: from there the saga only goes forward. Releasing
+the Redis holds afterwards is best-effort (the seats are taken in eventos; a hold left
+behind expires by itself). Each part is skipped when the log says it is done, so recovery
+can resume the step. Compensation: `AnularCompra` (idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from infra.errors import DomainError, NotFound
+from reservas.domain import Estado, Tipo
+from reservas.saga.base import Paso, SagaContext
+from reservas.saga.validador_inventario import hold_keys
+
+log = logging.getLogger(__name__)
+
+
+async def release_holds(ctx: SagaContext) -> None:
+    """Best effort: a failure only leaves holds to expire with their TTL."""
+    try:
+        await ctx.deps.holds.release(hold_keys(ctx.deps.holds, ctx.reserva), ctx.reserva.id)
+    except DomainError:
+        log.warning("could not release the holds; they will expire", exc_info=True)
+
+
+class ConfirmadorReserva(Paso):
+    name = "ConfirmadorReserva"
+
+    async def act(self, ctx: SagaContext) -> None:
+        reserva = ctx.reserva
+        if self.name not in reserva.pasos_completados:
+            await ctx.deps.usuarios.registrar_compra(reserva.usuario_id, reserva.id)
+            await ctx.record(Tipo.COMPRA_REGISTRADA)
+        if reserva.estado is not Estado.CONFIRMADA:
+            await ctx.record(Tipo.RESERVA_CONFIRMADA, monto=reserva.monto, moneda=reserva.moneda)
+        await release_holds(ctx)
+
+    async def compensate(self, ctx: SagaContext) -> None:
+        try:
+            await ctx.deps.usuarios.anular_compra(ctx.reserva.usuario_id, ctx.reserva.id)
+        except NotFound:
+            pass  # the user is gone, and with it any record of the purchase
+        await ctx.record(Tipo.COMPRA_ANULADA)

@@ -1,0 +1,58 @@
+"""Step 3, ProcesadorPago: charge precio x cantidad through the payment gateway.
+
+The gateway is idempotent per reserva_id (one charge, one refund per reservation). A
+declined card records `PagoRechazado` and fails with PAYMENT_DECLINED. A gateway that does
+not answer (`tok_timeout`) leaves the outcome unknown: it is settled from the ledger (a
+charge found there is recorded as `PagoProcesado`, so the compensation refunds it) and the
+purchase fails with PAYMENT_TIMEOUT. Compensation: refund (a no-op if nothing was charged).
+"""
+
+from __future__ import annotations
+
+from infra.errors import FailedPrecondition
+from reservas.domain import Tipo, TipoPago
+from reservas.payments import LedgerEntry, PaymentDeclined, PaymentTimeout
+from reservas.saga.base import Paso, SagaContext
+
+
+async def charge_in_ledger(ctx: SagaContext) -> LedgerEntry | None:
+    """The charge the ledger holds for this reservation, if any (how an unknown outcome is settled)."""
+    entries = await ctx.deps.payments.entries(ctx.reserva.id)
+    return next((e for e in entries if e.tipo is TipoPago.CARGO), None)
+
+
+async def record_charge(ctx: SagaContext, entry: LedgerEntry, **extra: object) -> None:
+    await ctx.record(Tipo.PAGO_PROCESADO, pago_id=entry.id, monto=entry.monto, moneda=entry.moneda, **extra)
+
+
+class ProcesadorPago(Paso):
+    name = "ProcesadorPago"
+
+    async def act(self, ctx: SagaContext) -> None:
+        reserva = ctx.reserva
+        try:
+            entry = await ctx.deps.payments.charge(reserva.id, reserva.monto, reserva.moneda, reserva.medio_pago)
+        except PaymentDeclined as error:
+            await ctx.record(Tipo.PAGO_RECHAZADO, motivo=error.message, razon=error.reason)
+            raise
+        except PaymentTimeout as error:
+            charged = await charge_in_ledger(ctx)
+            if charged is not None:
+                await record_charge(ctx, charged, origen="ledger")
+            else:
+                await ctx.record(Tipo.PAGO_RECHAZADO, motivo=error.message, razon=error.reason)
+            raise FailedPrecondition(
+                "the payment gateway did not answer in time; "
+                + ("the charge it made was refunded" if charged else "nothing was charged")
+                + "; try again or use another payment method",
+                reason="PAYMENT_TIMEOUT",
+                metadata={"reserva_id": reserva.id},
+            ) from error
+        await record_charge(ctx, entry)
+
+    async def compensate(self, ctx: SagaContext) -> None:
+        refund = await ctx.deps.payments.refund(ctx.reserva.id)
+        if refund is None:
+            await ctx.record(Tipo.PAGO_REEMBOLSADO, pago_id=None, monto=0, moneda=ctx.reserva.moneda)
+        else:
+            await ctx.record(Tipo.PAGO_REEMBOLSADO, pago_id=refund.id, monto=refund.monto, moneda=refund.moneda)

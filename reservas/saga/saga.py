@@ -1,0 +1,193 @@
+"""The orchestrator: drives the chain forward, and undoes it from the log when a step fails.
+
+`run` hands the context to the first step (or, for recovery, to a later one); the chain
+stops at the first failure. `compensate` then records `CompensacionIniciada` and undoes the
+started steps newest first (`Reserva.pasos_a_compensar`: completed ones, and started ones
+whose outcome was never recorded, since their side effect may have happened). Each undo is
+retried with backoff; every failed attempt is recorded as `CompensacionReintentada`. An undo
+that still fails is left for recovery while the others go on, so as little as possible stays
+half-done; the saga then stays PENDIENTE (compensating) and the original error is still the
+answer. When every undo is done, `ReservaFallida` carries the original error (class, reason,
+message, metadata) so a repeat of the request can answer the same error.
+
+`cancel` is the reverse saga of a CONFIRMADA reservation: the steps' compensations in
+`cancellation_order` (refund, LiberarEntradas, AnularCompra), then `ReservaCancelada`.
+
+All of it works from the log, so recovery calls the same methods after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+
+from infra.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from reservas.domain import Estado, Reserva, Tipo
+from reservas.saga.base import Paso, SagaContext, SagaTakenOver, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class SagaInternalError(DomainError):
+    """A step failed in a way no rule foresees (a bug): undone like any failure, answered as INTERNAL."""
+
+    reason = "INTERNAL"
+
+
+# The error classes a failure is recorded as (by name) and rebuilt from.
+_ERRORS: dict[str, type[DomainError]] = {
+    cls.__name__: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        Unavailable,
+        DeadlineExceeded,
+        SagaInternalError,
+    )
+}
+
+
+def failure_datos(error: DomainError) -> dict[str, object]:
+    """What a failure records: enough to raise the same error again later."""
+    codigo = next((c.__name__ for c in type(error).__mro__ if _ERRORS.get(c.__name__) is c), "FailedPrecondition")
+    return {"motivo": error.message, "razon": error.reason, "codigo": codigo, "detalle": dict(error.metadata)}
+
+
+def error_from(reserva: Reserva) -> DomainError:
+    """The error a failed (or failing) reservation answers: the one its saga recorded."""
+    cls = _ERRORS.get(reserva.codigo, FailedPrecondition)
+    return cls(
+        reserva.motivo or f"reservation {reserva.id} failed",
+        reason=reserva.razon or None,
+        metadata={**reserva.detalle, "reserva_id": reserva.id},
+    )
+
+
+class Saga:
+    def __init__(
+        self,
+        chain: Paso,
+        cancellation_order: Sequence[str] = (),
+        *,
+        attempts: int = 3,
+        backoff: float = 0.2,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self.chain = chain
+        self.cancellation_order = tuple(cancellation_order)
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+
+    # ---- forward ---------------------------------------------------------------------------
+
+    async def run(self, ctx: SagaContext, start: str | None = None) -> None:
+        """Drive the chain (from `start`). On failure, compensate and raise the original error."""
+        first = self.chain if start is None else self.chain.find(start)
+        try:
+            await first.handle(ctx)
+            return
+        except (SagaTakenOver, StoreUnavailable):
+            raise  # nothing more can be recorded by us: recovery settles it
+        except DomainError as error:
+            failure = error
+        except Exception as error:  # noqa: BLE001 - still undo what was done, then answer INTERNAL
+            log.exception("a saga step failed unexpectedly")
+            failure = SagaInternalError(f"internal error in the purchase ({type(error).__name__}); it was undone")
+        failure.metadata.setdefault("reserva_id", ctx.reserva.id)
+        if ctx.reserva.estado is Estado.CONFIRMADA:  # past the commit point: only forward
+            log.warning("failure after the commit point ignored", extra={"error": failure.message})
+            return
+        log.info("saga failed; compensating", extra={"razon": failure.reason, "motivo": failure.message})
+        await self.compensate(ctx, failure)
+        raise failure
+
+    # ---- backward --------------------------------------------------------------------------
+
+    async def compensate(self, ctx: SagaContext, failure: DomainError) -> bool:
+        """Undo the started steps newest first; True when the reservation is FALLIDA."""
+        reserva = ctx.reserva
+        if reserva.estado is not Estado.PENDIENTE:
+            return reserva.estado is Estado.FALLIDA
+        if not reserva.compensando:
+            await ctx.record(Tipo.COMPENSACION_INICIADA, **failure_datos(failure), pasos=reserva.pasos_a_compensar())
+        left = await self._undo_all(ctx, reserva.pasos_a_compensar())
+        if left:
+            log.warning("compensation incomplete; recovery will finish it", extra={"pasos": left})
+            return False
+        await ctx.record(
+            Tipo.RESERVA_FALLIDA,
+            motivo=reserva.motivo,
+            razon=reserva.razon,
+            codigo=reserva.codigo,
+            detalle=dict(reserva.detalle),
+        )
+        return True
+
+    async def cancel(self, ctx: SagaContext, motivo: str = "cancelada por el usuario") -> None:
+        """Run the reverse saga of a CONFIRMADA reservation; Unavailable if an undo must wait for recovery."""
+        reserva = ctx.reserva
+        if reserva.estado is Estado.CANCELADA:
+            return
+        if not reserva.cancelando:
+            await ctx.record(Tipo.CANCELACION_SOLICITADA, motivo=motivo)
+        pending = [name for name in self.cancellation_order if name not in reserva.pasos_compensados]
+        left = await self._undo_all(ctx, pending)
+        if left:
+            raise Unavailable(
+                f"the cancellation could not finish ({', '.join(left)} pending: a service it needs is down); "
+                "it will be completed automatically",
+                reason="CANCELLATION_PENDING",
+                metadata={"reserva_id": reserva.id, "pasos": ",".join(left)},
+            )
+        await ctx.record(Tipo.RESERVA_CANCELADA, motivo=reserva.motivo)
+
+    async def _undo_all(self, ctx: SagaContext, names: Sequence[str]) -> list[str]:
+        """Undo each named step in order; returns those that still failed after the retries."""
+        left = []
+        for name in list(names):
+            try:
+                await self._undo(ctx, self.chain.find(name))
+            except (SagaTakenOver, StoreUnavailable, asyncio.CancelledError):
+                raise
+            except Exception:  # noqa: BLE001 - recorded by _undo; the other undos still run
+                left.append(name)
+        return left
+
+    async def _undo(self, ctx: SagaContext, step: Paso) -> None:
+        intento = 0
+        while True:
+            intento += 1
+            try:
+                await step.compensate(ctx)
+                return
+            except (SagaTakenOver, StoreUnavailable):
+                raise
+            except Exception as error:
+                log.warning("compensation failed", extra={"paso": step.name, "intento": intento}, exc_info=True)
+                await ctx.record(
+                    Tipo.COMPENSACION_REINTENTADA,
+                    paso=step.name,
+                    error=str(error) or type(error).__name__,
+                    razon=getattr(error, "reason", type(error).__name__),
+                    intento=intento,
+                )
+                if intento >= self.attempts:
+                    raise
+                await asyncio.sleep(self._delay(intento))
+
+    def _delay(self, attempt: int) -> float:
+        ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter

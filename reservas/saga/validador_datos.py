@@ -1,0 +1,126 @@
+"""Step 1, ValidadorDatos: the buyer exists, the event exists and has not happened, the seats fit it.
+
+The request's own fields are checked first, by `check_fields`, BEFORE anything is recorded
+(a malformed request creates no reservation). The step itself then asks usuarios and
+eventos, so its outcome is recorded: `DatosValidados` with the amount to charge
+(precio x cantidad) and the event's date. It has no side effect, so nothing to compensate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from infra.errors import FailedPrecondition, InvalidArgument
+from reservas.domain import Tipo
+from reservas.payments import validate_token
+from reservas.saga.base import Paso, SagaContext, now
+
+DEFAULT_MONEDA = "UYU"
+MAX_CANTIDAD = 10
+MAX_ID = 128
+MAX_KEY = 128
+MAX_SEAT = 64
+
+
+@dataclass(frozen=True)
+class Solicitud:
+    """What a buyer asked for (ReservarRequest), before any check."""
+
+    usuario_id: str
+    evento_id: str
+    cantidad: int
+    asientos: tuple[str, ...]
+    medio_pago: str
+    idempotency_key: str
+
+    def datos(self) -> dict[str, Any]:
+        """The data of ReservaSolicitada."""
+        return {
+            "usuario_id": self.usuario_id,
+            "evento_id": self.evento_id,
+            "cantidad": self.cantidad,
+            "asientos": list(self.asientos),
+            "medio_pago": self.medio_pago,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+def _invalid(field: str, rule: str) -> InvalidArgument:
+    return InvalidArgument(f"{field} {rule}", metadata={"field": field})
+
+
+def _check_text(field: str, value: str, limit: int) -> None:
+    if not value or not value.strip():
+        raise _invalid(field, "is required")
+    if len(value) > limit:
+        raise _invalid(field, f"must be at most {limit} characters, got {len(value)}")
+
+
+def check_fields(solicitud: Solicitud) -> None:
+    """The request's own rules; InvalidArgument naming the field. Pure: nothing is asked or recorded."""
+    _check_text("usuario_id", solicitud.usuario_id, MAX_ID)
+    _check_text("evento_id", solicitud.evento_id, MAX_ID)
+    if not 1 <= solicitud.cantidad <= MAX_CANTIDAD:
+        raise _invalid("cantidad", f"must be from 1 to {MAX_CANTIDAD}, got {solicitud.cantidad}")
+    if solicitud.asientos:
+        for seat in solicitud.asientos:
+            if not seat.strip() or len(seat) > MAX_SEAT:
+                raise _invalid("asientos", f"must be seat labels of 1 to {MAX_SEAT} characters, got {seat!r}")
+        repeated = sorted({s for s in solicitud.asientos if solicitud.asientos.count(s) > 1})
+        if repeated:
+            raise _invalid("asientos", f"must be distinct; repeated: {', '.join(repeated)}")
+        if len(solicitud.asientos) != solicitud.cantidad:
+            raise _invalid(
+                "asientos",
+                f"must name exactly cantidad ({solicitud.cantidad}) seats, got {len(solicitud.asientos)}",
+            )
+    validate_token(solicitud.medio_pago)
+    _check_text("idempotency_key", solicitud.idempotency_key, MAX_KEY)
+
+
+class ValidadorDatos(Paso):
+    name = "ValidadorDatos"
+
+    check_fields = staticmethod(check_fields)
+
+    async def act(self, ctx: SagaContext) -> None:
+        reserva = ctx.reserva
+        await ctx.deps.usuarios.get_usuario(reserva.usuario_id)  # NotFound(USUARIO_NOT_FOUND) if unknown
+        evento = await ctx.deps.eventos.get_evento(reserva.evento_id)  # NotFound(EVENTO_NOT_FOUND)
+        fecha = evento.fecha.ToDatetime(tzinfo=UTC)
+        if fecha <= now():
+            raise FailedPrecondition(
+                f"evento {evento.id!r} took place on {fecha.isoformat()}; tickets are no longer on sale",
+                reason="EVENT_PAST",
+                metadata={"evento_id": evento.id, "fecha": fecha.isoformat()},
+            )
+        seat_map = list(evento.asientos)
+        if seat_map and not reserva.asientos:
+            raise InvalidArgument(
+                f"evento {evento.id!r} has numbered seats: name {reserva.cantidad} of them in asientos",
+                reason="SEATS_REQUIRED",
+                metadata={"field": "asientos", "evento_id": evento.id},
+            )
+        if not seat_map and reserva.asientos:
+            raise InvalidArgument(
+                f"evento {evento.id!r} has no numbered seats: leave asientos empty",
+                reason="SEATS_NOT_ALLOWED",
+                metadata={"field": "asientos", "evento_id": evento.id},
+            )
+        unknown = [a for a in reserva.asientos if a not in set(seat_map)]
+        if unknown:
+            raise InvalidArgument(
+                f"evento {evento.id!r} has no seat(s) {', '.join(map(repr, unknown))}",
+                reason="UNKNOWN_SEAT",
+                metadata={"field": "asientos", "asientos": ",".join(unknown)},
+            )
+        await ctx.record(
+            Tipo.DATOS_VALIDADOS,
+            monto=evento.precio * reserva.cantidad,
+            moneda=evento.moneda or DEFAULT_MONEDA,
+            precio=evento.precio,
+            fecha_evento=fecha,
+            con_asientos=bool(seat_map),
+        )

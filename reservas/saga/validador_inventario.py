@@ -1,0 +1,48 @@
+"""Step 2, ValidadorInventario: hold the tickets in Redis, then take them in eventos.
+
+The holds (one per seat, or one per reservation for an unseated event) are taken all or
+nothing; a seat held by another reservation is SEAT_TAKEN before eventos is even asked.
+`ReservarEntradas` is atomic and idempotent per reserva_id in eventos (SOLD_OUT, SEAT_TAKEN).
+Compensation: `LiberarEntradas` (which also spends the reserva_id, so a late retry of
+ReservarEntradas takes nothing), then delete the holds still holding this reserva_id.
+"""
+
+from __future__ import annotations
+
+from infra.errors import FailedPrecondition, NotFound
+from reservas.domain import Reserva, Tipo
+from reservas.saga.base import HoldsPort, Paso, SagaContext
+
+
+def hold_keys(holds: HoldsPort, reserva: Reserva) -> list[str]:
+    return holds.keys_for(reserva.evento_id, reserva.asientos, reserva.id)
+
+
+class ValidadorInventario(Paso):
+    name = "ValidadorInventario"
+
+    async def act(self, ctx: SagaContext) -> None:
+        reserva, deps = ctx.reserva, ctx.deps
+        keys = hold_keys(deps.holds, reserva)
+        taken = await deps.holds.acquire(keys, reserva.id)
+        if taken:
+            seats = [seat for key, seat in zip(keys, reserva.asientos, strict=False) if key in set(taken)]
+            raise FailedPrecondition(
+                f"seat(s) {', '.join(seats)} are being bought by someone else; choose other seats",
+                reason="SEAT_TAKEN",
+                metadata={"evento_id": reserva.evento_id, "asientos": ",".join(seats)},
+            )
+        await deps.eventos.reservar_entradas(reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos)
+        await ctx.record(
+            Tipo.ENTRADAS_BLOQUEADAS, holds=keys, cantidad=reserva.cantidad, asientos=list(reserva.asientos)
+        )
+
+    async def compensate(self, ctx: SagaContext) -> None:
+        reserva, deps = ctx.reserva, ctx.deps
+        try:
+            await deps.eventos.liberar_entradas(reserva.evento_id, reserva.id)
+        except NotFound:
+            pass  # the event is gone, so nothing of it is taken
+        keys = hold_keys(deps.holds, reserva)
+        await deps.holds.release(keys, reserva.id)
+        await ctx.record(Tipo.ENTRADAS_LIBERADAS, holds=keys)

@@ -1,0 +1,16 @@
+"""`python -m reservas`: serve ReservasService, configured from the environment (see reservas.config)."""
+
+import asyncio
+
+from infra import logs
+from reservas.config import Config
+from reservas.server import serve
+
+
+def main() -> None:
+    logs.configure("reservas")
+    asyncio.run(serve(Config.from_env()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""reservas configuration: environment variables with localhost defaults.
+
+RESERVAS_PORT (50053), GRPC_BIND_HOST ("[::]"), MONGODB_URI, RESERVAS_MONGODB_DATABASE
+("eventflow_reservas"), REDIS_URL ("redis://localhost:6379/0"), USUARIOS_ADDR ("localhost:50051"),
+EVENTOS_ADDR ("localhost:50052"), EVENTFLOW_HOLD_TTL_SECONDS (600), EVENTFLOW_PAYMENT_SLOW_SECONDS (3),
+EVENTFLOW_PAYMENT_TIMEOUT_SECONDS (2), EVENTFLOW_RECOVERY_INTERVAL_SECONDS (2), EVENTFLOW_LEASE_SECONDS (15),
+EVENTFLOW_CALL_TIMEOUT_SECONDS (2: deadline of each call to usuarios/eventos), EVENTFLOW_RESERVAR_WAIT_SECONDS
+(30: how long Reservar/CancelarReserva wait for the saga when the caller sets no deadline).
+EVENTFLOW_FAULT (fault injection) is read by reservas.faults itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Config:
+    port: int = 50053
+    bind_host: str = "[::]"
+    mongodb_uri: str = "mongodb://localhost:27017/?directConnection=true"
+    mongodb_database: str = "eventflow_reservas"
+    redis_url: str = "redis://localhost:6379/0"
+    usuarios_addr: str = "localhost:50051"
+    eventos_addr: str = "localhost:50052"
+    hold_ttl_seconds: float = 600.0
+    payment_slow_seconds: float = 3.0
+    payment_timeout_seconds: float = 2.0
+    recovery_interval_seconds: float = 2.0
+    lease_seconds: float = 15.0
+    call_timeout_seconds: float = 2.0
+    reservar_wait_seconds: float = 30.0
+
+    @property
+    def address(self) -> str:
+        return f"{self.bind_host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
+        names = {
+            "port": "RESERVAS_PORT",
+            "bind_host": "GRPC_BIND_HOST",
+            "mongodb_uri": "MONGODB_URI",
+            "mongodb_database": "RESERVAS_MONGODB_DATABASE",
+            "redis_url": "REDIS_URL",
+            "usuarios_addr": "USUARIOS_ADDR",
+            "eventos_addr": "EVENTOS_ADDR",
+            "hold_ttl_seconds": "EVENTFLOW_HOLD_TTL_SECONDS",
+            "payment_slow_seconds": "EVENTFLOW_PAYMENT_SLOW_SECONDS",
+            "payment_timeout_seconds": "EVENTFLOW_PAYMENT_TIMEOUT_SECONDS",
+            "recovery_interval_seconds": "EVENTFLOW_RECOVERY_INTERVAL_SECONDS",
+            "lease_seconds": "EVENTFLOW_LEASE_SECONDS",
+            "call_timeout_seconds": "EVENTFLOW_CALL_TIMEOUT_SECONDS",
+            "reservar_wait_seconds": "EVENTFLOW_RESERVAR_WAIT_SECONDS",
+        }
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            var = names[f.name]
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            if f.type == "str":
+                values[f.name] = raw
+                continue
+            try:
+                number = int(raw) if f.type == "int" else float(raw)
+            except ValueError:
+                raise ValueError(f"{var} must be a number, got {raw!r}") from None
+            if f.name == "port" and not 0 <= number <= 65535:
+                raise ValueError(f"{var} must be a port number (0-65535), got {raw!r}")
+            if f.type == "float" and number <= 0:
+                raise ValueError(f"{var} must be more than 0, got {raw!r}")
+            values[f.name] = number
+        return cls(**values)  # type: ignore[arg-type]

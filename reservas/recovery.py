@@ -1,0 +1,147 @@
+"""Recovery: settle the sagas nobody is driving any more (the process died, a call was lost).
+
+On startup and then every `interval` seconds, `LeaseStore.unsettled` lists the open sagas
+whose lease is free or expired; each is claimed through the `Driver` (its lease: safe with
+several reservas processes) and settled from its log:
+
+- requested but never started (a crash between the claim and the first event): nothing to do;
+- CONFIRMADA: finish forward (release the holds); FALLIDA / CANCELADA: nothing to do;
+- cancelling: finish the reverse saga;
+- compensating: finish the compensation;
+- otherwise, not yet charged (the ledger decides for a payment started without an outcome):
+  compensate; charged: complete forward if eventos still holds the tickets for it
+  (ReservarEntradas again is idempotent: success means still taken), else refund and compensate.
+
+A saga that cannot be settled now (a dependency is down) is retried later with a growing
+backoff, so a long outage does not flood its stream with retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from infra.errors import DomainError, FailedPrecondition, Unavailable
+from reservas.domain import Estado, TipoPago
+from reservas.leases import LeaseStore
+from reservas.saga.base import SagaContext
+from reservas.saga.confirmador_reserva import ConfirmadorReserva, release_holds
+from reservas.saga.driver import Driver, NotDriving
+from reservas.saga.procesador_pago import ProcesadorPago, record_charge
+from reservas.saga.saga import Saga, error_from
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 60.0
+
+
+def interrupted(reserva_id: str, charged: bool) -> Unavailable:
+    what = "its payment was refunded" if charged else "nothing was charged"
+    return Unavailable(
+        f"the purchase was interrupted (reservas restarted or lost track of it) and undone; {what}; "
+        "try again with a new idempotency_key",
+        reason="SAGA_INTERRUPTED",
+        metadata={"reserva_id": reserva_id},
+    )
+
+
+class Recovery:
+    def __init__(
+        self, driver: Driver, leases: LeaseStore, saga: Saga, *, interval: float, concurrency: int = 8
+    ) -> None:
+        self.driver = driver
+        self.leases = leases
+        self.saga = saga
+        self.interval = interval
+        self.concurrency = concurrency
+        self._retry_at: dict[str, tuple[float, float]] = {}  # reserva_id -> (when, backoff)
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:  # noqa: BLE001 - the loop must outlive any single failure
+                log.warning("recovery round failed", exc_info=True)
+            await asyncio.sleep(self.interval)
+
+    async def run_once(self) -> int:
+        """One round; returns how many sagas it settled."""
+        loop = asyncio.get_running_loop()
+        ids = await self.leases.unsettled(older_than_seconds=0, limit=100)
+        due = [
+            i for i in ids if not self.driver.is_active(i) and self._retry_at.get(i, (0.0, 0.0))[0] <= loop.time()
+        ]
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(reserva_id: str) -> bool:
+            async with gate:
+                return await self._settle_one(reserva_id)
+
+        return sum(await asyncio.gather(*(one(i) for i in due)))
+
+    async def _settle_one(self, reserva_id: str) -> bool:
+        try:
+            reserva = await self.driver.launch(reserva_id, self.settle)
+        except NotDriving:
+            return False
+        except Exception as error:  # noqa: BLE001 - try again later
+            self._backoff(reserva_id)
+            log.warning("could not settle a saga yet", extra={"reserva_id": reserva_id, "error": str(error)})
+            return False
+        if reserva.version > 0 and not reserva.settled:
+            self._backoff(reserva_id)
+            return False
+        self._retry_at.pop(reserva_id, None)
+        log.info("saga settled by recovery", extra={"reserva_id": reserva_id, "estado": str(reserva.estado)})
+        return True
+
+    def _backoff(self, reserva_id: str) -> None:
+        _, previous = self._retry_at.get(reserva_id, (0.0, self.interval / 2))
+        delay = min(MAX_BACKOFF_SECONDS, previous * 2)
+        self._retry_at[reserva_id] = (asyncio.get_running_loop().time() + delay, delay)
+
+    async def settle(self, ctx: SagaContext) -> None:
+        """Settle one saga from its log (run under its lease by the driver)."""
+        reserva = ctx.reserva
+        log.info("recovering a saga", extra={"estado": str(reserva.estado), "version": reserva.version})
+        if reserva.version == 0:
+            await self.leases.mark_settled(reserva.id)  # claimed, never requested: nothing happened
+            return
+        if reserva.cancelando:
+            await self.saga.cancel(ctx)
+            return
+        if reserva.estado is Estado.CONFIRMADA:
+            await release_holds(ctx)
+            return
+        if reserva.settled:
+            return
+        if reserva.compensando:
+            await self.saga.compensate(ctx, error_from(reserva))
+            return
+        if not await self._charged(ctx):
+            await self.saga.compensate(ctx, interrupted(reserva.id, charged=False))
+            return
+        try:  # idempotent per reserva_id: success means the tickets are still taken for it
+            await ctx.deps.eventos.reservar_entradas(reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos)
+        except FailedPrecondition:  # RESERVA_RELEASED, SOLD_OUT, SEAT_TAKEN: not any more
+            await self.saga.compensate(ctx, interrupted(reserva.id, charged=True))
+            return
+        try:
+            await self.saga.run(ctx, start=ConfirmadorReserva.name)
+        except DomainError:
+            pass  # run compensated it; the log says how it ended
+
+    @staticmethod
+    async def _charged(ctx: SagaContext) -> bool:
+        """Whether the buyer was charged; a payment started without a recorded outcome asks the ledger."""
+        reserva = ctx.reserva
+        if ProcesadorPago.name in reserva.pasos_completados:
+            return reserva.charged > 0
+        if ProcesadorPago.name not in reserva.pasos_iniciados:
+            return False
+        entries = await ctx.deps.payments.entries(reserva.id)
+        charge = next((e for e in entries if e.tipo is TipoPago.CARGO), None)
+        if charge is None:
+            return False
+        await record_charge(ctx, charge, origen="ledger")
+        return not any(e.tipo is TipoPago.REEMBOLSO for e in entries)

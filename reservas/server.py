@@ -1,0 +1,125 @@
+"""Builds the reservas gRPC server and everything the saga needs, once per process.
+
+One MongoDB client, one Redis client, one channel per dependency (usuarios, eventos), all
+created here and closed on stop; nothing connects before the server runs. Health is SERVING
+while MongoDB AND Redis answer; on the first success the indexes are ensured and the
+recovery loop starts (so recovery runs "on startup", as soon as the stores are reachable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+import grpc
+import redis.asyncio
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
+from eventflow.reservas.v1 import reservas_pb2_grpc
+from infra.mongo import create_client, ping
+from infra.server import GrpcApp, ServiceBinding, create_server
+from reservas.clients import EventosClient, UsuariosClient
+from reservas.config import Config
+from reservas.event_store import EventStore
+from reservas.holds import HoldStore
+from reservas.idempotency import IdempotencyKeys
+from reservas.leases import LeaseStore
+from reservas.payments import SimulatedGateway
+from reservas.recovery import Recovery
+from reservas.saga.base import SagaDeps
+from reservas.saga.chain import build_saga
+from reservas.saga.driver import Driver
+from reservas.service import ReservasService
+from reservas.servicer import DOMAIN, ERROR_TABLE, FULL_NAME, ReservasServicer
+
+log = logging.getLogger(__name__)
+
+
+def lease_owner() -> str:
+    """This process, as a lease holder: host:pid:random (a restarted process is a new owner)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def create_app(config: Config) -> GrpcApp:
+    """Everything wired, nothing started or connected yet."""
+    mongo = create_client(config.mongodb_uri, "reservas")
+    db = mongo[config.mongodb_database]
+    redis_client = redis.asyncio.Redis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    usuarios_channel = grpc.aio.insecure_channel(config.usuarios_addr)
+    eventos_channel = grpc.aio.insecure_channel(config.eventos_addr)
+
+    store = EventStore(db)
+    keys = IdempotencyKeys(db)
+    leases = LeaseStore(db, lease_owner(), ttl_seconds=config.lease_seconds)
+    payments = SimulatedGateway(
+        db, slow_seconds=config.payment_slow_seconds, timeout_seconds=config.payment_timeout_seconds
+    )
+    deps = SagaDeps(
+        usuarios=UsuariosClient(usuarios_channel, timeout=config.call_timeout_seconds),
+        eventos=EventosClient(eventos_channel, timeout=config.call_timeout_seconds),
+        holds=HoldStore(redis_client, ttl_ms=int(config.hold_ttl_seconds * 1000)),
+        payments=payments,
+        store=store,
+    )
+    saga = build_saga()
+    driver = Driver(deps, leases, lease_seconds=config.lease_seconds)
+    recovery = Recovery(driver, leases, saga, interval=config.recovery_interval_seconds)
+    service = ReservasService(
+        store=store, keys=keys, driver=driver, saga=saga, eventos=deps.eventos, wait_seconds=config.reservar_wait_seconds
+    )
+    background: list[asyncio.Task[None]] = []
+
+    async def health_check() -> bool:
+        if not await ping(db):
+            return False
+        try:
+            await redis_client.ping()
+        except (RedisError, OSError):
+            return False
+        if not background:
+            try:
+                for indexed in (store, keys, leases, payments):
+                    await indexed.ensure_indexes()
+            except PyMongoError:
+                log.warning("could not ensure indexes yet", exc_info=True)
+                return False
+            background.append(asyncio.create_task(recovery.run_forever(), name="recovery"))
+        return True
+
+    try:
+        app = await create_server(
+            bindings=[
+                ServiceBinding(FULL_NAME, reservas_pb2_grpc.add_ReservasServiceServicer_to_server, ReservasServicer(service))
+            ],
+            address=config.address,
+            domain=DOMAIN,
+            health_check=health_check,
+            error_table=ERROR_TABLE,
+        )
+    except BaseException:
+        await mongo.close()
+        raise
+
+    async def close() -> None:
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await driver.shutdown(grace=5.0)
+        await usuarios_channel.close()
+        await eventos_channel.close()
+        await redis_client.aclose()
+        await mongo.close()
+
+    app.on_stop.append(close)
+    return app
+
+
+async def serve(config: Config) -> None:
+    app = await create_app(config)
+    await app.run_until_signal()

@@ -1,0 +1,194 @@
+"""The reservas use cases: buy (the saga), read a reservation or its history, cancel.
+
+Reservar answers when the saga has settled: the CONFIRMADA reservation, or the error its
+saga recorded (with the reserva_id in the metadata). The request's own fields are checked
+before anything is recorded; then the idempotency key is claimed, then the saga starts
+(`ReservaSolicitada`, version 1, is unique per stream: only one driver can start it). A
+repeat never starts a second saga: it answers the settled reservation, or waits for the one
+in flight (sharing the task in this process, polling the log across processes) up to the
+caller's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import uuid
+from datetime import UTC, datetime
+from functools import partial
+
+from infra.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, NotFound
+from reservas.domain import Estado, Event, Reserva, Tipo
+from reservas.event_store import EventStore
+from reservas.idempotency import IdempotencyKeys
+from reservas.saga.base import EventosPort, SagaContext, SagaTakenOver, StoreUnavailable, now
+from reservas.saga.driver import Driver, NotDriving
+from reservas.saga.saga import Saga, error_from
+from reservas.saga.validador_datos import Solicitud, check_fields
+
+log = logging.getLogger(__name__)
+
+MAX_RESERVA_ID = 128
+POLL_SECONDS = 0.05
+
+
+class ReservaNotFound(NotFound):
+    reason = "RESERVA_NOT_FOUND"
+
+
+class NotCancellable(FailedPrecondition):
+    reason = "NOT_CANCELLABLE"
+
+
+def check_reserva_id(reserva_id: str, field: str = "id") -> None:
+    if not reserva_id:
+        raise InvalidArgument(f"{field} is required", metadata={"field": field})
+    if len(reserva_id) > MAX_RESERVA_ID:
+        raise InvalidArgument(f"{field} must be at most {MAX_RESERVA_ID} characters", metadata={"field": field})
+
+
+def fingerprint(solicitud: Solicitud) -> str:
+    """What makes two requests with one idempotency key the same purchase."""
+    what = [solicitud.evento_id, solicitud.cantidad, sorted(solicitud.asientos), solicitud.medio_pago]
+    return hashlib.sha256(json.dumps(what, ensure_ascii=False).encode()).hexdigest()
+
+
+class ReservasService:
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        keys: IdempotencyKeys,
+        driver: Driver,
+        saga: Saga,
+        eventos: EventosPort,
+        wait_seconds: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.driver = driver
+        self.saga = saga
+        self.eventos = eventos
+        self.wait_seconds = wait_seconds
+
+    # ---- Reservar ----------------------------------------------------------------------------
+
+    async def reservar(self, solicitud: Solicitud, timeout: float | None = None) -> Reserva:
+        check_fields(solicitud)  # before anything is recorded
+        deadline = self._deadline(timeout)
+        reserva_id = await self.keys.claim(
+            solicitud.usuario_id, solicitud.idempotency_key, fingerprint(solicitud), str(uuid.uuid4())
+        )
+        while True:
+            reserva = await self.store.get(reserva_id)
+            if reserva is not None and (reserva.estado is not Estado.PENDIENTE or reserva.compensando):
+                return self._answer(reserva)  # settled, or its outcome is decided
+            if reserva is None:  # not started yet (or its starter died after the claim): start it
+                task = self.driver.launch(reserva_id, partial(self._comprar, solicitud))
+            else:
+                task = self.driver.active.get(reserva_id)
+            await self._wait(task, reserva_id, deadline)
+
+    async def _comprar(self, solicitud: Solicitud, ctx: SagaContext) -> None:
+        if ctx.reserva.version > 0:
+            return  # another driver started it meanwhile; it (or recovery) settles it
+        await self.driver.open(ctx.reserva.id)  # before the first event, so recovery finds it
+        await ctx.record(Tipo.RESERVA_SOLICITADA, **solicitud.datos())
+        log.info("reservation requested", extra={"usuario_id": solicitud.usuario_id, "evento_id": solicitud.evento_id})
+        try:
+            await self.saga.run(ctx)
+        except StoreUnavailable:
+            raise
+        except DomainError:
+            pass  # the failure is in the log: the answer is read from there
+
+    @staticmethod
+    def _answer(reserva: Reserva) -> Reserva:
+        if reserva.estado in (Estado.CONFIRMADA, Estado.CANCELADA):
+            return reserva
+        raise error_from(reserva)  # FALLIDA, or compensating: the purchase failed with that error
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    async def get_reserva(self, reserva_id: str, as_of: datetime | None = None) -> Reserva:
+        check_reserva_id(reserva_id)
+        reserva = await self.store.get(reserva_id, as_of)
+        if reserva is None:
+            when = "" if as_of is None else f" at {as_of.isoformat()}"
+            raise ReservaNotFound(f"no reservation with id {reserva_id!r}{when}", metadata={"reserva_id": reserva_id})
+        return reserva
+
+    async def get_historial(self, reserva_id: str) -> list[Event]:
+        check_reserva_id(reserva_id, "reserva_id")
+        events = await self.store.load(reserva_id)
+        if not events:
+            raise ReservaNotFound(f"no reservation with id {reserva_id!r}", metadata={"reserva_id": reserva_id})
+        return events
+
+    # ---- CancelarReserva ---------------------------------------------------------------------
+
+    async def cancelar_reserva(self, reserva_id: str, timeout: float | None = None) -> Reserva:
+        reserva = await self.get_reserva(reserva_id)
+        deadline = self._deadline(timeout)
+        checked = False
+        while True:
+            if reserva.estado is Estado.CANCELADA:
+                return reserva
+            if reserva.estado is not Estado.CONFIRMADA:
+                raise NotCancellable(
+                    f"reservation {reserva_id} is {reserva.estado}: only a CONFIRMADA one can be cancelled",
+                    metadata={"reserva_id": reserva_id, "estado": str(reserva.estado)},
+                )
+            if not reserva.cancelando and not checked:
+                await self._check_not_past(reserva)
+                checked = True
+            await self._wait(self.driver.launch(reserva_id, self._cancelar), reserva_id, deadline)
+            reserva = await self.get_reserva(reserva_id)
+
+    async def _check_not_past(self, reserva: Reserva) -> None:
+        evento = await self.eventos.get_evento(reserva.evento_id)
+        fecha = evento.fecha.ToDatetime(tzinfo=UTC)
+        if fecha <= now():
+            raise FailedPrecondition(
+                f"evento {reserva.evento_id!r} took place on {fecha.isoformat()}: its tickets cannot be cancelled",
+                reason="EVENT_PAST",
+                metadata={"reserva_id": reserva.id, "evento_id": reserva.evento_id},
+            )
+
+    async def _cancelar(self, ctx: SagaContext) -> None:
+        if ctx.reserva.estado is not Estado.CONFIRMADA:
+            return
+        if not ctx.reserva.cancelando:
+            await self.driver.open(ctx.reserva.id)
+        await self.saga.cancel(ctx)
+
+    # ---- waiting -----------------------------------------------------------------------------
+
+    def _deadline(self, timeout: float | None) -> float:
+        """When to stop waiting: a little before the caller's deadline, so our answer still reaches it."""
+        budget = self.wait_seconds if timeout is None else min(timeout, self.wait_seconds)
+        return asyncio.get_running_loop().time() + budget - min(0.5, budget * 0.1)
+
+    async def _wait(self, task: asyncio.Task[Reserva] | None, reserva_id: str, deadline: float) -> None:
+        """Wait for the driving task (or a moment, when it runs elsewhere); raise the task's answer errors."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise DeadlineExceeded(
+                f"reservation {reserva_id} is still being processed; read it with GetReserva",
+                reason="SAGA_IN_PROGRESS",
+                metadata={"reserva_id": reserva_id},
+            )
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), remaining)
+                return
+            except TimeoutError:
+                return  # the next round answers DEADLINE_EXCEEDED
+            except (NotDriving, SagaTakenOver):
+                pass  # another process drives it: poll the log
+            except DomainError as error:
+                error.metadata.setdefault("reserva_id", reserva_id)
+                raise
+        await asyncio.sleep(min(POLL_SECONDS, remaining))

@@ -1,0 +1,118 @@
+"""The read side's queries: ListReservas and GetEstadisticasEvento, from the read models only.
+
+They read with a secondary-preferred preference (reads scale apart from writes) and never
+touch the event store. Each answer carries `actualizado_hasta`, the checkpoint's instant, read
+BEFORE the data in one causally consistent session: the data is at least that current.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from infra.errors import InvalidArgument
+from infra.mongo import for_reads
+from infra import pagination
+from reservas.domain import Estado, Reserva
+from reservas.projections.checkpoint import Checkpoints
+from reservas.projections.read_models import COUNTERS, STATS, VIEWS, reserva_from_view
+
+NEWEST_FIRST = [("creada", DESCENDING), ("_id", DESCENDING)]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ReservasPage:
+    reservas: list[Reserva]
+    next_page_token: str
+    actualizado_hasta: datetime | None
+
+
+@dataclass(frozen=True)
+class Estadisticas:
+    evento_id: str
+    solicitadas: int = 0
+    confirmadas: int = 0
+    fallidas: int = 0
+    canceladas: int = 0
+    entradas_vendidas: int = 0
+    recaudado: int = 0
+    actualizado_hasta: datetime | None = None
+
+    @property
+    def tasa_conversion(self) -> float:
+        return self.confirmadas / self.solicitadas if self.solicitadas else 0.0
+
+
+def _millis(value: datetime) -> int:
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _position_filter(position: dict[str, Any]) -> dict[str, Any]:
+    """Strictly after `position` in (creada desc, _id desc) order."""
+    try:
+        creada = _EPOCH + timedelta(milliseconds=int(position["c"]))
+        last_id = str(position["i"])
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise InvalidArgument(
+            "page_token is not one this server issued for this query; start again with an empty page_token",
+            reason="INVALID_PAGE_TOKEN",
+            metadata={"field": "page_token"},
+        ) from None
+    return {"$or": [{"creada": {"$lt": creada}}, {"creada": creada, "_id": {"$lt": last_id}}]}
+
+
+class ReservasQueries:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.client = db.client
+        self.views = for_reads(db[VIEWS])
+        self.stats = for_reads(db[STATS])
+        self.checkpoints = Checkpoints(db)
+
+    async def list_reservas(
+        self,
+        usuario_id: str = "",
+        evento_id: str = "",
+        estado: Estado | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> ReservasPage:
+        """Reservations matching every filter given, newest first (creada, then id, descending)."""
+        size = pagination.page_size(page_size)
+        query: dict[str, Any] = {}
+        if usuario_id:
+            query["usuario_id"] = usuario_id
+        if evento_id:
+            query["evento_id"] = evento_id
+        if estado is not None:
+            query["estado"] = str(estado)
+        # A token only continues the query it was issued for.
+        scope = f"ListReservas|{usuario_id}|{evento_id}|{estado or ''}"
+        position = pagination.decode_token(page_token, scope)
+        if position is not None:
+            query = {"$and": [query, _position_filter(position)]} if query else _position_filter(position)
+        async with self.client.start_session(causal_consistency=True) as session:
+            hasta = await self.checkpoints.hasta(session)
+            cursor = self.views.find(query, session=session).sort(NEWEST_FIRST).limit(size + 1)
+            docs = [doc async for doc in cursor]
+        next_token = ""
+        if len(docs) > size:
+            docs = docs[:size]
+            last = docs[-1]
+            next_token = pagination.encode_token({"c": _millis(last["creada"]), "i": last["_id"]}, scope)
+        return ReservasPage([reserva_from_view(d) for d in docs], next_token, hasta)
+
+    async def estadisticas_evento(self, evento_id: str) -> Estadisticas:
+        """An event's sales figures; zeros for an event with no reservations."""
+        if not evento_id:
+            raise InvalidArgument("evento_id is required", metadata={"field": "evento_id"})
+        async with self.client.start_session(causal_consistency=True) as session:
+            hasta = await self.checkpoints.hasta(session)
+            doc = await self.stats.find_one({"_id": evento_id}, session=session) or {}
+        counters = {name: int(doc.get(name, 0)) for name in COUNTERS}
+        return Estadisticas(evento_id=evento_id, actualizado_hasta=hasta, **counters)

@@ -1,0 +1,140 @@
+"""Building the read models from the event store: the rebuild, and a projector's first catch-up.
+
+The order makes the checkpoint consistent: claim a new generation (projectors stop writing the
+old one), capture the cluster time T0 and the wall time, (clear the models,) apply every stream,
+then record "watch from T0; current up to the captured wall time". An event appended during the
+scan is either seen by the scan or delivered by the change stream from T0 (or both: harmless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from reservas.projections.checkpoint import Checkpoint, Checkpoints, now
+from reservas.projections.read_models import ReadModels
+from reservas.projections.source import StreamSource, cluster_time
+
+log = logging.getLogger(__name__)
+
+
+class ProgressBar:
+    """`[#####.....] 1234/5000 streams` on a terminal (redrawn in place), a line per 10% otherwise."""
+
+    def __init__(self, total: int, out: TextIO | None = None, width: int = 30, unit: str = "streams") -> None:
+        self.total = total
+        self.out = out if out is not None else sys.stderr
+        self.width = width
+        self.unit = unit
+        self.tty = self.out.isatty()
+        self._drawn = -1.0
+        self._decile = -1
+
+    def render(self, done: int) -> str:
+        fraction = min(done / self.total, 1.0) if self.total else 1.0
+        filled = int(fraction * self.width)
+        return f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} {self.unit}"
+
+    def update(self, done: int, final: bool = False) -> None:
+        if self.tty:
+            if final or time.monotonic() - self._drawn >= 0.1:
+                self.out.write("\r" + self.render(done) + ("\n" if final else ""))
+                self.out.flush()
+                self._drawn = time.monotonic()
+            return
+        decile = 10 if final or not self.total else min(done * 10 // self.total, 10)
+        if decile > self._decile:
+            self.out.write(self.render(done) + "\n")
+            self.out.flush()
+            self._decile = decile
+
+
+async def _apply_every_stream(
+    models: ReadModels,
+    source: StreamSource,
+    bar: ProgressBar | None,
+    heartbeat: Callable[[], Awaitable[None]],
+    batch: int,
+    heartbeat_every: float,
+) -> int:
+    if bar is not None:
+        bar.total = await source.count_streams()
+        bar.update(0)
+    done = 0
+    beat = time.monotonic()
+    async for reservas in source.scan(batch):
+        await models.apply(reservas)
+        done += len(reservas)
+        if bar is not None:
+            bar.update(done)
+        if time.monotonic() - beat >= heartbeat_every:
+            await heartbeat()
+            beat = time.monotonic()
+    if bar is not None:
+        bar.update(done, final=True)
+    return done
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    generation: int
+    streams: int
+    seconds: float
+
+    @property
+    def streams_per_second(self) -> float:
+        return self.streams / self.seconds if self.seconds > 0 else float("inf")
+
+
+async def rebuild(
+    db: AsyncDatabase,
+    *,
+    owner: str,
+    clear: bool = True,
+    expected: Checkpoint | None = None,
+    progress: ProgressBar | bool = False,
+    batch: int = 200,
+    heartbeat_every: float = 2.0,
+) -> RebuildResult:
+    """(Re)build the read models from every stream and reset the checkpoint to match.
+
+    `expected` is the checkpoint the caller saw (None: there was none); if it changed meanwhile,
+    someone else is (re)building and RebuildConflict is raised. `clear=False` is the first
+    catch-up: the models may already hold some views, which the version guard keeps or updates.
+    """
+    started = time.monotonic()
+    checkpoints = Checkpoints(db)
+    models = ReadModels(db)
+    source = StreamSource(db)
+    await models.ensure_indexes()
+    generation = await checkpoints.claim_rebuild(expected, owner)
+    hasta = now()  # every event appended before this instant is at or before T0, so the scan sees it;
+    start_at = await cluster_time(db)  # everything after T0 comes through the change stream
+    log.info("rebuilding read models", extra={"generation": generation, "clear": clear, "start_at": str(start_at)})
+    bar = progress if isinstance(progress, ProgressBar) else (ProgressBar(0) if progress else None)
+    try:
+        if clear:
+            await models.clear()
+        done = await _apply_every_stream(
+            models, source, bar, lambda: checkpoints.heartbeat(generation, owner), batch, heartbeat_every
+        )
+        await checkpoints.finish_rebuild(generation, owner, start_at, hasta)
+    except BaseException:
+        # Interrupted (Ctrl-C, an error): do not make others wait for our heartbeat to go stale.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(checkpoints.abandon_rebuild(generation, owner))
+        raise
+    result = RebuildResult(generation, done, time.monotonic() - started)
+    log.info(
+        "read models rebuilt",
+        extra={"generation": generation, "streams": done, "seconds": round(result.seconds, 3)},
+    )
+    return result

@@ -1,0 +1,92 @@
+"""Reading the write side for the projector: whole streams, in bulk, from the event store.
+
+The projector never trusts an event on its own: for every reservation it is told about it
+rebuilds the state from the reservation's whole stream (`Reserva.replay`), so it does not matter
+how often or in which order it hears about the events. Reads go to the primary, like the write
+side's own, so a stream announced by the change stream is there in full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import Timestamp
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from reservas.domain import Event, Reserva
+from reservas.event_store import EventStore, from_document
+
+STREAM_ORDER = [("reserva_id", ASCENDING), ("version", ASCENDING)]
+
+
+class StreamSource:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
+        self.store = EventStore(db)
+
+    async def _complete(self, reserva_id: str, events: list[Event]) -> Reserva | None:
+        """The state of a stream read by a scan; if the scan saw a gap (an append raced it), reload it."""
+        if any(e.version != i for i, e in enumerate(events, start=1)):
+            events = await self.store.load(reserva_id)
+        return Reserva.replay(events)
+
+    async def _grouped(self, query: dict[str, Any], batch_size: int) -> AsyncIterator[tuple[str, list[Event]]]:
+        cursor = self.store.collection.find(query, {"_id": 0}, batch_size=batch_size).sort(STREAM_ORDER)
+        current: str | None = None
+        events: list[Event] = []
+        async for doc in cursor:
+            event = from_document(doc)
+            if event.reserva_id != current:
+                if current is not None:
+                    yield current, events
+                current, events = event.reserva_id, []
+            events.append(event)
+        if current is not None:
+            yield current, events
+
+    async def load(self, reserva_ids: Sequence[str]) -> list[Reserva]:
+        """The current state of these reservations (those with no events are left out)."""
+        reservas = []
+        async for reserva_id, events in self._grouped({"reserva_id": {"$in": list(reserva_ids)}}, 1000):
+            reserva = await self._complete(reserva_id, events)
+            if reserva is not None:
+                reservas.append(reserva)
+        return reservas
+
+    async def count_streams(self) -> int:
+        """How many reservations the event store holds (every stream has exactly one version 1)."""
+        return await self.store.collection.count_documents({"version": 1})
+
+    async def scan(self, batch: int = 200) -> AsyncIterator[list[Reserva]]:
+        """Every reservation's current state, `batch` at a time, in one pass over the stream index."""
+        reservas: list[Reserva] = []
+        async for reserva_id, events in self._grouped({}, 2000):
+            reserva = await self._complete(reserva_id, events)
+            if reserva is not None:
+                reservas.append(reserva)
+            if len(reservas) >= batch:
+                yield reservas
+                reservas = []
+        if reservas:
+            yield reservas
+
+
+async def cluster_time(db: AsyncDatabase) -> Timestamp:
+    """The database's current operation time: a change stream started at it misses nothing after it."""
+    reply = await db.command("ping")
+    ts = reply.get("operationTime") or reply.get("$clusterTime", {}).get("clusterTime")
+    if ts is None:
+        hello = await db.command("hello")
+        ts = hello["lastWrite"]["opTime"]["ts"]
+    return ts
+
+
+def wall_time(change: dict[str, Any]) -> datetime:
+    """When a change happened, by the database's clock (`wallTime`, or the cluster time's seconds)."""
+    wall = change.get("wallTime")
+    if isinstance(wall, datetime):
+        return wall if wall.tzinfo else wall.replace(tzinfo=UTC)
+    return change["clusterTime"].as_datetime()

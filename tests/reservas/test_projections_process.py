@@ -1,0 +1,85 @@
+"""The projector and the rebuild as their own processes (`python -m reservas.projections ...`, what
+`eventflow projector` / `eventflow projections rebuild` run): killed with SIGKILL mid-way and started
+again, the projector ends with the same read models and counts nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from projections_support import (  # noqa: F401 - db and store are fixtures
+    assert_models_match_event_store,
+    burst,
+    current_to,
+    db,
+    eventually,
+    now,
+    store,
+)
+from reservas.event_store import EventStore
+from reservas.projections.read_models import VIEWS, ReadModels
+
+
+def _start(command: str, mongo_uri: str, database: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MONGODB_URI": mongo_uri, "RESERVAS_MONGODB_DATABASE": database}
+    with log.open("ab") as out:
+        return subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "reservas.projections", command], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+async def _views(db: AsyncDatabase) -> int:
+    return await db[VIEWS].count_documents({})
+
+
+async def test_projector_process_killed_mid_way_and_restarted_counts_nothing_twice(
+    mongo_uri: str, db: AsyncDatabase, store: EventStore, tmp_path: Path
+) -> None:
+    log = tmp_path / "projector.log"
+    projector = _start("projector", mongo_uri, db.name, log)
+    try:
+        await current_to(db, now(), timeout=60)  # up and watching
+        writer = asyncio.create_task(burst(store, 80, concurrency=8))
+        await eventually(lambda: _at_least(db, 10), what="some views")
+        projector.kill()  # SIGKILL: no cleanup, possibly mid-transaction
+        projector.wait()
+        await writer
+        seen_before_restart = await _views(db)
+        projector = _start("projector", mongo_uri, db.name, log)
+        await current_to(db, now(), timeout=60)
+        await assert_models_match_event_store(db)
+        print(f"\nkilled after {seen_before_restart}/80 views; restarted and caught up")
+        projector.send_signal(signal.SIGTERM)
+        assert projector.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if projector.poll() is None:
+            projector.kill()
+            projector.wait()
+
+
+async def _at_least(db: AsyncDatabase, n: int) -> bool:
+    return await _views(db) >= n
+
+
+async def test_rebuild_command_draws_progress_and_rebuilds_the_same_models(
+    mongo_uri: str, db: AsyncDatabase, store: EventStore, tmp_path: Path
+) -> None:
+    await burst(store, 30)
+    log = tmp_path / "rebuild.log"
+    first = _start("rebuild", mongo_uri, db.name, log)
+    assert await asyncio.to_thread(first.wait, 60) == 0, log.read_text()
+    await assert_models_match_event_store(db)
+    before = await ReadModels(db).snapshot()
+    await db[VIEWS].update_many({}, {"$set": {"estado": "FALLIDA"}})  # whatever state they are in...
+    again = _start("rebuild", mongo_uri, db.name, log)
+    assert await asyncio.to_thread(again.wait, 60) == 0, log.read_text()
+    assert await ReadModels(db).snapshot() == before  # ...a rebuild drops and rebuilds them
+    output = log.read_text()
+    assert f"[{'#' * 30}] 30/30 streams" in output
+    assert "from 30 streams in" in output

@@ -1,0 +1,145 @@
+"""Crash tests: reservas dies abruptly at every step boundary, restarts, and settles every reservation.
+
+reservas runs as a subprocess (`python -m reservas`) wired to the in-process usuarios and
+eventos and the session's MongoDB and Redis. Each faulty process gets EVENTFLOW_FAULT for one
+point of the saga and one purchase, and exits with 137 there (like kill -9); one more is
+killed with SIGKILL in the middle of a slow payment. Then a single clean reservas process
+(short lease TTL and recovery interval) must settle all of them from their logs, and the
+invariants must hold. The faulty processes run side by side, which also exercises several
+reservas processes sharing one database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import CONFIRMADA, FALLIDA, World
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from infra import procs
+from reservas.domain import Estado
+
+# fault -> how the reservation must end after recovery
+FAULTS = {
+    "crash-after:ValidadorDatos": FALLIDA,  # nothing taken yet: compensated
+    "crash-after:ValidadorInventario": FALLIDA,  # tickets taken, not charged: released
+    "crash-before:ProcesadorPago": FALLIDA,  # payment announced, never made: the ledger says so
+    "crash-after:ProcesadorPago": CONFIRMADA,  # charged and tickets still taken: completed forward
+    "crash-before:ConfirmadorReserva": CONFIRMADA,
+    "crash-after:ConfirmadorReserva": CONFIRMADA,  # already confirmed: only the holds to release
+}
+
+
+async def wait_serving(address: str, timeout: float = 60) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if loop.time() > deadline:
+                raise TimeoutError(f"{address} did not become SERVING")
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[procs.ManagedProcess]]:
+    started: list[procs.ManagedProcess] = []
+    yield started
+    for process in started:
+        process.kill()
+        process.stop()
+
+
+async def start_reservas(
+    world: World, processes: list[procs.ManagedProcess], logs: Path, name: str, **env: str
+) -> tuple[procs.ManagedProcess, str]:
+    port = procs.free_port()
+    process = procs.service_process("reservas", port, world.reservas_env(port, **env), logs / f"{name}.log")
+    processes.append(process.start())
+    await asyncio.to_thread(process.wait_listening, 60)
+    address = f"127.0.0.1:{port}"
+    await wait_serving(address)
+    return process, address
+
+
+async def reserva_id_of(world: World, key: str, timeout: float = 30) -> str:
+    """The reservation a request started, from reservas' log (the crashed call never answered)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        doc = await world.db("reservas")["reserva_eventos"].find_one({"version": 1, "datos.idempotency_key": key})
+        if doc is not None:
+            return doc["reserva_id"]
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"no reservation was started for key {key}")
+
+
+async def test_every_reservation_settles_after_crashes_at_every_step(
+    world: World, processes: list[procs.ManagedProcess], tmp_path: Path
+) -> None:
+    evento = await world.evento(aforo=20)
+    usuarios = await world.usuarios_n(len(FAULTS) + 1)
+
+    async def crash_at(fault: str, usuario: str) -> tuple[str, str]:
+        name = fault.replace(":", "-")
+        process, address = await start_reservas(world, processes, tmp_path, name, EVENTFLOW_FAULT=fault)
+        stub = world.connect(address)
+        key = f"crash-{name}"
+        failure = await world.fails(stub.Reservar(world.request(usuario, evento.id, cantidad=2, key=key), timeout=30))
+        assert failure.code == grpc.StatusCode.UNAVAILABLE, (fault, failure)
+        assert await asyncio.to_thread(process.proc.wait, 30) == 137  # type: ignore[union-attr]
+        return fault, key
+
+    async def killed_mid_payment(usuario: str) -> tuple[str, str]:
+        process, address = await start_reservas(world, processes, tmp_path, "kill-mid-payment")
+        stub = world.connect(address)
+        key = "crash-kill-mid-payment"
+        call = asyncio.ensure_future(
+            stub.Reservar(world.request(usuario, evento.id, cantidad=2, medio_pago="tok_slow", key=key), timeout=30)
+        )
+        reserva_id = await reserva_id_of(world, key)
+        while not await world.db("reservas")["reserva_eventos"].find_one(
+            {"reserva_id": reserva_id, "tipo": "PasoIniciado", "datos.paso": "ProcesadorPago"}
+        ):
+            await asyncio.sleep(0.02)
+        process.kill()  # SIGKILL while the gateway is still thinking
+        failure = await world.fails(call)
+        assert failure.code == grpc.StatusCode.UNAVAILABLE
+        return "kill -9 during tok_slow", key
+
+    crashed = await asyncio.gather(
+        *(crash_at(fault, usuario) for fault, usuario in zip(FAULTS, usuarios, strict=False)),
+        killed_mid_payment(usuarios[-1]),
+    )
+    ids = {fault: await reserva_id_of(world, key) for fault, key in crashed}
+    mid = await world.check(allow_pending=True)  # nothing is broken even before recovery
+    assert any(r.estado.name == "PENDIENTE" for r in mid.reservas.values())
+
+    _, address = await start_reservas(world, processes, tmp_path, "recovery")
+    world.reservas = world.connect(address)
+    settled = {fault: await world.wait_settled(reserva_id, timeout=60) for fault, reserva_id in ids.items()}
+    for fault, expected in FAULTS.items():
+        assert settled[fault].estado == expected, (fault, settled[fault])
+    assert settled["kill -9 during tok_slow"].estado == FALLIDA  # the charge never happened
+
+    # A repeat of a crashed request answers what the recovered saga decided.
+    failed_key = dict(crashed)["crash-after:ValidadorInventario"]
+    repeat = await world.fails(
+        world.stub.Reservar(world.request(usuarios[1], evento.id, cantidad=2, key=failed_key), timeout=30)
+    )
+    assert (repeat.code, repeat.reason) == (grpc.StatusCode.UNAVAILABLE, "SAGA_INTERRUPTED")
+    assert repeat.metadata["reserva_id"] == ids["crash-after:ValidadorInventario"]
+
+    report = await world.check()
+    assert report.count(Estado.CONFIRMADA) == 3
+    assert (await world.get_evento(evento.id)).entradas_disponibles == 20 - 2 * 3

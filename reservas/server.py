@@ -39,6 +39,9 @@ from reservas.servicer import DOMAIN, ERROR_TABLE, FULL_NAME, ReservasServicer
 
 log = logging.getLogger(__name__)
 
+#: A dependency that comes back is reached again within seconds, not after gRPC's default 2-minute backoff cap.
+CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 3000)]
+
 
 def lease_owner() -> str:
     """This process, as a lease holder: host:pid:random (a restarted process is a new owner)."""
@@ -50,8 +53,8 @@ async def create_app(config: Config) -> GrpcApp:
     mongo = create_client(config.mongodb_uri, "reservas")
     db = mongo[config.mongodb_database]
     redis_client = redis.asyncio.Redis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=2)
-    usuarios_channel = grpc.aio.insecure_channel(config.usuarios_addr)
-    eventos_channel = grpc.aio.insecure_channel(config.eventos_addr)
+    usuarios_channel = grpc.aio.insecure_channel(config.usuarios_addr, options=CHANNEL_OPTIONS)
+    eventos_channel = grpc.aio.insecure_channel(config.eventos_addr, options=CHANNEL_OPTIONS)
 
     store = EventStore(db)
     keys = IdempotencyKeys(db)

@@ -89,7 +89,7 @@ class ReservasService:
                 task = self.driver.launch(reserva_id, partial(self._comprar, solicitud))
             else:
                 task = self.driver.active.get(reserva_id)
-            await self._wait(task, reserva_id, deadline)
+            await self._wait(task, reserva_id, deadline, raise_errors=False)
 
     async def _comprar(self, solicitud: Solicitud, ctx: SagaContext) -> None:
         if ctx.reserva.version > 0:
@@ -144,7 +144,7 @@ class ReservasService:
             if not reserva.cancelando and not checked:
                 await self._check_not_past(reserva)
                 checked = True
-            await self._wait(self.driver.launch(reserva_id, self._cancelar), reserva_id, deadline)
+            await self._wait(self.driver.launch(reserva_id, self._cancelar), reserva_id, deadline, raise_errors=True)
             reserva = await self.get_reserva(reserva_id)
 
     async def _check_not_past(self, reserva: Reserva) -> None:
@@ -171,8 +171,15 @@ class ReservasService:
         budget = self.wait_seconds if timeout is None else min(timeout, self.wait_seconds)
         return asyncio.get_running_loop().time() + budget - min(0.5, budget * 0.1)
 
-    async def _wait(self, task: asyncio.Task[Reserva] | None, reserva_id: str, deadline: float) -> None:
-        """Wait for the driving task (or a moment, when it runs elsewhere); raise the task's answer errors."""
+    async def _wait(
+        self, task: asyncio.Task[Reserva] | None, reserva_id: str, deadline: float, *, raise_errors: bool
+    ) -> None:
+        """Wait for the driving task (or a moment, when it runs elsewhere).
+
+        With `raise_errors`, a domain error of the task is the answer (a cancellation that must wait
+        for recovery); without, the answer is read from the log afterwards, except that reservas' own
+        database being down is answered at once.
+        """
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise DeadlineExceeded(
@@ -189,6 +196,7 @@ class ReservasService:
             except (NotDriving, SagaTakenOver):
                 pass  # another process drives it: poll the log
             except DomainError as error:
-                error.metadata.setdefault("reserva_id", reserva_id)
-                raise
+                if raise_errors or isinstance(error, StoreUnavailable):
+                    error.metadata.setdefault("reserva_id", reserva_id)
+                    raise
         await asyncio.sleep(min(POLL_SECONDS, remaining))

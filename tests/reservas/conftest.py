@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class World:
     usuarios: usuarios_pb2_grpc.UsuariosServiceStub
     eventos: eventos_pb2_grpc.EventosServiceStub
     eventos_app: GrpcApp
+    usuarios_app: GrpcApp
+    start_app: Callable[[Awaitable[GrpcApp]], Awaitable[str]]
     reservas: reservas_pb2_grpc.ReservasServiceStub | None = None
     reservas_address: str = ""
     check_at_teardown: bool = True
@@ -217,8 +220,6 @@ class World:
 
     def reservas_env(self, port: int, **extra: str) -> dict[str, str]:
         """The environment of a `python -m reservas` subprocess wired to this world."""
-        import os  # noqa: PLC0415
-
         env = dict(os.environ)
         env.update(
             RESERVAS_PORT=str(port),
@@ -236,6 +237,13 @@ class World:
         env.pop("EVENTFLOW_FAULT", None)
         env.update(extra)
         return env
+
+    async def restart_usuarios(self) -> None:
+        """A new usuarios server on the same address and database (after `usuarios_app.stop()`)."""
+        port = int(self.usuarios_address.rsplit(":", 1)[1])
+        config = UsuariosConfig(port=port, bind_host="127.0.0.1", mongodb_uri=self.mongo_uri, mongodb_database=self.dbs["usuarios"])
+        self.usuarios_app = await create_usuarios(config)
+        await self.start_app(_ready(self.usuarios_app))
 
     def connect(self, address: str) -> reservas_pb2_grpc.ReservasServiceStub:
         channel = grpc.aio.insecure_channel(address)
@@ -255,9 +263,10 @@ async def world(
     db_name: Callable[[str], str],
 ) -> AsyncIterator[World]:
     dbs = {service: db_name(service) for service in ("usuarios", "eventos", "reservas")}
-    usuarios_address = await start_app(
-        create_usuarios(UsuariosConfig(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["usuarios"]))
+    usuarios_app = await create_usuarios(
+        UsuariosConfig(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["usuarios"])
     )
+    usuarios_address = await start_app(_ready(usuarios_app))
     eventos_app = await create_eventos(
         EventosConfig(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["eventos"])
     )
@@ -275,6 +284,8 @@ async def world(
         usuarios=usuarios_pb2_grpc.UsuariosServiceStub(usuarios_channel),
         eventos=eventos_pb2_grpc.EventosServiceStub(eventos_channel),
         eventos_app=eventos_app,
+        usuarios_app=usuarios_app,
+        start_app=start_app,
         channels=[usuarios_channel, eventos_channel],
     )
     try:

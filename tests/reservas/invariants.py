@@ -10,8 +10,9 @@ Nothing here goes through a service: usuarios' `usuarios`, eventos' `eventos` an
    other does;
 4. the payments of a CONFIRMADA reservation net to its amount, of any other to zero.
 
-With `allow_pending` (a check in the middle of a run), a PENDIENTE reservation may hold tickets,
-appear in the history and have money in flight; by default every saga must have settled.
+With `allow_pending` (a check in the middle of a run), a PENDIENTE reservation, or a CONFIRMADA one
+being cancelled, may hold tickets, appear in the history and have money in flight; by default every
+saga and cancellation must have settled.
 """
 
 from __future__ import annotations
@@ -54,7 +55,12 @@ async def check_invariants(
     reservas = report.reservas
 
     def in_flight(r: Reserva | None) -> bool:
+        """A saga or a cancellation still running: its effects may be partly done."""
         return r is not None and not r.settled
+
+    def sold(r: Reserva) -> bool:
+        """CONFIRMADA and not being cancelled."""
+        return r.estado is Estado.CONFIRMADA and not r.cancelando
 
     if not allow_pending:
         for r in reservas.values():
@@ -67,7 +73,7 @@ async def check_invariants(
         if not 0 <= disponibles <= aforo:
             bad(f"evento {eid}: entradas_disponibles {disponibles} outside 0..{aforo}")
         allocations: dict[str, dict[str, Any]] = {a["reserva_id"]: a for a in evento.get("reservas") or []}
-        confirmed = [r for r in reservas.values() if r.evento_id == eid and r.estado is Estado.CONFIRMADA]
+        confirmed = [r for r in reservas.values() if r.evento_id == eid and sold(r)]
         for r in confirmed:
             held = allocations.get(r.id)
             if held is None:
@@ -77,15 +83,15 @@ async def check_invariants(
         pending_held = 0
         for rid, held in allocations.items():
             r = reservas.get(rid)
-            if r is not None and r.estado is Estado.CONFIRMADA:
+            if r is not None and sold(r):
                 continue
             if allow_pending and in_flight(r):
                 pending_held += held["cantidad"]
                 continue
             bad(f"evento {eid}: tickets {held} are taken by reservation {rid}, which is {r.estado if r else 'unknown'}")
-        sold = sum(r.cantidad for r in confirmed)
-        if disponibles + sold + pending_held != aforo:
-            bad(f"evento {eid}: {disponibles} available + {sold} sold + {pending_held} held != aforo {aforo}")
+        tickets_sold = sum(r.cantidad for r in confirmed)
+        if disponibles + tickets_sold + pending_held != aforo:
+            bad(f"evento {eid}: {disponibles} available + {tickets_sold} sold + {pending_held} held != aforo {aforo}")
         seats = Counter(seat for r in confirmed for seat in r.asientos)
         twice = [seat for seat, n in seats.items() if n > 1]
         if twice:
@@ -103,13 +109,13 @@ async def check_invariants(
         r = reservas.get(rid)
         if n > 1:
             bad(f"usuario {uid}: reservation {rid} appears {n} times in historial_compras")
-        if r is not None and r.estado is Estado.CONFIRMADA and r.usuario_id == uid:
+        if r is not None and sold(r) and r.usuario_id == uid:
             continue
         if allow_pending and in_flight(r):
             continue
         bad(f"usuario {uid}: historial_compras holds {rid}, which is {r.estado if r else 'unknown'}")
     for r in reservas.values():
-        if r.estado is Estado.CONFIRMADA and recorded[(r.usuario_id, r.id)] == 0:
+        if sold(r) and recorded[(r.usuario_id, r.id)] == 0:
             bad(f"CONFIRMADA reservation {r.id} is missing from usuario {r.usuario_id}'s historial_compras")
 
     # 4: money, from the ledger.
@@ -118,7 +124,7 @@ async def check_invariants(
         net[pago["reserva_id"]] += pago["monto"] if pago["tipo"] == "CARGO" else -pago["monto"]
     for rid in set(net) | set(reservas):
         r = reservas.get(rid)
-        if r is not None and r.estado is Estado.CONFIRMADA and not r.cancelando:
+        if r is not None and sold(r):
             expected = r.monto
         elif allow_pending and in_flight(r):
             continue

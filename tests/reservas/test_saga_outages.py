@@ -1,0 +1,65 @@
+"""Outages in the middle of a saga: a half-finished undo is recorded, retried, and completed later.
+
+Also the one crash the idempotency key must survive: claimed, then the process died before
+ReservaSolicitada was appended. A repeat starts the saga itself instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from conftest import CANCELADA, CONFIRMADA, FALLIDA, World
+
+from reservas.idempotency import IdempotencyKeys
+from reservas.saga.validador_datos import Solicitud
+from reservas.service import fingerprint
+
+
+async def test_a_key_claimed_by_a_process_that_died_before_the_first_event_is_not_wedged(stack: World) -> None:
+    usuario, evento = await stack.usuario(), await stack.evento()
+    request = stack.request(usuario, evento.id, cantidad=2, key="claimed-then-crashed")
+    solicitud = Solicitud(usuario, evento.id, 2, (), "tok_visa", "claimed-then-crashed")
+    keys = IdempotencyKeys(stack.db("reservas"))
+    assert await keys.claim(usuario, request.idempotency_key, fingerprint(solicitud), "orphan-1") == "orphan-1"
+
+    reserva = await stack.reservar(request)
+    assert (reserva.id, reserva.estado, reserva.version) == ("orphan-1", CONFIRMADA, 10)
+
+
+async def test_usuarios_down_mid_saga_and_mid_cancel_settles_once_it_is_back(stack: World) -> None:
+    evento = await stack.evento(aforo=5)
+    comprador, otro = await stack.usuarios_n(2)
+    confirmada = await stack.reservar(stack.request(comprador, evento.id, cantidad=2))
+
+    # A slow payment is under way when usuarios goes down: RegistrarCompra, then AnularCompra, fail.
+    slow = asyncio.ensure_future(stack.reservar(stack.request(otro, evento.id, medio_pago="tok_slow", key="slow")))
+    eventos = stack.db("reservas")["reserva_eventos"]
+    paying = {"reserva_id": {"$ne": confirmada.id}, "tipo": "PasoIniciado", "datos.paso": "ProcesadorPago"}
+    while not await eventos.find_one(paying):
+        await asyncio.sleep(0.02)
+    await stack.usuarios_app.stop(grace=0)
+
+    failure = await stack.fails(slow)
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE")
+    pendiente = failure.metadata["reserva_id"]
+    tipos = await stack.tipos(pendiente)
+    assert "CompensacionReintentada" in tipos and "ReservaFallida" not in tipos
+    assert {"PagoReembolsado", "EntradasLiberadas"} <= set(tipos)  # the other undos were not held up
+
+    cancel = await stack.fails(stack.cancelar(confirmada.id))
+    assert (cancel.code, cancel.reason) == (grpc.StatusCode.UNAVAILABLE, "CANCELLATION_PENDING")
+    assert cancel.metadata["reserva_id"] == confirmada.id
+    await stack.check(allow_pending=True)
+
+    await stack.restart_usuarios()
+    assert (await stack.wait_settled(pendiente)).estado == FALLIDA
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while (await stack.get(confirmada.id)).estado != CANCELADA:
+        assert loop.time() < deadline, "the cancellation was not completed by recovery"
+        await asyncio.sleep(0.1)
+    assert await stack.historial_compras(comprador) == []
+    assert (await stack.get_evento(evento.id)).entradas_disponibles == 5
+    again = await stack.fails(stack.reservar(stack.request(otro, evento.id, medio_pago="tok_slow", key="slow")))
+    assert (again.reason, again.metadata["reserva_id"]) == ("DEPENDENCY_UNAVAILABLE", pendiente)

@@ -38,8 +38,7 @@ MAX_BACKOFF_SECONDS = 60.0
 def interrupted(reserva_id: str, charged: bool) -> Unavailable:
     what = "its payment was refunded" if charged else "nothing was charged"
     return Unavailable(
-        f"the purchase was interrupted (reservas restarted or lost track of it) and undone; {what}; "
-        "try again with a new idempotency_key",
+        f"the purchase was interrupted (reservas restarted or lost track of it); {what}",
         reason="SAGA_INTERRUPTED",
         metadata={"reserva_id": reserva_id},
     )

@@ -68,8 +68,11 @@ def failure_datos(error: DomainError) -> dict[str, object]:
 def error_from(reserva: Reserva) -> DomainError:
     """The error a failed (or failing) reservation answers: the one its saga recorded."""
     cls = _ERRORS.get(reserva.codigo, FailedPrecondition)
+    message = reserva.motivo or f"reservation {reserva.id} failed"
+    if issubclass(cls, Unavailable):  # a retry with this key answers this failure again
+        message += "; the purchase did not go through: to try again, use a new idempotency_key"
     return cls(
-        reserva.motivo or f"reservation {reserva.id} failed",
+        message,
         reason=reserva.razon or None,
         metadata={**reserva.detalle, "reserva_id": reserva.id},
     )

@@ -8,6 +8,7 @@ eventos, so its outcome is recorded: `DatosValidados` with the amount to charge
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -65,17 +66,17 @@ def check_fields(solicitud: Solicitud) -> None:
     if not 1 <= solicitud.cantidad <= MAX_CANTIDAD:
         raise _invalid("cantidad", f"must be from 1 to {MAX_CANTIDAD}, got {solicitud.cantidad}")
     if solicitud.asientos:
-        for seat in solicitud.asientos:
-            if not seat.strip() or len(seat) > MAX_SEAT:
-                raise _invalid("asientos", f"must be seat labels of 1 to {MAX_SEAT} characters, got {seat!r}")
-        repeated = sorted({s for s in solicitud.asientos if solicitud.asientos.count(s) > 1})
-        if repeated:
-            raise _invalid("asientos", f"must be distinct; repeated: {', '.join(repeated)}")
         if len(solicitud.asientos) != solicitud.cantidad:
             raise _invalid(
                 "asientos",
                 f"must name exactly cantidad ({solicitud.cantidad}) seats, got {len(solicitud.asientos)}",
             )
+        for seat in solicitud.asientos:
+            if not seat.strip() or len(seat) > MAX_SEAT:
+                raise _invalid("asientos", f"must be seat labels of 1 to {MAX_SEAT} characters, got {seat!r}")
+        repeated = sorted(seat for seat, n in Counter(solicitud.asientos).items() if n > 1)
+        if repeated:
+            raise _invalid("asientos", f"must be distinct; repeated: {', '.join(repeated)}")
     validate_token(solicitud.medio_pago)
     _check_text("idempotency_key", solicitud.idempotency_key, MAX_KEY)
 

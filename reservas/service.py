@@ -78,18 +78,18 @@ class ReservasService:
     async def reservar(self, solicitud: Solicitud, timeout: float | None = None) -> Reserva:
         check_fields(solicitud)  # before anything is recorded
         deadline = self._deadline(timeout)
-        reserva_id = await self.keys.claim(
-            solicitud.usuario_id, solicitud.idempotency_key, fingerprint(solicitud), str(uuid.uuid4())
-        )
+        new_id = str(uuid.uuid4())
+        reserva_id = await self.keys.claim(solicitud.usuario_id, solicitud.idempotency_key, fingerprint(solicitud), new_id)
+        reserva = None if reserva_id == new_id else await self.store.get(reserva_id)
         while True:
-            reserva = await self.store.get(reserva_id)
             if reserva is not None and (reserva.estado is not Estado.PENDIENTE or reserva.compensando):
                 return self._answer(reserva)  # settled, or its outcome is decided
             if reserva is None:  # not started yet (or its starter died after the claim): start it
                 task = self.driver.launch(reserva_id, partial(self._comprar, solicitud))
             else:
                 task = self.driver.active.get(reserva_id)
-            await self._wait(task, reserva_id, deadline, raise_errors=False)
+            driven = await self._wait(task, reserva_id, deadline, raise_errors=False)
+            reserva = driven if driven is not None and driven.version > 0 else await self.store.get(reserva_id)
 
     async def _comprar(self, solicitud: Solicitud, ctx: SagaContext) -> None:
         if ctx.reserva.version > 0:
@@ -144,8 +144,8 @@ class ReservasService:
             if not reserva.cancelando and not checked:
                 await self._check_not_past(reserva)
                 checked = True
-            await self._wait(self.driver.launch(reserva_id, self._cancelar), reserva_id, deadline, raise_errors=True)
-            reserva = await self.get_reserva(reserva_id)
+            driven = await self._wait(self.driver.launch(reserva_id, self._cancelar), reserva_id, deadline, raise_errors=True)
+            reserva = driven if driven is not None else await self.get_reserva(reserva_id)
 
     async def _check_not_past(self, reserva: Reserva) -> None:
         evento = await self.eventos.get_evento(reserva.evento_id)
@@ -173,8 +173,8 @@ class ReservasService:
 
     async def _wait(
         self, task: asyncio.Task[Reserva] | None, reserva_id: str, deadline: float, *, raise_errors: bool
-    ) -> None:
-        """Wait for the driving task (or a moment, when it runs elsewhere).
+    ) -> Reserva | None:
+        """Wait for the driving task (or a moment, when it runs elsewhere); the reservation it left, if any.
 
         With `raise_errors`, a domain error of the task is the answer (a cancellation that must wait
         for recovery); without, the answer is read from the log afterwards, except that reservas' own
@@ -189,10 +189,9 @@ class ReservasService:
             )
         if task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(task), remaining)
-                return
+                return await asyncio.wait_for(asyncio.shield(task), remaining)
             except TimeoutError:
-                return  # the next round answers DEADLINE_EXCEEDED
+                return None  # the next round answers DEADLINE_EXCEEDED
             except (NotDriving, SagaTakenOver):
                 pass  # another process drives it: poll the log
             except DomainError as error:
@@ -200,3 +199,4 @@ class ReservasService:
                     error.metadata.setdefault("reserva_id", reserva_id)
                     raise
         await asyncio.sleep(min(POLL_SECONDS, remaining))
+        return None

@@ -43,7 +43,7 @@ class ProcesadorPago(Paso):
                 await ctx.record(Tipo.PAGO_RECHAZADO, motivo=error.message, razon=error.reason)
             raise FailedPrecondition(
                 "the payment gateway did not answer in time; "
-                + ("the charge it made was refunded" if charged else "nothing was charged")
+                + ("the charge it made is refunded" if charged else "nothing was charged")
                 + "; try again or use another payment method",
                 reason="PAYMENT_TIMEOUT",
                 metadata={"reserva_id": reserva.id},

@@ -23,6 +23,8 @@ import logging
 import random
 from collections.abc import Sequence
 
+from pymongo.errors import PyMongoError
+
 from infra.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -106,6 +108,9 @@ class Saga:
             raise  # nothing more can be recorded by us: recovery settles it
         except DomainError as error:
             failure = error
+        except PyMongoError:  # the ledger (reservas' database) failed mid-step: retryable, not a bug
+            log.warning("a saga step could not reach reservas' database", exc_info=True)
+            failure = Unavailable("reservas' database failed during the purchase", reason="MONGODB_UNAVAILABLE")
         except Exception as error:  # noqa: BLE001 - still undo what was done, then answer INTERNAL
             log.exception("a saga step failed unexpectedly")
             failure = SagaInternalError(f"internal error in the purchase ({type(error).__name__}); it was undone")

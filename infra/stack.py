@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -135,7 +137,8 @@ class Stack:
         # The address clients use: a wildcard bind is reached through loopback.
         wildcard = options.host.strip("[]") in ("", "0.0.0.0", "::")  # noqa: S104
         self.client_host = "127.0.0.1" if wildcard else options.host
-        self.bind_host = f"[{options.host}]" if ":" in options.host and not options.host.startswith("[") else options.host
+        ipv6 = ":" in options.host and not options.host.startswith("[")
+        self.bind_host = f"[{options.host}]" if ipv6 else options.host
         self.ports = {s.name: _port_from_env(self.env, s.port_var, s.default_port) for s in SERVICES}
         self.mongodb_port = _port_from_env(self.env, MONGODB_PORT_VAR, DEFAULT_MONGODB_PORT)
         self.redis_port = _port_from_env(self.env, REDIS_PORT_VAR, DEFAULT_REDIS_PORT)
@@ -220,8 +223,6 @@ class Stack:
 
     @staticmethod
     def _module_runnable(name: str) -> bool:
-        import importlib.util  # noqa: PLC0415
-
         try:
             return importlib.util.find_spec(f"{name}.__main__") is not None
         except ImportError:
@@ -294,11 +295,13 @@ class Stack:
                         del pending[name]
                 if pending and time.monotonic() > deadline:
                     name, proc = next(iter(pending.items()))
+                    stores = f"MongoDB at {self.mongodb_uri}"
+                    if name == "reservas":
+                        stores += f" or Redis at {self.redis_url}"
                     raise StackError(
                         self._describe(
                             proc,
-                            f"did not report SERVING within {self.options.start_timeout:.0f}s "
-                            f"(is MongoDB at {self.mongodb_uri} reachable?)",
+                            f"did not report SERVING within {self.options.start_timeout:.0f}s (is {stores} reachable?)",
                         )
                     )
                 time.sleep(0.1)
@@ -308,8 +311,7 @@ class Stack:
 
     def _check_alive(self, proc: ManagedProcess, when: str) -> None:
         if not proc.running:
-            assert proc.proc is not None
-            raise StackError(self._describe(proc, f"exited with code {proc.proc.returncode} {when}"))
+            raise StackError(self._describe(proc, f"exited {when} ({_exit_reason(proc)})"))
 
     @staticmethod
     def _describe(proc: ManagedProcess, what: str) -> str:
@@ -320,8 +322,7 @@ class Stack:
         while not self._stop.wait(0.25):
             for proc in [*self.stores, *self.services.values()]:
                 if not proc.running:
-                    assert proc.proc is not None
-                    message = self._describe(proc, f"exited unexpectedly with code {proc.proc.returncode}")
+                    message = self._describe(proc, f"exited unexpectedly ({_exit_reason(proc)})")
                     _say(f"error: {message}", sys.stderr)
                     _say("stopping everything else", sys.stderr)
                     return 1
@@ -414,8 +415,15 @@ class Stack:
                 "reservas",
                 "Reservar",
                 f'{{"usuario_id": "{ids["usuario"]}", "evento_id": "{ids["evento"]}", "cantidad": 2{seats_field}, '
-                '"medio_pago": "tok_visa", "idempotency_key": "demo-1"}',
+                f'"medio_pago": "tok_visa", "idempotency_key": "demo-{secrets.token_hex(4)}"}}',
             )
+
+
+def _exit_reason(proc: ManagedProcess) -> str:
+    code = proc.proc.returncode if proc.proc is not None else None
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 def _serving(channel: grpc.Channel) -> bool:

@@ -232,6 +232,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackUnderTest]:
         launcher.cleanup()
 
 
+def _unseated_evento(stack: StackUnderTest) -> dict[str, Any]:
+    eventos = call(stack.address("eventos"), f"{EVENTOS}/ListEventos", {"page_size": 50})["eventos"]
+    return next(e for e in eventos if not e.get("asientos") and e.get("entradas_disponibles", 0) > 0)
+
+
 # -- the tests, in the order a person tries the system -----------------------------------------------------
 
 
@@ -272,6 +277,27 @@ def test_demo_data_is_loaded_and_the_printed_example_works(stack: StackUnderTest
     assert json.loads(result.stdout)["id"] in {u["id"] for u in usuarios}
 
 
+def test_the_printed_reservar_example_buys_the_seats(stack: StackUnderTest) -> None:
+    """reservas reaches usuarios, eventos and Redis at the addresses `eventflow up` gave it."""
+    printed = next(line for line in stack.launchers[0].output.splitlines() if "/Reservar" in line)
+    result = subprocess.run(shlex.split(printed), capture_output=True, text=True, timeout=60)  # noqa: S603
+    assert result.returncode == 0, f"{printed}\n{result.stderr}"
+    reserva = json.loads(result.stdout)
+    assert reserva["estado"] == "ESTADO_RESERVA_CONFIRMADA"
+
+    evento = call(stack.address("eventos"), f"{EVENTOS}/GetEvento", {"id": reserva["evento_id"]})
+    assert not set(reserva["asientos"]) & set(evento["asientos_disponibles"])
+    usuario = call(stack.address("usuarios"), f"{USUARIOS}/GetUsuario", {"id": reserva["usuario_id"]})
+    assert reserva["id"] in usuario["historial_compras"]
+
+    # The same seats again, under another key: refused, with the reason grpcurl shows.
+    again = json.loads(shlex.split(printed)[shlex.split(printed).index("-d") + 1])
+    again["idempotency_key"] += "-again"
+    refused = grpcurl(stack.address("reservas"), f"{SERVICE_NAMES['reservas']}/Reservar", data=again)
+    assert refused.returncode != 0
+    assert "Code: FailedPrecondition" in refused.stderr and "SEAT_TAKEN" in refused.stderr
+
+
 def test_create_and_get_usuario(stack: StackUnderTest) -> None:
     nuevo = {"tipo_documento": "ci", "nro_documento": "E2E1001", "nombre": "Rosa", "apellido": "Luna",
              "email": "rosa.luna@example.com"}  # fmt: skip
@@ -306,6 +332,10 @@ def test_errors_reach_grpcurl_as_status_codes(stack: StackUnderTest) -> None:
 
 def test_sigterm_stops_everything_and_data_survives(stack: StackUnderTest) -> None:
     before = call(stack.address("usuarios"), f"{USUARIOS}/ListUsuarios", {"page_size": 500})["usuarios"]
+    reservas = stack.address("reservas")
+    compra = {"usuario_id": before[0]["id"], "evento_id": _unseated_evento(stack)["id"], "cantidad": 1,
+              "medio_pago": "tok_visa", "idempotency_key": "e2e-restart"}  # fmt: skip
+    reserva = call(reservas, f"{SERVICE_NAMES['reservas']}/Reservar", compra)
     first = stack.launchers[0]
     children = set(first.started)
     commands = " | ".join(cmdline(p) for p in children)
@@ -321,6 +351,8 @@ def test_sigterm_stops_everything_and_data_survives(stack: StackUnderTest) -> No
     after = call(stack.address("usuarios"), f"{USUARIOS}/ListUsuarios", {"page_size": 500})["usuarios"]
     assert sorted(u["id"] for u in after) == sorted(u["id"] for u in before)
     assert "loaded the demo data" not in second.output
+    kept = call(reservas, f"{SERVICE_NAMES['reservas']}/GetReserva", {"id": reserva["id"]})
+    assert kept["estado"] == "ESTADO_RESERVA_CONFIRMADA"
 
     # A service that dies takes the stack down, with a non-zero exit and no process left behind.
     usuarios_pid = next(p for p in second.started if "-m usuarios" in cmdline(p))

@@ -19,13 +19,13 @@ import uuid
 from datetime import UTC, datetime
 from functools import partial
 
-from infra.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, NotFound
+from infra.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from reservas.domain import Estado, Event, Reserva, Tipo
 from reservas.event_store import EventStore
 from reservas.idempotency import IdempotencyKeys
 from reservas.saga.base import EventosPort, SagaContext, SagaTakenOver, StoreUnavailable, now
 from reservas.saga.driver import Driver, NotDriving
-from reservas.saga.saga import Saga, error_from
+from reservas.saga.saga import Saga, error_class, error_from
 from reservas.saga.validador_datos import Solicitud, check_fields
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,11 @@ def fingerprint(solicitud: Solicitud) -> str:
     return hashlib.sha256(json.dumps(what, ensure_ascii=False).encode()).hexdigest()
 
 
+def retryable(reserva: Reserva) -> bool:
+    """A FALLIDA reservation whose failure was an outage (UNAVAILABLE), not an answer about the purchase."""
+    return reserva.estado is Estado.FALLIDA and issubclass(error_class(reserva), Unavailable)
+
+
 class ReservasService:
     def __init__(
         self,
@@ -81,6 +86,12 @@ class ReservasService:
         new_id = str(uuid.uuid4())
         reserva_id = await self.keys.claim(solicitud.usuario_id, solicitud.idempotency_key, fingerprint(solicitud), new_id)
         reserva = None if reserva_id == new_id else await self.store.get(reserva_id)
+        if reserva is not None and retryable(reserva):
+            # The earlier attempt failed only because a dependency was down and was fully undone:
+            # this repeat is the client's retry, so it tries again (one saga at a time per key).
+            new_id = str(uuid.uuid4())
+            reserva_id = await self.keys.repoint(solicitud.usuario_id, solicitud.idempotency_key, reserva.id, new_id)
+            reserva = None if reserva_id == new_id else await self.store.get(reserva_id)
         while True:
             if reserva is not None and (reserva.estado is not Estado.PENDIENTE or reserva.compensando):
                 return self._answer(reserva)  # settled, or its outcome is decided

@@ -67,12 +67,17 @@ def failure_datos(error: DomainError) -> dict[str, object]:
     return {"motivo": error.message, "razon": error.reason, "codigo": codigo, "detalle": dict(error.metadata)}
 
 
+def error_class(reserva: Reserva) -> type[DomainError]:
+    """The class of the error a failed (or failing) reservation recorded."""
+    return _ERRORS.get(reserva.codigo, FailedPrecondition)
+
+
 def error_from(reserva: Reserva) -> DomainError:
     """The error a failed (or failing) reservation answers: the one its saga recorded."""
-    cls = _ERRORS.get(reserva.codigo, FailedPrecondition)
+    cls = error_class(reserva)
     message = reserva.motivo or f"reservation {reserva.id} failed"
-    if issubclass(cls, Unavailable):  # a retry with this key answers this failure again
-        message += "; the purchase did not go through: to try again, use a new idempotency_key"
+    if issubclass(cls, Unavailable):  # a retry with the same key tries again (ReservasService.reservar)
+        message += "; nothing was charged or taken: retry with the same idempotency_key"
     return cls(
         message,
         reason=reserva.razon or None,

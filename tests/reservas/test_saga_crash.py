@@ -20,6 +20,7 @@ import pytest
 from conftest import CONFIRMADA, FALLIDA, World
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from eventflow.reservas.v1 import reservas_pb2
 from infra import procs
 from reservas.domain import Estado
 
@@ -132,14 +133,17 @@ async def test_every_reservation_settles_after_crashes_at_every_step(
         assert settled[fault].estado == expected, (fault, settled[fault])
     assert settled["kill -9 during tok_slow"].estado == FALLIDA  # the charge never happened
 
-    # A repeat of a crashed request answers what the recovered saga decided.
+    interrupted = ids["crash-after:ValidadorInventario"]
+    # The client's retry of an interrupted purchase (same key) buys: the interrupted attempt was fully
+    # undone and stays FALLIDA with SAGA_INTERRUPTED; the key now points at the new, confirmed one.
     failed_key = dict(crashed)["crash-after:ValidadorInventario"]
-    repeat = await world.fails(
-        world.stub.Reservar(world.request(usuarios[1], evento.id, cantidad=2, key=failed_key), timeout=30)
-    )
-    assert (repeat.code, repeat.reason) == (grpc.StatusCode.UNAVAILABLE, "SAGA_INTERRUPTED")
-    assert repeat.metadata["reserva_id"] == ids["crash-after:ValidadorInventario"]
+    retried = await world.stub.Reservar(world.request(usuarios[1], evento.id, cantidad=2, key=failed_key), timeout=30)
+    assert retried.estado == CONFIRMADA and retried.id != interrupted
+    again = await world.stub.Reservar(world.request(usuarios[1], evento.id, cantidad=2, key=failed_key), timeout=30)
+    assert again.id == retried.id  # and a repeat of the retry answers it, buying nothing more
+    old = await world.stub.GetReserva(reservas_pb2.GetReservaRequest(id=interrupted))
+    assert (old.estado, old.motivo != "") == (FALLIDA, True)
 
     report = await world.check()
-    assert report.count(Estado.CONFIRMADA) == 3
-    assert (await world.get_evento(evento.id)).entradas_disponibles == 20 - 2 * 3
+    assert report.count(Estado.CONFIRMADA) == 4
+    assert (await world.get_evento(evento.id)).entradas_disponibles == 20 - 2 * 4

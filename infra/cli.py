@@ -55,8 +55,53 @@ def _run_up(args: argparse.Namespace) -> int:
     return stack.up(options)
 
 
+def add_projector(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "projector",
+        help="run reservas' read-model projector as its own process",
+        description=(
+            "Keep reservas' read models (ListReservas, GetEstadisticasEvento) up to date from its event store "
+            "until Ctrl-C or SIGTERM. Several may run at once. Run reservas with EVENTFLOW_PROJECTOR=off to "
+            "leave this work to separate projector processes."
+        ),
+        epilog="environment: MONGODB_URI, RESERVAS_MONGODB_DATABASE (as reservas).",
+    )
+    parser.set_defaults(handler=_run_projector)
+
+
+def _run_projector(args: argparse.Namespace) -> int:
+    from reservas.projections.cli import run_projector  # noqa: PLC0415
+
+    return run_projector()
+
+
+def add_projections(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("projections", help="manage reservas' read models")
+    actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
+    rebuild = actions.add_parser(
+        "rebuild",
+        help="drop the read models and rebuild them from the event store",
+        description=(
+            "Drop reservas' read models and rebuild them from every reservation's event stream, with a progress "
+            "bar on stderr; running projectors pause meanwhile and then follow on from the rebuilt state."
+        ),
+        epilog="environment: MONGODB_URI, RESERVAS_MONGODB_DATABASE (as reservas).",
+    )
+    rebuild.set_defaults(handler=_run_projections_rebuild)
+
+
+def _run_projections_rebuild(args: argparse.Namespace) -> int:
+    from reservas.projections.cli import run_rebuild  # noqa: PLC0415
+
+    return run_rebuild()
+
+
 #: Every subcommand, in the order `eventflow --help` lists them.
-COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [add_up]
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    add_up,
+    add_projector,
+    add_projections,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

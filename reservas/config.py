@@ -6,7 +6,8 @@ EVENTOS_ADDR ("localhost:50052"), EVENTFLOW_HOLD_TTL_SECONDS (600), EVENTFLOW_PA
 EVENTFLOW_PAYMENT_TIMEOUT_SECONDS (2), EVENTFLOW_RECOVERY_INTERVAL_SECONDS (2), EVENTFLOW_LEASE_SECONDS (15),
 EVENTFLOW_CALL_TIMEOUT_SECONDS (2: deadline of each call to usuarios/eventos), EVENTFLOW_RESERVAR_WAIT_SECONDS
 (30: how long Reservar/CancelarReserva wait for the saga when the caller sets no deadline).
-EVENTFLOW_FAULT (fault injection) is read by reservas.faults itself.
+EVENTFLOW_PROJECTOR (embedded: the read models' projector runs in this process; off: it runs elsewhere,
+as `eventflow projector`). EVENTFLOW_FAULT (fault injection) is read by reservas.faults itself.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class Config:
     lease_seconds: float = 15.0
     call_timeout_seconds: float = 2.0
     reservar_wait_seconds: float = 30.0
+    projector: str = "embedded"
+
+    def __post_init__(self) -> None:
+        if self.projector not in ("embedded", "off"):
+            raise ValueError(f"EVENTFLOW_PROJECTOR must be embedded or off, got {self.projector!r}")
 
     @property
     def address(self) -> str:
@@ -54,6 +60,7 @@ class Config:
             "lease_seconds": "EVENTFLOW_LEASE_SECONDS",
             "call_timeout_seconds": "EVENTFLOW_CALL_TIMEOUT_SECONDS",
             "reservar_wait_seconds": "EVENTFLOW_RESERVAR_WAIT_SECONDS",
+            "projector": "EVENTFLOW_PROJECTOR",
         }
         values: dict[str, object] = {}
         for f in fields(cls):

@@ -30,6 +30,8 @@ from reservas.holds import HoldStore
 from reservas.idempotency import IdempotencyKeys
 from reservas.leases import LeaseStore
 from reservas.payments import SimulatedGateway
+from reservas.projections.projector import Projector
+from reservas.projections.queries import ReservasQueries
 from reservas.recovery import Recovery
 from reservas.saga.base import SagaDeps
 from reservas.saga.chain import build_saga
@@ -92,12 +94,18 @@ async def create_app(config: Config) -> GrpcApp:
                 log.warning("could not ensure indexes yet", exc_info=True)
                 return False
             background.append(asyncio.create_task(recovery.run_forever(), name="recovery"))
+            if config.projector == "embedded":  # the read models' projector (EVENTFLOW_PROJECTOR)
+                background.append(asyncio.create_task(Projector(db).run(), name="projector"))
         return True
 
     try:
         app = await create_server(
             bindings=[
-                ServiceBinding(FULL_NAME, reservas_pb2_grpc.add_ReservasServiceServicer_to_server, ReservasServicer(service))
+                ServiceBinding(
+                    FULL_NAME,
+                    reservas_pb2_grpc.add_ReservasServiceServicer_to_server,
+                    ReservasServicer(service, ReservasQueries(db)),
+                )
             ],
             address=config.address,
             domain=DOMAIN,

@@ -20,6 +20,8 @@ from infra.errors import DomainError, InvalidArgument, Unavailable
 from reservas.domain import ConcurrencyConflict
 from reservas.mapping import event_to_pb, reserva_to_pb
 from reservas.payments import PaymentTimeout
+from reservas.projections import messages as read_side
+from reservas.projections.queries import ReservasQueries
 from reservas.saga.saga import SagaInternalError
 from reservas.saga.validador_datos import Solicitud
 from reservas.service import ReservasService
@@ -59,8 +61,9 @@ def to_datetime(field: str, value: Any) -> datetime:
 
 
 class ReservasServicer(reservas_pb2_grpc.ReservasServiceServicer):
-    def __init__(self, service: ReservasService) -> None:
+    def __init__(self, service: ReservasService, queries: ReservasQueries) -> None:
         self.service = service
+        self.queries = queries
 
     @database_errors
     async def Reservar(  # noqa: N802 - gRPC method name
@@ -96,19 +99,16 @@ class ReservasServicer(reservas_pb2_grpc.ReservasServiceServicer):
         events = await self.service.get_historial(request.reserva_id)
         return reservas_pb2.GetHistorialReservaResponse(eventos=[event_to_pb(e) for e in events])
 
-    # ---- read model: ListReservas and GetEstadisticasEvento ---------------------------------------
-    # PROJECTIONS: the projections helper replaces these two with calls to reservas/projections.
-    # Until then they answer UNIMPLEMENTED (explicitly: the generated base class would be INTERNAL
-    # under the error interceptor).
+    # ---- read model: ListReservas and GetEstadisticasEvento (reservas/projections) -------------------
 
+    @database_errors
     async def ListReservas(  # noqa: N802
         self, request: reservas_pb2.ListReservasRequest, context: grpc.aio.ServicerContext
     ) -> reservas_pb2.ListReservasResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListReservas is not available yet")
-        raise AssertionError("unreachable")
+        return await read_side.list_reservas(self.queries, request)
 
+    @database_errors
     async def GetEstadisticasEvento(  # noqa: N802
         self, request: reservas_pb2.GetEstadisticasEventoRequest, context: grpc.aio.ServicerContext
     ) -> reservas_pb2.EstadisticasEvento:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetEstadisticasEvento is not available yet")
-        raise AssertionError("unreachable")
+        return await read_side.get_estadisticas_evento(self.queries, request)

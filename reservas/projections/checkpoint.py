@@ -2,8 +2,8 @@
 
 One document per projection in `proyecciones_checkpoint`:
 `{_id, generation, position, hasta, rebuild, updated, by}` where
-- `position` is `{"resume_token": <change stream token>}` or `{"start_at": <cluster Timestamp>}`
-  (after a catch-up scan), or None while the read models are being (re)built;
+- `position` is `{"resume_token": <change stream token>}` (or `{"start_at": <cluster Timestamp>}`
+  on a server whose change streams give no initial token), None while the models are (re)built;
 - `hasta` is the instant up to which every event is reflected in the read models (None while
   rebuilding): it only moves forward within a generation;
 - `generation` changes with every (re)build: a projector whose generation is no longer current
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bson import Timestamp
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -113,11 +112,11 @@ class Checkpoints:
             {"$set": {"rebuild.heartbeat": datetime(1970, 1, 1, tzinfo=UTC)}},
         )
 
-    async def finish_rebuild(self, generation: int, owner: str, start_at: Timestamp, hasta: datetime) -> None:
-        """The models reflect everything up to `hasta`: watch the event store from `start_at` on."""
+    async def finish_rebuild(self, generation: int, owner: str, position: dict[str, Any], hasta: datetime) -> None:
+        """The models reflect everything up to `hasta`: follow the event store from `position` on."""
         result = await self.collection.update_one(
             {"_id": self.name, "generation": generation, "rebuild.owner": owner},
-            {"$set": {"position": {"start_at": start_at}, "hasta": hasta, "rebuild": None, "updated": now()}},
+            {"$set": {"position": position, "hasta": hasta, "rebuild": None, "updated": now()}},
         )
         if result.matched_count == 0:
             raise RebuildConflict("another rebuild took over")

@@ -15,19 +15,18 @@ from collections.abc import Mapping, Sequence
 
 from infra import logs
 from infra.mongo import create_client
+from reservas.config import Config
 from reservas.projections.checkpoint import Checkpoints, RebuildConflict
 from reservas.projections.projector import ProjectorTask, default_owner
 from reservas.projections.rebuild import rebuild
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URI = "mongodb://localhost:27017/?directConnection=true"
-DEFAULT_DATABASE = "eventflow_reservas"
-
 
 def database_settings(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
-    """(MongoDB URI, reservas' database), as the reservas service reads them."""
-    return env.get("MONGODB_URI", DEFAULT_URI), env.get("RESERVAS_MONGODB_DATABASE", DEFAULT_DATABASE)
+    """(MongoDB URI, reservas' database), read exactly as the reservas service reads them."""
+    config = Config.from_env(env)
+    return config.mongodb_uri, config.mongodb_database
 
 
 async def serve_projector(uri: str, database: str) -> None:

@@ -1,9 +1,10 @@
 """Building the read models from the event store: the rebuild, and a projector's first catch-up.
 
 The order makes the checkpoint consistent: claim a new generation (projectors stop writing the
-old one), capture the cluster time T0 and the wall time, (clear the models,) apply every stream,
-then record "watch from T0; current up to the captured wall time". An event appended during the
-scan is either seen by the scan or delivered by the change stream from T0 (or both: harmless).
+old one), note the wall time, capture the event store's current change-stream position P (in
+effect its cluster time), (clear the models,) apply every stream, then record "follow from P;
+current up to the noted time". An event appended during the scan is either seen by the scan or
+delivered by the change stream from P (or both: harmless).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from reservas.projections.checkpoint import Checkpoint, Checkpoints, now
 from reservas.projections.read_models import ReadModels
-from reservas.projections.source import StreamSource, cluster_time
+from reservas.projections.source import StreamSource, current_position
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,9 @@ async def rebuild(
     source = StreamSource(db)
     await models.ensure_indexes()
     generation = await checkpoints.claim_rebuild(expected, owner)
-    hasta = now()  # every event appended before this instant is at or before T0, so the scan sees it;
-    start_at = await cluster_time(db)  # everything after T0 comes through the change stream
-    log.info("rebuilding read models", extra={"generation": generation, "clear": clear, "start_at": str(start_at)})
+    hasta = now()  # every event appended before this instant is before P, so the scan sees it;
+    position = await current_position(db)  # everything after P comes through the change stream
+    log.info("rebuilding read models", extra={"generation": generation, "clear": clear})
     bar = progress if isinstance(progress, ProgressBar) else (ProgressBar(0) if progress else None)
     try:
         if clear:
@@ -126,7 +127,7 @@ async def rebuild(
         done = await _apply_every_stream(
             models, source, bar, lambda: checkpoints.heartbeat(generation, owner), batch, heartbeat_every
         )
-        await checkpoints.finish_rebuild(generation, owner, start_at, hasta)
+        await checkpoints.finish_rebuild(generation, owner, position, hasta)
     except BaseException:
         # Interrupted (Ctrl-C, an error): do not make others wait for our heartbeat to go stale.
         with contextlib.suppress(Exception):

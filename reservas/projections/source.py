@@ -76,6 +76,21 @@ class StreamSource:
             yield reservas
 
 
+async def current_position(db: AsyncDatabase) -> dict[str, Any]:
+    """A change-stream position at "now": a stream resumed from it delivers every event appended
+    after it, and a scan started after this returns every event appended before it.
+
+    It is the resume token of a change stream just opened (its post-batch token), which resumes
+    at once on any server; `startAtOperationTime` is the fallback for a server that gives none
+    (SecantusDB takes seconds to place it on a long oplog, so it is avoided).
+    """
+    async with await EventStore(db).collection.watch([{"$match": {"operationType": "insert"}}]) as stream:
+        token = stream.resume_token
+    if token is not None:
+        return {"resume_token": token}
+    return {"start_at": await cluster_time(db)}
+
+
 async def cluster_time(db: AsyncDatabase) -> Timestamp:
     """The database's current operation time: a change stream started at it misses nothing after it."""
     reply = await db.command("ping")

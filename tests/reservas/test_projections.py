@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from bson import Timestamp
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
@@ -44,6 +43,7 @@ from reservas.projections.projector import Projector, ProjectorTask
 from reservas.projections.queries import ReservasQueries
 from reservas.projections.read_models import VIEWS, ReadModels, reserva_from_view
 from reservas.projections.rebuild import ProgressBar, rebuild
+from reservas.projections.source import current_position
 
 async def view_version(db: AsyncDatabase, reserva_id: str) -> int:
     doc = await db[VIEWS].find_one({"_id": reserva_id}, {"version": 1})
@@ -87,16 +87,15 @@ async def test_applying_a_state_again_or_an_older_one_changes_nothing(db: AsyncD
 async def test_an_event_delivered_twice_counts_once(db: AsyncDatabase, store: EventStore) -> None:
     """Rewind the checkpoint so the projector hears every event again: the models do not change."""
     async with running(db) as projector:
+        await current_to(db, now())
+        before_the_events = await current_position(db)
         await burst(store, 12)
         await current_to(db, now())
         await assert_models_match_event_store(db)
         before = await ReadModels(db).snapshot()
         seen = projector.changes_seen
-    # Back to well before the first event: every event is delivered a second time.
-    operation_time = (await db.command("ping"))["operationTime"]
-    await db["proyecciones_checkpoint"].update_one(
-        {"_id": "reservas"}, {"$set": {"position": {"start_at": Timestamp(operation_time.time - 120, 0)}}}
-    )
+    # Back to before the first event: every event is delivered a second time.
+    await db["proyecciones_checkpoint"].update_one({"_id": "reservas"}, {"$set": {"position": before_the_events}})
     async with running(db) as again:
         await eventually(lambda: _changes_at_least(again, seen), what="every event delivered again")
         await current_to(db, now())
@@ -159,7 +158,7 @@ async def test_rebuild_equals_incremental(db: AsyncDatabase, store: EventStore) 
     assert result.streams == 40
     assert await ReadModels(db).snapshot() == incremental
     assert out.getvalue().splitlines()[-1] == f"[{'#' * 30}] 40/40 streams"
-    # The checkpoint was reset consistently: the projector follows from the rebuild's cluster time.
+    # The checkpoint was reset consistently: the projector follows from the rebuild's position.
     async with running(db):
         late = await solicitar(store, usuario_id="u9", evento_id="e9")
         await eventually(lambda: _at(db, late), what="an event after the rebuild")

@@ -1,6 +1,6 @@
-"""The projector and the rebuild as their own processes (`python -m reservas.projections ...`, what
-`eventflow projector` / `eventflow projections rebuild` run): killed with SIGKILL mid-way and started
-again, the projector ends with the same read models and counts nothing twice."""
+"""The projector and the rebuild as their own processes (`eventflow projector`, `eventflow projections
+rebuild`): killed with SIGKILL mid-way and started again, the projector ends with the same read models
+and counts nothing twice; the rebuild draws its progress and rebuilds the same models."""
 
 from __future__ import annotations
 
@@ -26,11 +26,15 @@ from reservas.event_store import EventStore
 from reservas.projections.read_models import VIEWS, ReadModels
 
 
+EVENTFLOW = str(Path(sys.executable).parent / "eventflow")
+
+
 def _start(command: str, mongo_uri: str, database: str, log: Path) -> subprocess.Popen[bytes]:
+    """`eventflow <command>` configured like reservas."""
     env = {**os.environ, "MONGODB_URI": mongo_uri, "RESERVAS_MONGODB_DATABASE": database}
     with log.open("ab") as out:
         return subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "reservas.projections", command], env=env, stdout=out, stderr=subprocess.STDOUT
+            [EVENTFLOW, *command.split()], env=env, stdout=out, stderr=subprocess.STDOUT
         )
 
 
@@ -72,12 +76,12 @@ async def test_rebuild_command_draws_progress_and_rebuilds_the_same_models(
 ) -> None:
     await burst(store, 30)
     log = tmp_path / "rebuild.log"
-    first = _start("rebuild", mongo_uri, db.name, log)
+    first = _start("projections rebuild", mongo_uri, db.name, log)
     assert await asyncio.to_thread(first.wait, 60) == 0, log.read_text()
     await assert_models_match_event_store(db)
     before = await ReadModels(db).snapshot()
     await db[VIEWS].update_many({}, {"$set": {"estado": "FALLIDA"}})  # whatever state they are in...
-    again = _start("rebuild", mongo_uri, db.name, log)
+    again = _start("projections rebuild", mongo_uri, db.name, log)
     assert await asyncio.to_thread(again.wait, 60) == 0, log.read_text()
     assert await ReadModels(db).snapshot() == before  # ...a rebuild drops and rebuilds them
     output = log.read_text()

@@ -50,6 +50,17 @@ async def check_invariants(
     mongo: AsyncMongoClient, *, usuarios_db: str, eventos_db: str, reservas_db: str, allow_pending: bool = False
 ) -> Report:
     """Assert the four invariants; returns what was read (for further assertions)."""
+    report = await find_violations(
+        mongo, usuarios_db=usuarios_db, eventos_db=eventos_db, reservas_db=reservas_db, allow_pending=allow_pending
+    )
+    assert not report.violations, "invariants broken:\n  " + "\n  ".join(report.violations)
+    return report
+
+
+async def find_violations(
+    mongo: AsyncMongoClient, *, usuarios_db: str, eventos_db: str, reservas_db: str, allow_pending: bool = False
+) -> Report:
+    """Check the four invariants without asserting: the report lists every violation (the benchmarks use it)."""
     report = Report(reservas=await _reservas(mongo, reservas_db))
     bad = report.violations.append
     reservas = report.reservas
@@ -135,5 +146,4 @@ async def check_invariants(
         if r is not None and r.settled and r.charged != net[rid]:
             bad(f"reservation {rid}: its stream says {r.charged} charged, the ledger {net[rid]}")
 
-    assert not report.violations, "invariants broken:\n  " + "\n  ".join(report.violations)
     return report

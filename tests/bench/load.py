@@ -1,0 +1,99 @@
+"""Driving load and summarising it: a bounded pool of concurrent calls, latency percentiles, outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from infra.errors import error_info
+
+Call = Callable[[], Awaitable[Any]]
+
+
+def outcome(error: grpc.aio.AioRpcError) -> str:
+    """A gRPC error as CODE/REASON (e.g. FAILED_PRECONDITION/SOLD_OUT; "-" when it has no ErrorInfo)."""
+    info = error_info(error)
+    return f"{error.code().name}/{info.reason if info else '-'}"
+
+
+@dataclass
+class Timed:
+    """One call: how long it took, and its answer or its gRPC error."""
+
+    seconds: float
+    ended: float  # when it finished, in seconds since its batch started
+    value: Any = None
+    error: grpc.aio.AioRpcError | None = None
+
+    @property
+    def outcome(self) -> str:
+        return "OK" if self.error is None else outcome(self.error)
+
+
+@dataclass
+class Run:
+    """A batch of calls: each call's timing, and the wall time of the whole batch."""
+
+    calls: list[Timed] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> list[Any]:
+        return [c.value for c in self.calls if c.error is None]
+
+    def outcomes(self) -> Counter[str]:
+        return Counter(c.outcome for c in self.calls)
+
+    @property
+    def rate(self) -> float:
+        return len(self.calls) / self.elapsed if self.elapsed > 0 else math.inf
+
+    def percentiles(self) -> dict[str, float]:
+        return percentiles([c.seconds for c in self.calls])
+
+    def halves(self) -> tuple[float, float]:
+        """Answers per second in the first and in the second half of the batch's wall time."""
+        middle = self.elapsed / 2
+        first = sum(1 for c in self.calls if c.ended <= middle)
+        return (first / middle, (len(self.calls) - first) / middle) if middle > 0 else (math.nan, math.nan)
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    """p50, p95, p99 (nearest rank) and max, in seconds; empty samples give NaN."""
+    ordered = sorted(samples)
+    if not ordered:
+        return {"p50": math.nan, "p95": math.nan, "p99": math.nan, "max": math.nan}
+
+    def rank(p: float) -> float:
+        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+    return {"p50": rank(50), "p95": rank(95), "p99": rank(99), "max": ordered[-1]}
+
+
+async def pool(calls: Sequence[Call], concurrency: int) -> Run:
+    """Run `calls` with at most `concurrency` in flight; gRPC errors are recorded, anything else raises."""
+    results: list[Timed | None] = [None] * len(calls)
+    queue = iter(enumerate(calls))
+
+    async def worker() -> None:
+        for index, call in queue:
+            sent = time.perf_counter()
+            try:
+                value = await call()
+            except grpc.aio.AioRpcError as error:
+                now = time.perf_counter()
+                results[index] = Timed(now - sent, now - started, error=error)
+            else:
+                now = time.perf_counter()
+                results[index] = Timed(now - sent, now - started, value)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(calls))))))
+    return Run([r for r in results if r is not None], time.perf_counter() - started)

@@ -1,0 +1,164 @@
+"""What the soak tests share: buyers that keep count, a restartable reservas process, settling."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from eventflow.reservas.v1 import reservas_pb2
+from infra import procs
+from reservas.config import Config as ReservasConfig
+from reservas.service import retryable
+from tests.bench.cluster import wait_serving
+from tests.bench.load import outcome
+from tests.reservas import invariants
+from tests.reservas.invariants import Report
+
+# tests/reservas/conftest.py imports its checker by the bare name `invariants` (pytest puts tests/reservas
+# on sys.path when it collects that directory; `make soak` does not collect it): bind that name first.
+sys.modules.setdefault("invariants", invariants)
+
+from tests.reservas.conftest import World  # noqa: E402
+
+CONFIRMADA = reservas_pb2.ESTADO_RESERVA_CONFIRMADA
+CANCELADA = reservas_pb2.ESTADO_RESERVA_CANCELADA
+
+#: What a buyer may be told while the system is racing, crashing or restarting. Anything else
+#: (INTERNAL, UNKNOWN, INVALID_ARGUMENT...) is a bug.
+EXPECTED_REFUSALS = {"SOLD_OUT", "SEAT_TAKEN", "PAYMENT_DECLINED", "PAYMENT_TIMEOUT"}
+TRANSIENT_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+
+#: A client that reconnects within a second after a server restart (gRPC's default backoff grows to minutes).
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+
+
+#: These runs check the saga, not the read models, so reservas runs without its embedded projector: with
+#: the projector's transactions in flight, the world's teardown (drop_database) has hung on SecantusDB.
+NO_PROJECTOR = {"EVENTFLOW_PROJECTOR": "off"}
+
+
+def reservas_config(world: World, **changes: Any) -> ReservasConfig:
+    """The world's in-process reservas configuration, without the projector (where reservas has one)."""
+    if "projector" in {f.name for f in dataclasses.fields(ReservasConfig)}:
+        changes.setdefault("projector", "off")
+    return world.reservas_config(**changes)
+
+
+def connect(world: World, address: str) -> grpc.aio.Channel:
+    """A channel to `address`, closed with the world, that comes back quickly after a restart."""
+    channel = grpc.aio.insecure_channel(address, options=RECONNECT)
+    world.channels.append(channel)
+    return channel
+
+
+def expected(what: str) -> bool:
+    code, _, reason = what.removeprefix("cancel ").partition("/")
+    return code == "OK" or code in TRANSIENT_CODES or (code == "FAILED_PRECONDITION" and reason in EXPECTED_REFUSALS)
+
+
+@dataclass
+class Tally:
+    """Every answer the buyers got, and the reservations they were told are CONFIRMADA."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    confirmed: dict[str, reservas_pb2.Reserva] = field(default_factory=dict)
+    cancelled: set[str] = field(default_factory=set)
+
+    def ok(self, reserva: reservas_pb2.Reserva) -> None:
+        self.outcomes["OK"] += 1
+        assert reserva.estado == CONFIRMADA, reserva
+        self.confirmed[reserva.id] = reserva
+
+    def failed(self, error: grpc.aio.AioRpcError) -> str:
+        what = outcome(error)
+        self.outcomes[what] += 1
+        return what
+
+    async def cancel(self, world: World, reserva_id: str) -> None:
+        """Cancel a confirmed purchase: CANCELADA now, or UNAVAILABLE and completed later by recovery."""
+        self.cancelled.add(reserva_id)
+        try:
+            cancelled = await world.cancelar(reserva_id)
+        except grpc.aio.AioRpcError as error:
+            what = outcome(error)
+            self.outcomes[f"cancel {what}"] += 1
+            if what.split("/")[0] not in TRANSIENT_CODES:
+                raise
+            return
+        self.outcomes["cancel OK"] += 1
+        assert cancelled.estado == CANCELADA, cancelled
+
+    def unexpected(self) -> dict[str, int]:
+        return {what: n for what, n in self.outcomes.items() if not expected(what)}
+
+    def check_against(self, report: Report) -> None:
+        """What buyers were told matches what is stored: CONFIRMADA (or CANCELADA when we cancelled it)."""
+        wrong = []
+        for rid in self.confirmed:
+            stored = report.reservas.get(rid)
+            want = "CANCELADA" if rid in self.cancelled else "CONFIRMADA"
+            if stored is None or stored.estado != want:
+                wrong.append(f"{rid}: answered CONFIRMADA, stored {stored.estado if stored else 'nothing'}")
+        assert not wrong, "answers and stored reservations disagree:\n  " + "\n  ".join(wrong[:20])
+        assert not self.unexpected(), f"unexpected answers: {self.unexpected()} (all: {dict(self.outcomes)})"
+
+
+def one_purchase_per_key(report: Report) -> None:
+    """A request repeated with its idempotency key never bought twice.
+
+    A key may stand for several reservations only when the earlier ones failed because of an outage
+    (FALLIDA with an UNAVAILABLE error, fully undone): a repeat after an outage is a new attempt.
+    """
+    attempts: defaultdict[tuple[str, str], list[str]] = defaultdict(list)
+    for r in report.reservas.values():
+        if not retryable(r):
+            attempts[(r.usuario_id, r.idempotency_key)].append(f"{r.id} {r.estado} {r.razon}".strip())
+    twice = {key: ids for key, ids in attempts.items() if len(ids) > 1}
+    assert not twice, f"idempotency keys that stand for several purchases: {twice}"
+
+
+async def wait_all_settled(world: World, timeout: float) -> float:
+    """Poll the stored reservations until none is PENDIENTE (or cancelling); seconds it took."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        report = await world.check(allow_pending=True)
+        unsettled = [r for r in report.reservas.values() if not r.settled]
+        if not unsettled:
+            return loop.time() - started
+        if loop.time() - started > timeout:
+            shown = ", ".join(f"{r.id} ({r.estado}, v{r.version})" for r in unsettled[:10])
+            raise AssertionError(f"{len(unsettled)} reservations still unsettled after {timeout:.0f}s: {shown}")
+        await asyncio.sleep(1.0)
+
+
+class Reservas:
+    """`python -m reservas` as a subprocess on a fixed port, killed and restarted at will."""
+
+    def __init__(self, world: World, logs: Path, **env: str) -> None:
+        self.port = procs.free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = world.reservas_env(self.port, **{**NO_PROJECTOR, **env})
+        self.logs = logs
+        self.process: procs.ManagedProcess | None = None
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        log = self.logs / f"reservas-{self.starts}.log"
+        self.process = procs.service_process("reservas", self.port, self.env, log).start()
+        await asyncio.to_thread(self.process.wait_listening, 60)
+        await wait_serving(self.address, timeout=60)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no graceful shutdown, whatever it was doing."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.stop()

@@ -1,0 +1,107 @@
+"""Soak: thousands of buyers race for the last tickets and seats, with every payment token and cancellations.
+
+3000 buyers (EVENTFLOW_SOAK_BUYERS) at 50 at a time: about 60% for the last 50 tickets of an
+unseated event, the rest for the 30 seats of a seated one (1 or 2 seats each, drawn at random),
+paying with a mix of tok_visa, tok_declined, tok_timeout and tok_slow (small configured delays);
+some confirmed purchases are cancelled at once, giving their tickets back to later buyers. Then
+every reservation must settle, what buyers were told must match what is stored, and the four
+DESIGN.md invariants must hold. The seed is printed (EVENTFLOW_SOAK_SEED replays a run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+import pytest
+
+from infra.server import GrpcApp
+from reservas.domain import Estado
+from reservas.server import create_app as create_reservas
+from tests.reservas.conftest import World
+from tests.soak.support import Tally, one_purchase_per_key, reservas_config, wait_all_settled
+
+BUYERS = int(os.environ.get("EVENTFLOW_SOAK_BUYERS", "3000"))
+CONCURRENCY = 50
+TICKETS = 50
+SEATS = [f"{row}-{n}" for row in "ABC" for n in range(1, 11)]
+TOKENS = ["tok_visa"] * 7 + ["tok_declined", "tok_timeout", "tok_slow"]
+MAX_CANCELLATIONS = 15
+HOLD_TTL = 60.0  # seconds: no reservation may stay PENDIENTE longer than this plus a margin
+SETTLE_MARGIN = 120.0
+
+
+async def create_usuarios(world: World, n: int, batch: int = 100) -> list[str]:
+    usuarios: list[str] = []
+    while len(usuarios) < n:
+        usuarios += await world.usuarios_n(min(batch, n - len(usuarios)))
+    return usuarios
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(2400)
+async def test_thousands_race_for_the_last_tickets_and_seats(
+    world: World, start_app: Callable[[Awaitable[GrpcApp]], Awaitable[str]]
+) -> None:
+    seed = int(os.environ.get("EVENTFLOW_SOAK_SEED", str(random.randrange(10**6))))
+    rng = random.Random(seed)
+    print(f"\nseed {seed}: {BUYERS} buyers, {CONCURRENCY} at a time")
+    config = reservas_config(world, hold_ttl_seconds=HOLD_TTL, payment_slow_seconds=0.3, payment_timeout_seconds=0.2)
+    world.reservas_address = await start_app(create_reservas(config))
+    world.reservas = world.connect(world.reservas_address)
+    general = await world.evento(aforo=TICKETS)
+    platea = await world.evento(asientos=SEATS)
+    usuarios = await create_usuarios(world, BUYERS)
+
+    requests = []
+    for usuario in usuarios:
+        token = rng.choice(TOKENS)
+        if rng.random() < 0.6:
+            requests.append(world.request(usuario, general.id, cantidad=rng.choice((1, 1, 2)), medio_pago=token))
+        else:
+            asientos = rng.sample(SEATS, rng.choice((1, 1, 2)))
+            requests.append(world.request(usuario, platea.id, cantidad=len(asientos), asientos=asientos, medio_pago=token))
+
+    tally = Tally()
+    queue = iter(requests)
+
+    async def buyer() -> None:
+        for request in queue:
+            try:
+                reserva = await world.reservar(request, timeout=60)
+            except grpc.aio.AioRpcError as error:
+                tally.failed(error)
+                continue
+            tally.ok(reserva)
+            if len(tally.cancelled) < MAX_CANCELLATIONS and rng.random() < 0.15:
+                await tally.cancel(world, reserva.id)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(buyer() for _ in range(CONCURRENCY)))
+    elapsed = time.perf_counter() - started
+    waited = await wait_all_settled(world, timeout=HOLD_TTL + SETTLE_MARGIN)
+    print(f"{BUYERS} buyers answered in {elapsed:.0f}s ({BUYERS / elapsed:.1f}/s), settled {waited:.0f}s later")
+    print(f"answers: {dict(tally.outcomes.most_common())}; cancelled {len(tally.cancelled)}")
+
+    report = await world.check()
+    tally.check_against(report)
+    one_purchase_per_key(report)
+    stored = list(report.reservas.values())
+    assert len(stored) == BUYERS  # every request started exactly one saga
+    for r in stored:
+        if r.medio_pago in ("tok_declined", "tok_timeout"):
+            assert r.estado is Estado.FALLIDA, (r.id, r.medio_pago, r.estado)
+    sold = {
+        evento.id: sum(r.cantidad for r in stored if r.evento_id == evento.id and r.estado is Estado.CONFIRMADA)
+        for evento in (general, platea)
+    }
+    left = {evento.id: (await world.get_evento(evento.id)).entradas_disponibles for evento in (general, platea)}
+    print(f"general: {sold[general.id]} sold, {left[general.id]} left of {TICKETS}; "
+          f"platea: {sold[platea.id]} seats sold, {left[platea.id]} left of {len(SEATS)}")  # fmt: skip
+    assert sold[general.id] + left[general.id] == TICKETS
+    assert sold[platea.id] + left[platea.id] == len(SEATS)
+    assert report.count(Estado.CANCELADA) == len(tally.cancelled)

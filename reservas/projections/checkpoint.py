@@ -12,20 +12,26 @@ One document per projection in `proyecciones_checkpoint`:
   if its heartbeat stops.
 
 Several projectors may share the checkpoint: each only moves it forward, and anything any of them
-saved was applied by that one first.
+saved was applied by that one first. The same collection records each projector's transaction
+session (`SessionRegistry`, documents `{_id: "session:<owner>", kind: "session", ...}`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from infra.mongo import for_reads, for_writes
+
+log = logging.getLogger(__name__)
 
 COLLECTION = "proyecciones_checkpoint"
 NAME = "reservas"
@@ -138,3 +144,66 @@ class Checkpoints:
         # Not ours to write: another projector of this generation is already further (fine), or a
         # rebuild started a new generation (stop and start again from it).
         return current is not None and current.generation == generation and current.rebuild_owner is None
+
+
+#: Projectors running in this process (several may, in tests).
+_LIVE_OWNERS: set[str] = set()
+
+
+def _process_gone(owner: str, pid: int) -> bool:
+    """Whether the projector `owner` (of process `pid` on this host) is dead. Our own pid but not one
+    of our projectors: a predecessor we replaced (a restarted container's processes are all pid 1)."""
+    if pid == os.getpid():
+        return owner not in _LIVE_OWNERS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class SessionRegistry:
+    """The session each projector runs its transactions on, recorded beside the checkpoint.
+
+    A projector killed mid-transaction leaves it open on the server, holding the documents it wrote
+    until the server gives up on it (transactionLifetimeLimitSeconds, 60 s by default): meanwhile
+    its successor's transactions on them conflict and retry. A projector starting on the same host
+    aborts its dead predecessors' sessions (`killSessions`) instead of waiting; elsewhere, the
+    server's limit still applies.
+    """
+
+    def __init__(self, db: AsyncDatabase, owner: str) -> None:
+        self.db = db
+        self.owner = owner
+        self.host = socket.gethostname()
+        self.collection = for_writes(db[COLLECTION])
+
+    async def register(self, session: AsyncClientSession) -> None:
+        _LIVE_OWNERS.add(self.owner)
+        await self.collection.replace_one(
+            {"_id": f"session:{self.owner}"},
+            {"kind": "session", "host": self.host, "pid": os.getpid(), "lsid": session.session_id, "at": now()},
+            upsert=True,
+        )
+
+    async def unregister(self) -> None:
+        _LIVE_OWNERS.discard(self.owner)
+        await self.collection.delete_one({"_id": f"session:{self.owner}"})
+
+    async def reap(self) -> int:
+        """Abort the sessions of dead projectors of this host; how many."""
+        reaped = 0
+        async for doc in self.collection.find({"kind": "session", "host": self.host}):
+            owner = str(doc["_id"]).removeprefix("session:")
+            if owner == self.owner or not _process_gone(owner, int(doc["pid"])):
+                continue
+            try:
+                await self.db.client.admin.command("killSessions", [doc["lsid"]])
+            except PyMongoError:
+                log.warning("could not abort a dead projector's session", exc_info=True)
+                continue
+            await self.collection.delete_one({"_id": doc["_id"]})
+            reaped += 1
+        return reaped

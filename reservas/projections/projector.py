@@ -30,7 +30,7 @@ from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
-from reservas.projections.checkpoint import Checkpoint, Checkpoints, RebuildConflict, now
+from reservas.projections.checkpoint import Checkpoint, Checkpoints, RebuildConflict, SessionRegistry, now
 from reservas.projections.read_models import ReadModels
 from reservas.projections.rebuild import rebuild
 from reservas.projections.source import StreamSource, wall_time
@@ -80,25 +80,39 @@ class Projector:
     async def run(self) -> None:
         """Follow the event store until cancelled; errors are logged and retried with backoff."""
         delay = self.retry_delay
-        indexed = False
-        while True:
-            try:
-                if not indexed:
-                    await self.models.ensure_indexes()
-                    indexed = True
-                await self.run_once()
-                delay = self.retry_delay
-            except RebuildConflict as conflict:  # another projector or a rebuild got there first
-                log.info("waiting for another rebuild", extra={"detail": str(conflict)})
-                await asyncio.sleep(self.retry_delay)
-            except PyMongoError as error:
-                log.warning("projector: database error, retrying", extra={"error": str(error), "delay": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            except Exception:
-                log.exception("projector failed, restarting")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        started = False
+        # One session for all of this projector's transactions (one at a time), registered so that a
+        # successor can abort a transaction this process leaves open if it is killed.
+        self.models.session = self.db.client.start_session()
+        sessions = SessionRegistry(self.db, self.owner)
+        try:
+            while True:
+                try:
+                    if not started:
+                        await self.models.ensure_indexes()
+                        if reaped := await sessions.reap():
+                            log.info("aborted the open transactions of dead projectors", extra={"sessions": reaped})
+                        await sessions.register(self.models.session)
+                        started = True
+                    await self.run_once()
+                    delay = self.retry_delay
+                except RebuildConflict as conflict:  # another projector or a rebuild got there first
+                    log.info("waiting for another rebuild", extra={"detail": str(conflict)})
+                    await asyncio.sleep(self.retry_delay)
+                except PyMongoError as error:
+                    log.warning("projector: database error, retrying", extra={"error": str(error), "delay": delay})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+                except Exception:
+                    log.exception("projector failed, restarting")
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await sessions.unregister()
+            with contextlib.suppress(Exception):
+                await self.models.session.end_session()
+            self.models.session = None
 
     async def run_once(self) -> None:
         """Build the models if there is no position to follow from, else follow the change stream
@@ -111,7 +125,9 @@ class Projector:
             if checkpoint is not None:
                 log.warning("a rebuild stopped half-way (no heartbeat): rebuilding the read models")
             # First start, or an abandoned rebuild (cleared again: it may have been half-applied).
-            await rebuild(self.db, owner=self.owner, clear=checkpoint is not None, expected=checkpoint)
+            await rebuild(
+                self.db, owner=self.owner, clear=checkpoint is not None, expected=checkpoint, session=self.models.session
+            )
             return
         try:
             await self.follow(checkpoint)
@@ -122,7 +138,7 @@ class Projector:
                 "the checkpoint's resume point is no longer in the oplog: rebuilding the read models",
                 extra={"error": str(error), "generation": checkpoint.generation},
             )
-            await rebuild(self.db, owner=self.owner, clear=True, expected=checkpoint)
+            await rebuild(self.db, owner=self.owner, clear=True, expected=checkpoint, session=self.models.session)
 
     async def follow(self, checkpoint: Checkpoint) -> None:
         """Follow the change stream from the checkpoint until a rebuild starts a new generation.

@@ -115,10 +115,12 @@ def _newest(reservas: Iterable[Reserva]) -> dict[str, Reserva]:
 class ReadModels:
     """The projector's (and the rebuild's) writes to the read models."""
 
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
         self.db = db
         self.views = for_writes(db[VIEWS])
         self.stats = for_writes(db[STATS])
+        #: The session the transactions run on (a projector's own, see `SessionRegistry`); None: a pooled one.
+        self.session = session
 
     async def ensure_indexes(self) -> None:
         newest_first = [("creada", DESCENDING), ("_id", DESCENDING)]
@@ -132,10 +134,11 @@ class ReadModels:
         )
 
     async def _transaction(self, callback: Any) -> Any:
+        options = {"read_concern": ReadConcern("snapshot"), "write_concern": WriteConcern("majority")}
+        if self.session is not None:
+            return await self.session.with_transaction(callback, **options)
         async with self.db.client.start_session() as session:
-            return await session.with_transaction(
-                callback, read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority")
-            )
+            return await session.with_transaction(callback, **options)
 
     async def apply(self, reservas: Iterable[Reserva]) -> int:
         """Bring the views up to these states (only where they are newer); returns how many views changed."""

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from reservas.projections.checkpoint import Checkpoint, Checkpoints, now
@@ -104,6 +105,7 @@ async def rebuild(
     progress: ProgressBar | bool = False,
     batch: int = 200,
     heartbeat_every: float = 2.0,
+    session: AsyncClientSession | None = None,
 ) -> RebuildResult:
     """(Re)build the read models from every stream and reset the checkpoint to match.
 
@@ -113,7 +115,7 @@ async def rebuild(
     """
     started = time.monotonic()
     checkpoints = Checkpoints(db)
-    models = ReadModels(db)
+    models = ReadModels(db, session)
     source = StreamSource(db)
     await models.ensure_indexes()
     generation = await checkpoints.claim_rebuild(expected, owner)

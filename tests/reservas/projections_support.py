@@ -30,12 +30,13 @@ PRECIO = 1500
 
 @pytest.fixture
 async def db(mongo_uri: str, db_name: Callable[[str], str]) -> AsyncIterator[AsyncDatabase]:
-    """Reservas' database for one test, with the event store's indexes."""
+    """Reservas' database for one test, with the event store's indexes. Not dropped afterwards (as in
+    conftest's `world`): the name is unique in the session's ephemeral server, and SecantusDB's
+    dropDatabase can deadlock against a write transaction a killed projector left open."""
     client = create_client(mongo_uri, "test-projections")
     database = client[db_name("reservas")]
     await EventStore(database).ensure_indexes()
     yield database
-    await client.drop_database(database.name)
     await client.close()
 
 

@@ -8,7 +8,9 @@ delivered twice, late, or to two projectors at once changes nothing more.
 Durable checkpoint (`checkpoint.py`): after each batch it saves the change stream's resume
 token and the instant the read models are current to; a restart resumes from the token. With no
 checkpoint it builds the models first (catch-up scan, then follow from the stream position captured
-before the scan); a resume token that fell off the oplog leads to a full rebuild, logged.
+before the scan); a resume token that fell off the oplog leads to a full rebuild, logged. While a
+rebuild runs, projectors wait for its checkpoint. Each projector runs its transactions on one
+registered session, so a successor on the same host can abort the one a killed projector left open.
 
 Runs inside the reservas process by default (`ProjectorTask`) or on its own (`eventflow projector`).
 """

@@ -8,9 +8,7 @@ Real SecantusDB; events are appended the way the saga does (`Reserva.record` + `
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -39,7 +37,7 @@ from reservas.domain import Estado, Reserva
 from reservas.event_store import EventStore
 from reservas.mapping import reserva_to_pb
 from reservas.projections.checkpoint import Checkpoints
-from reservas.projections.projector import Projector, ProjectorTask
+from reservas.projections.projector import Projector
 from reservas.projections.queries import ReservasQueries
 from reservas.projections.read_models import VIEWS, ReadModels, reserva_from_view
 from reservas.projections.rebuild import ProgressBar, rebuild

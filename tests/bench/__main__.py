@@ -30,7 +30,7 @@ from eventflow.reservas.v1 import reservas_pb2, reservas_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
 from reservas.domain import Estado
 from tests.bench.cluster import DATABASES, Cluster
-from tests.bench.load import Call, Run, pool
+from tests.bench.load import Call, Run, poll_pending, pool
 from tests.reservas.invariants import Report, find_violations
 
 CONFIRMADA = reservas_pb2.ESTADO_RESERVA_CONFIRMADA
@@ -98,7 +98,8 @@ async def create_usuarios(clients: Clients, n: int, first: int) -> list[str]:
             tipo_documento="CI", nro_documento=f"{i:08d}", nombre="Comprador", apellido=f"Bench {i}",
             email=f"comprador{i}@bench.example.com",
         )  # fmt: skip
-        return lambda: clients.usuarios.CreateUsuario(usuarios_pb2.CreateUsuarioRequest(usuario=usuario), timeout=DEADLINE)
+        request = usuarios_pb2.CreateUsuarioRequest(usuario=usuario)
+        return lambda: clients.usuarios.CreateUsuario(request, timeout=DEADLINE)
 
     run = await pool([create(i) for i in range(first, first + n)], 50)
     if len(run.ok) != n:
@@ -126,24 +127,25 @@ def purchases(clients: Clients, usuarios: list[str], evento_id: str) -> list[Cal
 # ---- checking what is stored -----------------------------------------------------------------
 
 
-async def settle(cluster: Cluster, timeout: float) -> tuple[Report, float]:
+async def settle(cluster: Cluster, clients: Clients, timeout: float) -> tuple[Report, float]:
     """Wait until no reservation is PENDIENTE (recovery settles any whose call gave up), then check.
 
     Still unsettled after `timeout` is not a broken invariant (a saga may stay PENDIENTE up to the hold
     TTL, 600 s by default): then the check allows sagas in flight, and the report counts them.
     """
-    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     mongo = cluster.mongo()
-    dbs = {"usuarios_db": DATABASES["usuarios"], "eventos_db": DATABASES["eventos"], "reservas_db": DATABASES["reservas"]}
+    dbs = {f"{service}_db": name for service, name in DATABASES.items()}
     try:
         while True:
             report = await find_violations(mongo, allow_pending=True, **dbs)
-            settled = all(r.settled for r in report.reservas.values())
-            if settled or time.perf_counter() - started > timeout:
+            unsettled = [r.id for r in report.reservas.values() if not r.settled]
+            if not unsettled or loop.time() - started > timeout:
                 break
-            await asyncio.sleep(1.0)
-        waited = time.perf_counter() - started
-        return (await find_violations(mongo, **dbs) if settled else report), waited
+            await poll_pending(clients.reservas, unsettled, until=started + timeout)
+        waited = loop.time() - started
+        return (report if unsettled else await find_violations(mongo, **dbs)), waited
     finally:
         await mongo.close()
 
@@ -154,7 +156,8 @@ def answered_but_not_stored(run: Run, report: Report) -> list[str]:
     for reserva in run.ok:
         stored = report.reservas.get(reserva.id)
         if reserva.estado == CONFIRMADA and (stored is None or stored.estado is not Estado.CONFIRMADA):
-            wrong.append(f"reservation {reserva.id} was answered CONFIRMADA but is {stored.estado if stored else 'missing'}")
+            now = stored.estado if stored else "missing"
+            wrong.append(f"reservation {reserva.id} was answered CONFIRMADA but is {now}")
     return wrong
 
 
@@ -162,19 +165,22 @@ def answered_but_not_stored(run: Run, report: Report) -> list[str]:
 
 
 def ms(seconds: float) -> str:
-    return f"{seconds * 1000:8.0f}"
+    return f"{seconds * 1000:.0f}"
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"\n{'scenario':<34}{'calls':>6}{'wall s':>8}{'rate/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-          f"{'max ms':>9}  load after")  # fmt: skip
+    print(f"\n{'scenario':<34}{'calls':>6}{'wall s':>8}{'rate/s':>8}{'1st half':>9}{'2nd half':>9}{'p50 ms':>8}"
+          f"{'p95 ms':>8}{'p99 ms':>8}{'max ms':>8}  load after")  # fmt: skip
     for row in rows:
         p = row.run.percentiles()
-        print(f"{row.scenario:<34}{len(row.run.calls):>6}{row.run.elapsed:>8.1f}{row.run.rate:>9.1f}"
-              f"{ms(p['p50']):>9}{ms(p['p95']):>9}{ms(p['p99']):>9}{ms(p['max']):>9}  {row.load_after}")  # fmt: skip
+        first, second = row.run.halves()
+        latencies = "".join(f"{ms(p[k]):>8}" for k in ("p50", "p95", "p99", "max"))
+        print(f"{row.scenario:<34}{len(row.run.calls):>6}{row.run.elapsed:>8.1f}{row.run.rate:>8.1f}{first:>9.1f}"
+              f"{second:>9.1f}{latencies}  {row.load_after}")  # fmt: skip
     for row in rows:
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(row.run.outcomes().items(), key=lambda kv: -kv[1]))
-        print(f"  {row.scenario}: rate in {row.unit}; outcomes: {outcomes}")
+        print(f"  {row.scenario}: rates in {row.unit} (overall, in the first and the second half of its wall time);"
+              f" outcomes: {outcomes}")  # fmt: skip
     names = list(rows[0].cpu) if rows else []
     print(f"\nCPU seconds spent per scenario (the busiest process is the bottleneck)\n{'scenario':<34}"
           + "".join(f"{n:>14}" for n in names))  # fmt: skip
@@ -218,23 +224,27 @@ async def purchase_scenario(cluster: Cluster, clients: Clients, args: argparse.N
                         purchases(clients, buyers, abierto.id), args.concurrency)  # fmt: skip
     run = row.run
     confirmed = sum(1 for r in run.ok if r.estado == CONFIRMADA)
-    print(f"1. purchase saga: {confirmed} of {args.buyers} CONFIRMADA in {run.elapsed:.1f}s ({run.rate:.1f} purchases/s:"
-          " %.1f/s in the first half, %.1f/s in the second)" % run.halves())  # fmt: skip
+    print(f"1. purchase saga: {confirmed} of {args.buyers} CONFIRMADA in {run.elapsed:.1f}s"
+          f" ({run.rate:.1f} purchases/s: %.1f/s in the first half, %.1f/s in the second)" % run.halves())  # fmt: skip
     if confirmed < args.buyers:
-        print(f"   note: {args.buyers - confirmed} purchase(s) not confirmed although there was room: {dict(run.outcomes())}")
+        print(f"   note: {args.buyers - confirmed} purchase(s) not confirmed although there was room:"
+              f" {dict(run.outcomes())}")  # fmt: skip
     return row
 
 
-async def race_scenario(cluster: Cluster, clients: Clients, args: argparse.Namespace, earlier: Run) -> tuple[Row, list[str]]:
+async def race_scenario(
+    cluster: Cluster, clients: Clients, args: argparse.Namespace, earlier: Run
+) -> tuple[Row, list[str]]:
     """2. The race for the last tickets; then everything settles and the invariants are checked (over both runs)."""
     racers = await create_usuarios(clients, args.race_buyers, args.buyers + 1)
     final = await create_evento(clients, "Bench: the last tickets", args.race_tickets)
     row = await measure(cluster, f"race {args.race_buyers}/{args.race_tickets} (c={args.race_concurrency})",
                         "answers/s", purchases(clients, racers, final.id), args.race_concurrency)  # fmt: skip
     race = row.run
-    report, waited = await settle(cluster, SETTLE_TIMEOUT)
+    report, waited = await settle(cluster, clients, SETTLE_TIMEOUT)
     sold = sum(1 for r in report.reservas.values() if r.evento_id == final.id and r.estado is Estado.CONFIRMADA)
-    left = (await clients.eventos.GetEvento(eventos_pb2.GetEventoRequest(id=final.id), timeout=DEADLINE)).entradas_disponibles
+    evento = await clients.eventos.GetEvento(eventos_pb2.GetEventoRequest(id=final.id), timeout=DEADLINE)
+    left = evento.entradas_disponibles
     oversold = max(0, sold - args.race_tickets)
     pending = sum(1 for r in report.reservas.values() if not r.settled)
     when = (f"{pending} still unsettled {waited:.0f}s later (checked as in flight)" if pending

@@ -6,12 +6,13 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from eventflow.reservas.v1 import reservas_pb2, reservas_pb2_grpc
 from infra.errors import error_info
 
 Call = Callable[[], Awaitable[Any]]
@@ -97,3 +98,33 @@ async def pool(calls: Sequence[Call], concurrency: int) -> Run:
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(calls))))))
     return Run([r for r in results if r is not None], time.perf_counter() - started)
+
+
+async def poll_pending(
+    stub: reservas_pb2_grpc.ReservasServiceStub, ids: Iterable[str], until: float, interval: float = 2.0
+) -> list[str]:
+    """Every `interval` seconds, GetReserva for the reservations still PENDIENTE, until none is or the
+    loop's clock passes `until`; returns those still PENDIENTE (or unreadable: reservas restarting).
+
+    Cheap next to reading every stream of the event store, which is what a settling check needs at
+    the end: polling with full reads would compete with the recovery it waits for.
+    """
+    loop = asyncio.get_running_loop()
+    pending = list(ids)
+    gate = asyncio.Semaphore(10)
+
+    async def still_pending(reserva_id: str) -> bool:
+        async with gate:
+            try:
+                reply = await stub.GetReserva(reservas_pb2.GetReservaRequest(id=reserva_id), timeout=30)
+            except grpc.aio.AioRpcError:
+                return True
+            return bool(reply.estado == reservas_pb2.ESTADO_RESERVA_PENDIENTE)
+
+    while pending:
+        await asyncio.sleep(interval)
+        flags = await asyncio.gather(*(still_pending(i) for i in pending))
+        pending = [i for i, flag in zip(pending, flags, strict=True) if flag]
+        if loop.time() > until:
+            break
+    return pending

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 
 from eventflow.reservas.v1 import reservas_pb2
 from infra import procs
-from reservas.config import Config as ReservasConfig
 from reservas.service import retryable
 from tests.bench.cluster import wait_serving
-from tests.bench.load import outcome
+from tests.bench.load import outcome, poll_pending
 from tests.reservas import invariants
 from tests.reservas.invariants import Report
 
@@ -37,19 +34,6 @@ TRANSIENT_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
 
 #: A client that reconnects within a second after a server restart (gRPC's default backoff grows to minutes).
 RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
-
-
-#: These runs check the saga, not the read models, so reservas runs without its embedded projector: with
-#: the projector's transactions in flight, the world's teardown (drop_database) has hung on SecantusDB.
-NO_PROJECTOR = {"EVENTFLOW_PROJECTOR": "off"}
-
-
-def reservas_config(world: World, **changes: Any) -> ReservasConfig:
-    """The world's in-process reservas configuration, without the projector (where reservas has one)."""
-    if "projector" in {f.name for f in dataclasses.fields(ReservasConfig)}:
-        changes.setdefault("projector", "off")
-    return world.reservas_config(**changes)
-
 
 def connect(world: World, address: str) -> grpc.aio.Channel:
     """A channel to `address`, closed with the world, that comes back quickly after a restart."""
@@ -125,7 +109,11 @@ def one_purchase_per_key(report: Report) -> None:
 
 
 async def wait_all_settled(world: World, timeout: float) -> float:
-    """Poll the stored reservations until none is PENDIENTE (or cancelling); seconds it took."""
+    """Wait until no stored reservation is PENDIENTE (or cancelling); seconds it took.
+
+    Reads every stream only to find the unsettled ones and to confirm the end; in between it polls
+    those through GetReserva (full reads every second would compete with the recovery it waits for).
+    """
     loop = asyncio.get_running_loop()
     started = loop.time()
     while True:
@@ -136,7 +124,7 @@ async def wait_all_settled(world: World, timeout: float) -> float:
         if loop.time() - started > timeout:
             shown = ", ".join(f"{r.id} ({r.estado}, v{r.version})" for r in unsettled[:10])
             raise AssertionError(f"{len(unsettled)} reservations still unsettled after {timeout:.0f}s: {shown}")
-        await asyncio.sleep(1.0)
+        await poll_pending(world.stub, [r.id for r in unsettled], until=started + timeout)
 
 
 class Reservas:
@@ -145,7 +133,7 @@ class Reservas:
     def __init__(self, world: World, logs: Path, **env: str) -> None:
         self.port = procs.free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.env = world.reservas_env(self.port, **{**NO_PROJECTOR, **env})
+        self.env = world.reservas_env(self.port, **env)
         self.logs = logs
         self.process: procs.ManagedProcess | None = None
         self.starts = 0

@@ -30,7 +30,14 @@ from infra.server import GrpcApp
 from reservas.domain import Estado
 from reservas.server import create_app as create_reservas
 from tests.reservas.conftest import World
-from tests.soak.support import Reservas, Tally, connect, one_purchase_per_key, reservas_config, wait_all_settled
+from tests.soak.support import (
+    TRANSIENT_CODES,
+    Reservas,
+    Tally,
+    connect,
+    one_purchase_per_key,
+    wait_all_settled,
+)
 
 CLIENTS = 20
 HOLD_TTL = 8.0  # seconds; reservas_process and the in-process reservas of (c) both use it
@@ -76,7 +83,7 @@ class Shoppers:
                     self.tally.ok(await self.stub.Reservar(request, timeout=15))
                     break
                 except grpc.aio.AioRpcError as error:
-                    transient = self.tally.failed(error).split("/")[0] in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+                    transient = self.tally.failed(error).split("/")[0] in TRANSIENT_CODES
                 if not transient or self.stop.is_set():
                     break
                 await asyncio.sleep(0.3)  # a server restarting: give it a moment
@@ -89,11 +96,11 @@ class Shoppers:
         await asyncio.gather(*self.tasks)
 
 
-async def settle_and_check(world: World, shoppers: Shoppers, started: float) -> None:
+async def settle_and_check(world: World, shoppers: Shoppers, shopped: float) -> None:
     waited = await wait_all_settled(world, timeout=HOLD_TTL + SETTLE_MARGIN)
     report = await world.check()
     counts = {str(e): report.count(e) for e in Estado}
-    print(f"{time.monotonic() - started:.0f}s of shopping: {len(report.reservas)} reservations {counts}, "
+    print(f"{shopped:.0f}s of shopping: {len(report.reservas)} reservations {counts}, "
           f"settled {waited:.0f}s after the clients stopped; {shoppers.repeats} repeats with the same key")  # fmt: skip
     print(f"answers: {dict(shoppers.tally.outcomes.most_common())}")
     why = Counter(r.razon or "-" for r in report.reservas.values() if r.estado is Estado.FALLIDA)
@@ -111,7 +118,7 @@ async def test_reservas_killed_at_random_moments_settles_everything(world: World
     platea = await world.evento(asientos=SEATS)
     await reservas_process.start()
     stub = reservas_pb2_grpc.ReservasServiceStub(connect(world, reservas_process.address))
-    world.reservas = world.connect(reservas_process.address)  # GetReserva, for wait_settled-style reads
+    world.reservas = world.connect(reservas_process.address)  # world.stub: GetReserva while settling
     shoppers = Shoppers(world, stub, rng)
     started = time.monotonic()
     await shoppers.start(general.id, platea.id)
@@ -121,7 +128,7 @@ async def test_reservas_killed_at_random_moments_settles_everything(world: World
         await reservas_process.start()
     await asyncio.sleep(2.0)  # a last stretch on a process that is not killed
     await shoppers.finish()
-    await settle_and_check(world, shoppers, started)
+    await settle_and_check(world, shoppers, time.monotonic() - started)
 
 
 async def _ready(app: GrpcApp) -> GrpcApp:
@@ -134,7 +141,7 @@ async def test_eventos_restarted_mid_run_settles_everything(world: World, start_
     rng = seeded()
     general = await world.evento(aforo=150)
     platea = await world.evento(asientos=SEATS)
-    config = reservas_config(world, hold_ttl_seconds=HOLD_TTL, payment_slow_seconds=0.5, lease_seconds=2.0)
+    config = world.reservas_config(hold_ttl_seconds=HOLD_TTL, payment_slow_seconds=0.5, lease_seconds=2.0)
     world.reservas_address = await start_app(create_reservas(config))
     world.reservas = world.connect(world.reservas_address)
     shoppers = Shoppers(world, world.reservas, rng)
@@ -152,4 +159,4 @@ async def test_eventos_restarted_mid_run_settles_everything(world: World, start_
         await start_app(_ready(world.eventos_app))
     await asyncio.sleep(2.0)
     await shoppers.finish()
-    await settle_and_check(world, shoppers, started)
+    await settle_and_check(world, shoppers, time.monotonic() - started)

@@ -123,6 +123,8 @@ class Reserva:
     pasos_iniciados: list[str] = field(default_factory=list)
     pasos_completados: list[str] = field(default_factory=list)
     pasos_compensados: list[str] = field(default_factory=list)
+    #: The steps its compensation undoes (from CompensacionIniciada, when it names them), newest first.
+    pasos_a_deshacer: list[str] | None = None
     compensando: bool = False
     cancelando: bool = False
     pending: list[Event] = field(default_factory=list, repr=False)
@@ -159,6 +161,8 @@ class Reserva:
         compensation is idempotent and a no-op where nothing happened.
         """
         done = set(self.pasos_compensados)
+        if self.compensando and self.pasos_a_deshacer is not None:  # what it set out to undo, not yet undone
+            return [p for p in self.pasos_a_deshacer if p not in done]
         return [p for p in reversed(self.pasos_iniciados) if p not in done and p != "ValidadorDatos"]
 
     # ---- changing ------------------------------------------------------------------------
@@ -237,6 +241,7 @@ class Reserva:
             self.estado = Estado.CONFIRMADA
         elif t is Tipo.COMPENSACION_INICIADA:
             self.compensando = True
+            self.pasos_a_deshacer = list(d["pasos"]) if "pasos" in d else None
             self._failure(d)
         elif t is Tipo.RESERVA_FALLIDA:
             self.estado = Estado.FALLIDA
@@ -249,6 +254,8 @@ class Reserva:
             self.cancelando = False
         if t in STEP_COMPLETED_BY and STEP_COMPLETED_BY[t] not in self.pasos_completados:
             self.pasos_completados.append(STEP_COMPLETED_BY[t])
+            if STEP_COMPLETED_BY[t] not in self.pasos_iniciados:  # completed, so certainly started
+                self.pasos_iniciados.append(STEP_COMPLETED_BY[t])
         if t in STEP_COMPENSATED_BY and STEP_COMPENSATED_BY[t] not in self.pasos_compensados:
             self.pasos_compensados.append(STEP_COMPENSATED_BY[t])
         self.version = event.version

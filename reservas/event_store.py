@@ -60,19 +60,14 @@ class EventStore:
         )
 
     async def append(self, events: Sequence[Event]) -> None:
-        """Append events of one stream, in order. ConcurrencyConflict if a version is already taken."""
+        """Append events of one stream, in order, in one write. ConcurrencyConflict if a version is taken."""
         if not events:
             return
         docs = [to_document(e) for e in events]
         try:
-            if len(docs) == 1:
-                await self.collection.insert_one(docs[0])
-            else:
-                # Several events land together or not at all.
-                async with self.collection.database.client.start_session() as session:
-                    await session.with_transaction(
-                        lambda s: self.collection.insert_many(docs, ordered=True, session=s)
-                    )
+            # One ordered write, no transaction: it stops at the first failure, so what lands is a
+            # prefix of `events`, and a stream cut after any prefix is still a valid stream.
+            await self.collection.insert_many(docs, ordered=True)
         except (DuplicateKeyError, BulkWriteError) as error:
             raise ConcurrencyConflict(
                 f"reservation {events[0].reserva_id} changed concurrently (version {events[0].version} is taken)",

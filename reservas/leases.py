@@ -1,7 +1,14 @@
-"""Leases on sagas, so one process at a time drives a reservation; and the list of unsettled sagas.
+"""Saga claims: the idempotency key, the lease and the open mark of a reservation, in one document.
 
 The collection "saga_leases" holds one document per reservation, keyed by its id:
-`{_id: reserva_id, owner, expires, open, opened_at, settled_at}`.
+`{_id: reserva_id, clave, huella, creada, owner, expires, open, opened_at, settled_at}`.
+
+- `claim` starts a purchase with ONE insert: the idempotency key (`clave`, unique: the JSON
+  array [usuario_id, idempotency_key], unambiguous whatever the strings hold; `huella`, a
+  fingerprint of the request), the lease (ours) and the open mark. A repeat of the key collides
+  on the unique `clave` and reads the reservation the key stands for. A key whose purchase failed
+  only because a dependency was unavailable is moved to a new attempt by `repoint` (the old
+  document keeps it as `clave_anterior`), so a client that retries after an outage buys.
 
 - A lease is `owner` + `expires`. `acquire` is one atomic find-and-modify whose filter is
   "free, expired, or already mine", with upsert for the first claim; when another process
@@ -22,6 +29,7 @@ not the same process twice; the caller keeps its own in-flight sagas apart.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,9 +37,19 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from infra.errors import FailedPrecondition
 from infra.mongo import for_writes
 
 COLLECTION = "saga_leases"
+
+
+class KeyReused(FailedPrecondition):
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+
+def clave(usuario_id: str, idempotency_key: str) -> str:
+    """The stored form of an idempotency key: unambiguous whatever the two strings hold."""
+    return json.dumps([usuario_id, idempotency_key], ensure_ascii=False, separators=(",", ":"))
 
 
 def _now() -> datetime:
@@ -47,7 +65,58 @@ class LeaseStore:
         self.ttl = timedelta(seconds=ttl_seconds)
 
     async def ensure_indexes(self) -> None:
-        await self.collection.create_indexes([IndexModel([("open", ASCENDING), ("opened_at", ASCENDING)], name="open")])
+        await self.collection.create_indexes(
+            [
+                IndexModel([("open", ASCENDING), ("opened_at", ASCENDING)], name="open"),
+                # Sparse: a re-pointed attempt gives its key up, and a document without one is not indexed.
+                IndexModel([("clave", ASCENDING)], unique=True, sparse=True, name="clave"),
+            ]
+        )
+
+    # ---- the idempotency key -----------------------------------------------------------------
+
+    async def claim(self, usuario_id: str, idempotency_key: str, huella: str, reserva_id: str) -> str:
+        """The reservation this key stands for: `reserva_id` if this claim won, else the earlier one.
+
+        A won claim is leased by us and open, in the same insert: the caller drives it at once.
+        KeyReused if the key was claimed by a different request.
+        """
+        key = clave(usuario_id, idempotency_key)
+        now = _now()
+        doc = {
+            "_id": reserva_id,
+            "clave": key,
+            "huella": huella,
+            "creada": now,
+            "owner": self.owner,
+            "expires": now + self.ttl,
+            "open": True,
+            "opened_at": now,
+        }
+        while True:
+            try:
+                await self.collection.insert_one(doc)
+                return reserva_id
+            except DuplicateKeyError:
+                existing = await self.collection.find_one({"clave": key}, {"huella": 1})
+            if existing is not None:
+                break
+            # The key was re-pointed between our insert and our read: claim again.
+        if existing["huella"] != huella:
+            raise KeyReused(
+                f"idempotency_key {idempotency_key!r} was already used by this user for a different purchase "
+                f"(reservation {existing['_id']}); use a new key for a new purchase",
+                metadata={"field": "idempotency_key", "reserva_id": existing["_id"]},
+            )
+        return str(existing["_id"])
+
+    async def repoint(self, usuario_id: str, idempotency_key: str, old_id: str, huella: str, new_id: str) -> str:
+        """Move the key from `old_id` to a new claim `new_id`, if it is still at `old_id`; where it points after."""
+        key = clave(usuario_id, idempotency_key)
+        await self.collection.update_one(
+            {"_id": old_id, "clave": key}, {"$unset": {"clave": ""}, "$set": {"clave_anterior": key}}
+        )
+        return await self.claim(usuario_id, idempotency_key, huella, new_id)
 
     def _takeable(self, now: datetime) -> dict[str, Any]:
         """Free (never held or released), expired, or ours."""
@@ -95,6 +164,13 @@ class LeaseStore:
     async def mark_settled(self, reserva_id: str) -> None:
         await self.collection.update_one(
             {"_id": reserva_id, "open": True}, {"$set": {"open": False, "settled_at": _now()}}
+        )
+
+    async def settle_and_release(self, reserva_id: str) -> None:
+        """`mark_settled` and `release` in one write (the end of a saga that settled under our lease)."""
+        await self.collection.update_one(
+            {"_id": reserva_id, "owner": self.owner},
+            {"$set": {"open": False, "settled_at": _now()}, "$unset": {"owner": "", "expires": ""}},
         )
 
     async def unsettled(self, older_than_seconds: float, limit: int = 100) -> list[str]:

@@ -129,11 +129,9 @@ class SimulatedGateway:
                 f"the payment gateway did not answer within {self.timeout_seconds:g}s; the outcome is unknown",
                 metadata={"reserva_id": reserva_id},
             )
-        existing = await self._find(reserva_id, TipoPago.CARGO)
-        if existing is not None:
-            return existing
         if medio_pago == "tok_slow":
             await asyncio.sleep(self.slow_seconds)
+        # Insert first: the unique (reserva_id, tipo) makes a repeat collide, and only then is it read.
         return await self._record(reserva_id, TipoPago.CARGO, monto, moneda, medio_pago)
 
     async def refund(self, reserva_id: str) -> LedgerEntry | None:
@@ -141,9 +139,6 @@ class SimulatedGateway:
         charge = await self._find(reserva_id, TipoPago.CARGO)
         if charge is None:
             return None
-        existing = await self._find(reserva_id, TipoPago.REEMBOLSO)
-        if existing is not None:
-            return existing
         return await self._record(reserva_id, TipoPago.REEMBOLSO, charge.monto, charge.moneda, None)
 
     async def entries(self, reserva_id: str) -> list[LedgerEntry]:

@@ -8,9 +8,11 @@ several reservas processes) and settled from its log:
 - CONFIRMADA: finish forward (release the holds); FALLIDA / CANCELADA: nothing to do;
 - cancelling: finish the reverse saga;
 - compensating: finish the compensation;
-- otherwise, not yet charged (the ledger decides for a payment started without an outcome):
-  compensate; charged: complete forward if eventos still holds the tickets for it
-  (ReservarEntradas again is idempotent: success means still taken), else refund and compensate.
+- otherwise it was interrupted mid-saga. The log is written in batches (`reservas.saga.base`),
+  so it may lack the last steps' events: the ledger says whether the buyer was charged. Charged
+  (and not refunded): complete forward if eventos still holds the tickets for it
+  (ReservarEntradas again is idempotent: success means still taken), else compensate. Not
+  charged: compensate every step that may have acted (`Saga.possibly_started`).
 
 A saga that cannot be settled now (a dependency is down) is retried later with a growing
 backoff, so a long outage does not flood its stream with retries.
@@ -22,12 +24,13 @@ import asyncio
 import logging
 
 from infra.errors import DomainError, FailedPrecondition, Unavailable
-from reservas.domain import Estado, TipoPago
+from reservas.domain import Estado, Tipo
 from reservas.leases import LeaseStore
 from reservas.saga.base import SagaContext
 from reservas.saga.confirmador_reserva import ConfirmadorReserva, release_holds
 from reservas.saga.driver import Driver, NotDriving
-from reservas.saga.procesador_pago import ProcesadorPago, record_charge
+from reservas.saga.procesador_pago import ProcesadorPago, ledger_state, record_charge
+from reservas.saga.validador_inventario import ValidadorInventario, hold_keys
 from reservas.saga.saga import Saga, error_from
 
 log = logging.getLogger(__name__)
@@ -117,30 +120,29 @@ class Recovery:
         if reserva.compensando:
             await self.saga.compensate(ctx, error_from(reserva))
             return
-        if not await self._charged(ctx):
-            await self.saga.compensate(ctx, interrupted(reserva.id, charged=False))
+        charge, refunded = await ledger_state(ctx)
+        if charge is None or refunded:
+            failure = interrupted(reserva.id, charged=charge is not None)
+            await self.saga.compensate(ctx, failure, self.saga.possibly_started(reserva))
             return
         try:  # idempotent per reserva_id: success means the tickets are still taken for it
             await ctx.deps.eventos.reservar_entradas(reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos)
         except FailedPrecondition:  # RESERVA_RELEASED, SOLD_OUT, SEAT_TAKEN: not any more
-            await self.saga.compensate(ctx, interrupted(reserva.id, charged=True))
+            if ProcesadorPago.name not in reserva.pasos_completados:
+                await record_charge(ctx, charge, origen="ledger")
+            await self.saga.compensate(ctx, interrupted(reserva.id, charged=True), self.saga.possibly_started(reserva))
             return
+        # What the log may lack of the steps that completed before the crash, re-derived above.
+        if ValidadorInventario.name not in reserva.pasos_completados:
+            await ctx.record(
+                Tipo.ENTRADAS_BLOQUEADAS,
+                holds=hold_keys(ctx.deps.holds, reserva),
+                cantidad=reserva.cantidad,
+                asientos=list(reserva.asientos),
+            )
+        if ProcesadorPago.name not in reserva.pasos_completados:
+            await record_charge(ctx, charge, origen="ledger")
         try:
             await self.saga.run(ctx, start=ConfirmadorReserva.name)
         except DomainError:
             pass  # run compensated it; the log says how it ended
-
-    @staticmethod
-    async def _charged(ctx: SagaContext) -> bool:
-        """Whether the buyer was charged; a payment started without a recorded outcome asks the ledger."""
-        reserva = ctx.reserva
-        if ProcesadorPago.name in reserva.pasos_completados:
-            return reserva.charged > 0
-        if ProcesadorPago.name not in reserva.pasos_iniciados:
-            return False
-        entries = await ctx.deps.payments.entries(reserva.id)
-        charge = next((e for e in entries if e.tipo is TipoPago.CARGO), None)
-        if charge is None:
-            return False
-        await record_charge(ctx, charge, origen="ledger")
-        return not any(e.tipo is TipoPago.REEMBOLSO for e in entries)

@@ -27,7 +27,6 @@ from reservas.clients import EventosClient, UsuariosClient
 from reservas.config import Config
 from reservas.event_store import EventStore
 from reservas.holds import HoldStore
-from reservas.idempotency import IdempotencyKeys
 from reservas.leases import LeaseStore
 from reservas.payments import SimulatedGateway
 from reservas.projections.projector import Projector
@@ -59,7 +58,6 @@ async def create_app(config: Config) -> GrpcApp:
     eventos_channel = grpc.aio.insecure_channel(config.eventos_addr, options=CHANNEL_OPTIONS)
 
     store = EventStore(db)
-    keys = IdempotencyKeys(db)
     leases = LeaseStore(db, lease_owner(), ttl_seconds=config.lease_seconds)
     payments = SimulatedGateway(
         db, slow_seconds=config.payment_slow_seconds, timeout_seconds=config.payment_timeout_seconds
@@ -75,7 +73,7 @@ async def create_app(config: Config) -> GrpcApp:
     driver = Driver(deps, leases, lease_seconds=config.lease_seconds)
     recovery = Recovery(driver, leases, saga, interval=config.recovery_interval_seconds)
     service = ReservasService(
-        store=store, keys=keys, driver=driver, saga=saga, eventos=deps.eventos, wait_seconds=config.reservar_wait_seconds
+        store=store, keys=leases, driver=driver, saga=saga, eventos=deps.eventos, wait_seconds=config.reservar_wait_seconds
     )
     background: list[asyncio.Task[None]] = []
 
@@ -88,7 +86,7 @@ async def create_app(config: Config) -> GrpcApp:
             return False
         if not background:
             try:
-                for indexed in (store, keys, leases, payments):
+                for indexed in (store, leases, payments):
                     await indexed.ensure_indexes()
             except PyMongoError:
                 log.warning("could not ensure indexes yet", exc_info=True)

@@ -2,8 +2,9 @@
 
 Reservar answers when the saga has settled: the CONFIRMADA reservation, or the error its
 saga recorded (with the reserva_id in the metadata). The request's own fields are checked
-before anything is recorded; then the idempotency key is claimed, then the saga starts
-(`ReservaSolicitada`, version 1, is unique per stream: only one driver can start it). A
+before anything is recorded; then the idempotency key is claimed (one insert that also takes
+the saga's lease and marks it open), then the saga starts (`ReservaSolicitada`, version 1, is
+unique per stream: only one driver can start it). A
 repeat never starts a second saga: it answers the settled reservation, or waits for the one
 in flight (sharing the task in this process, polling the log across processes) up to the
 caller's deadline.
@@ -22,7 +23,7 @@ from functools import partial
 from infra.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from reservas.domain import Estado, Event, Reserva, Tipo
 from reservas.event_store import EventStore
-from reservas.idempotency import IdempotencyKeys
+from reservas.leases import LeaseStore
 from reservas.saga.base import EventosPort, SagaContext, SagaTakenOver, StoreUnavailable, now
 from reservas.saga.driver import Driver, NotDriving
 from reservas.saga.saga import Saga, error_class, error_from
@@ -65,7 +66,7 @@ class ReservasService:
         self,
         *,
         store: EventStore,
-        keys: IdempotencyKeys,
+        keys: LeaseStore,
         driver: Driver,
         saga: Saga,
         eventos: EventosPort,
@@ -83,29 +84,34 @@ class ReservasService:
     async def reservar(self, solicitud: Solicitud, timeout: float | None = None) -> Reserva:
         check_fields(solicitud)  # before anything is recorded
         deadline = self._deadline(timeout)
-        new_id = str(uuid.uuid4())
-        reserva_id = await self.keys.claim(solicitud.usuario_id, solicitud.idempotency_key, fingerprint(solicitud), new_id)
+        new_id, huella = str(uuid.uuid4()), fingerprint(solicitud)
+        reserva_id = await self.keys.claim(solicitud.usuario_id, solicitud.idempotency_key, huella, new_id)
         reserva = None if reserva_id == new_id else await self.store.get(reserva_id)
         if reserva is not None and retryable(reserva):
             # The earlier attempt failed only because a dependency was down and was fully undone:
             # this repeat is the client's retry, so it tries again (one saga at a time per key).
             new_id = str(uuid.uuid4())
-            reserva_id = await self.keys.repoint(solicitud.usuario_id, solicitud.idempotency_key, reserva.id, new_id)
+            reserva_id = await self.keys.repoint(
+                solicitud.usuario_id, solicitud.idempotency_key, reserva.id, huella, new_id
+            )
             reserva = None if reserva_id == new_id else await self.store.get(reserva_id)
+        fresh = reserva_id == new_id  # our claim: leased and open already
         while True:
             if reserva is not None and (reserva.estado is not Estado.PENDIENTE or reserva.compensando):
                 return self._answer(reserva)  # settled, or its outcome is decided
             if reserva is None:  # not started yet (or its starter died after the claim): start it
-                task = self.driver.launch(reserva_id, partial(self._comprar, solicitud))
+                task = self.driver.launch(reserva_id, partial(self._comprar, solicitud, fresh), fresh=fresh)
+                fresh = False
             else:
                 task = self.driver.active.get(reserva_id)
             driven = await self._wait(task, reserva_id, deadline, raise_errors=False)
             reserva = driven if driven is not None and driven.version > 0 else await self.store.get(reserva_id)
 
-    async def _comprar(self, solicitud: Solicitud, ctx: SagaContext) -> None:
+    async def _comprar(self, solicitud: Solicitud, fresh: bool, ctx: SagaContext) -> None:
         if ctx.reserva.version > 0:
             return  # another driver started it meanwhile; it (or recovery) settles it
-        await self.driver.open(ctx.reserva.id)  # before the first event, so recovery finds it
+        if not fresh:  # a fresh claim is open already
+            await self.driver.open(ctx.reserva.id)  # before the first event, so recovery finds it
         await ctx.record(Tipo.RESERVA_SOLICITADA, **solicitud.datos())
         log.info("reservation requested", extra={"usuario_id": solicitud.usuario_id, "evento_id": solicitud.evento_id})
         try:

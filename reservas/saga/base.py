@@ -1,11 +1,21 @@
 """The saga's building blocks: a step of the Chain of Responsibility and the context it works on.
 
 A step (`Paso`) has a `name`, an action (`act`) and a compensating action (`compensate`),
-and knows the step after it (`next`). `handle` records `PasoIniciado` BEFORE the step's
-side effects, runs the action (which records its completion event AFTER the side effect),
+and knows the step after it (`next`). `handle` records `PasoIniciado` before the step's
+side effects, runs the action (which records its completion event after the side effect),
 and hands the context to the next step; a failure propagates up to the orchestrator
 (`reservas.saga.saga.Saga`), which compensates from the log. Steps never call each other
 directly and never know which step follows: the chain is assembled in `chain.py` only.
+
+Recording is not writing. `SagaContext.record` applies an event to the aggregate and queues
+it; `SagaContext.flush` appends everything queued in one ordered write. The saga flushes only
+where the log must be durable: before the first side effect (a step whose `durable_before`
+is set: from then on recovery knows the purchase started and may have done anything), at the
+commit point (`ReservaConfirmada`), before a cancellation's undos, and before the caller is
+answered. In between, a crash loses only events that recovery re-derives: a started step's
+effect is found from the ledger and eventos, and an interrupted saga is compensated as a whole
+(every undo is idempotent and a no-op where nothing happened). A stream cut after any prefix
+of a flush is still a valid stream.
 
 Every action and every compensation is idempotent: recovery may run it again after a crash.
 """
@@ -96,10 +106,17 @@ class SagaContext:
     lease_lost: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def record(self, tipo: Tipo, **datos: Any) -> Event:
-        """Record one event and append it to the stream right away (durable before we go on)."""
-        if self.lease_lost.is_set():
-            raise SagaTakenOver(f"lost the lease on reservation {self.reserva.id}")
+        """Apply one event to the aggregate and queue it for the next `flush` (no I/O)."""
+        self._check_lease()
         event = self.reserva.record(tipo, datos, now())
+        log.info("saga event", extra={"tipo": str(tipo), "version": event.version})
+        return event
+
+    async def flush(self) -> None:
+        """Append every queued event, in order, in one write: durable before we go on."""
+        if not self.reserva.pending:
+            return
+        self._check_lease()
         try:
             await self.deps.store.save(self.reserva)
         except ConcurrencyConflict as error:
@@ -109,14 +126,18 @@ class SagaContext:
                 "reservas' database is unavailable; the reservation will be settled when it is back",
                 metadata={"reserva_id": self.reserva.id},
             ) from error
-        log.info("saga event", extra={"tipo": str(tipo), "version": event.version})
-        return event
+
+    def _check_lease(self) -> None:
+        if self.lease_lost.is_set():
+            raise SagaTakenOver(f"lost the lease on reservation {self.reserva.id}")
 
 
 class Paso(ABC):
     """One saga step: an action, a compensating action, and the step after it."""
 
     name: ClassVar[str]
+    #: The log must be durable before this step's side effects (the first step that has any).
+    durable_before: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.next: Paso | None = None
@@ -130,6 +151,8 @@ class Paso(ABC):
         """Announce the step, do it, pass the context on (a failure propagates to the orchestrator)."""
         if self.name not in ctx.reserva.pasos_iniciados:
             await ctx.record(Tipo.PASO_INICIADO, paso=self.name)
+        if self.durable_before:
+            await ctx.flush()
         faults.checkpoint(self.name, "before")  # after the announcement, before any side effect
         await self.act(ctx)
         faults.checkpoint(self.name, "after")

@@ -1,7 +1,8 @@
 """Step 4, ConfirmadorReserva: record the purchase in usuarios, confirm, release the holds.
 
 `RegistrarCompra` (idempotent per reserva_id) -> `CompraRegistrada`; then
-`ReservaConfirmada`, the commit point: from there the saga only goes forward. Releasing
+`ReservaConfirmada`, the commit point, flushed to the log with everything queued since the
+first side effect: from there the saga only goes forward. Releasing
 the Redis holds afterwards is best-effort (the seats are taken in eventos; a hold left
 behind expires by itself). Each part is skipped when the log says it is done, so recovery
 can resume the step. Compensation: `AnularCompra` (idempotent).
@@ -37,6 +38,7 @@ class ConfirmadorReserva(Paso):
             await ctx.record(Tipo.COMPRA_REGISTRADA)
         if reserva.estado is not Estado.CONFIRMADA:
             await ctx.record(Tipo.RESERVA_CONFIRMADA, monto=reserva.monto, moneda=reserva.moneda)
+        await ctx.flush()  # the commit point is durable before the holds go and the buyer is answered
         await release_holds(ctx)
 
     async def compensate(self, ctx: SagaContext) -> None:

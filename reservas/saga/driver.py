@@ -4,8 +4,10 @@
 there is none, so concurrent requests for the same reservation share it and never run a
 second saga. The task takes the lease in MongoDB first (`NotDriving` if another process
 holds it), loads the stream under the lease, runs `work(ctx)`, renews the lease meanwhile,
-and at the end marks the saga settled (if it is) and gives the lease up. A lost lease sets
-`ctx.lease_lost`, which stops the work at its next recorded event.
+and at the end marks the saga settled (if it is) and gives the lease up, in one write. A
+reservation just claimed (`fresh`: the claim's insert took the lease and has no events yet)
+skips the lease and the load. A lost lease sets `ctx.lease_lost`, which stops the work at its
+next recorded event.
 """
 
 from __future__ import annotations
@@ -47,11 +49,14 @@ class Driver:
     def is_active(self, reserva_id: str) -> bool:
         return reserva_id in self.active
 
-    def launch(self, reserva_id: str, work: Work) -> asyncio.Task[Reserva]:
-        """The task driving this reservation in this process; a new one running `work` if none."""
+    def launch(self, reserva_id: str, work: Work, *, fresh: bool = False) -> asyncio.Task[Reserva]:
+        """The task driving this reservation in this process; a new one running `work` if none.
+
+        `fresh`: this process has just claimed the reservation (leased, open, no events yet).
+        """
         task = self.active.get(reserva_id)
         if task is None:
-            task = asyncio.create_task(self._drive(reserva_id, work), name=f"saga-{reserva_id}")
+            task = asyncio.create_task(self._drive(reserva_id, work, fresh), name=f"saga-{reserva_id}")
             self.active[reserva_id] = task
             task.add_done_callback(lambda done: self._forget(reserva_id, done))
         return task
@@ -69,11 +74,11 @@ class Driver:
         except PyMongoError as error:
             raise _store_unavailable(reserva_id) from error
 
-    async def _drive(self, reserva_id: str, work: Work) -> Reserva:
+    async def _drive(self, reserva_id: str, work: Work, fresh: bool) -> Reserva:
         token = reserva_id_var.set(reserva_id)
         try:
             try:
-                if not await self.leases.acquire(reserva_id):
+                if not fresh and not await self.leases.acquire(reserva_id):
                     raise NotDriving(reserva_id)
             except PyMongoError as error:
                 raise _store_unavailable(reserva_id) from error
@@ -82,7 +87,7 @@ class Driver:
             renewer = asyncio.create_task(self._renew(reserva_id, lost), name=f"lease-{reserva_id}")
             try:
                 try:
-                    reserva = await self.deps.store.get(reserva_id) or Reserva(id=reserva_id)
+                    reserva = (None if fresh else await self.deps.store.get(reserva_id)) or Reserva(id=reserva_id)
                 except PyMongoError as error:
                     raise _store_unavailable(reserva_id) from error
                 ctx = SagaContext(reserva, self.deps, lost)
@@ -95,11 +100,13 @@ class Driver:
             reserva_id_var.reset(token)
 
     async def _finish(self, reserva_id: str, ctx: SagaContext | None) -> None:
+        # Only what is durable counts: events still queued (the work stopped on an error) are not settled.
+        durable = ctx is not None and not ctx.reserva.pending and ctx.reserva.version > 0
         with contextlib.suppress(PyMongoError):
-            if ctx is not None and ctx.reserva.version > 0 and ctx.reserva.settled:
-                await self.leases.mark_settled(reserva_id)
-        with contextlib.suppress(PyMongoError):
-            await self.leases.release(reserva_id)
+            if durable and ctx is not None and ctx.reserva.settled:
+                await self.leases.settle_and_release(reserva_id)
+            else:
+                await self.leases.release(reserva_id)
 
     async def _renew(self, reserva_id: str, lost: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

@@ -15,10 +15,15 @@ from reservas.payments import LedgerEntry, PaymentDeclined, PaymentTimeout
 from reservas.saga.base import Paso, SagaContext
 
 
-async def charge_in_ledger(ctx: SagaContext) -> LedgerEntry | None:
-    """The charge the ledger holds for this reservation, if any (how an unknown outcome is settled)."""
+async def ledger_state(ctx: SagaContext) -> tuple[LedgerEntry | None, bool]:
+    """The charge the ledger holds for this reservation (None: none), and whether it was refunded.
+
+    How an unknown outcome is settled: a gateway that did not answer, or a process that died
+    before the payment's event reached the log.
+    """
     entries = await ctx.deps.payments.entries(ctx.reserva.id)
-    return next((e for e in entries if e.tipo is TipoPago.CARGO), None)
+    charge = next((e for e in entries if e.tipo is TipoPago.CARGO), None)
+    return charge, any(e.tipo is TipoPago.REEMBOLSO for e in entries)
 
 
 async def record_charge(ctx: SagaContext, entry: LedgerEntry, **extra: object) -> None:
@@ -36,7 +41,7 @@ class ProcesadorPago(Paso):
             await ctx.record(Tipo.PAGO_RECHAZADO, motivo=error.message, razon=error.reason)
             raise
         except PaymentTimeout as error:
-            charged = await charge_in_ledger(ctx)
+            charged, _ = await ledger_state(ctx)
             if charged is not None:
                 await record_charge(ctx, charged, origen="ledger")
             else:

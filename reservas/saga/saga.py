@@ -108,6 +108,7 @@ class Saga:
         first = self.chain if start is None else self.chain.find(start)
         try:
             await first.handle(ctx)
+            await ctx.flush()  # whatever the last step left queued
             return
         except (SagaTakenOver, StoreUnavailable):
             raise  # nothing more can be recorded by us: recovery settles it
@@ -129,25 +130,47 @@ class Saga:
 
     # ---- backward --------------------------------------------------------------------------
 
-    async def compensate(self, ctx: SagaContext, failure: DomainError) -> bool:
-        """Undo the started steps newest first; True when the reservation is FALLIDA."""
+    async def compensate(self, ctx: SagaContext, failure: DomainError, pasos: Sequence[str] | None = None) -> bool:
+        """Undo the started steps (or `pasos`) newest first; True when the reservation is FALLIDA.
+
+        What was undone, retried or left is flushed to the log before this returns.
+        """
         reserva = ctx.reserva
         if reserva.estado is not Estado.PENDIENTE:
             return reserva.estado is Estado.FALLIDA
         if not reserva.compensando:
-            await ctx.record(Tipo.COMPENSACION_INICIADA, **failure_datos(failure), pasos=reserva.pasos_a_compensar())
+            to_undo = list(pasos) if pasos is not None else reserva.pasos_a_compensar()
+            await ctx.record(Tipo.COMPENSACION_INICIADA, **failure_datos(failure), pasos=to_undo)
         left = await self._undo_all(ctx, reserva.pasos_a_compensar())
         if left:
             log.warning("compensation incomplete; recovery will finish it", extra={"pasos": left})
-            return False
-        await ctx.record(
-            Tipo.RESERVA_FALLIDA,
-            motivo=reserva.motivo,
-            razon=reserva.razon,
-            codigo=reserva.codigo,
-            detalle=dict(reserva.detalle),
-        )
-        return True
+        else:
+            await ctx.record(
+                Tipo.RESERVA_FALLIDA,
+                motivo=reserva.motivo,
+                razon=reserva.razon,
+                codigo=reserva.codigo,
+                detalle=dict(reserva.detalle),
+            )
+        await ctx.flush()
+        return not left
+
+    def possibly_started(self, reserva: Reserva) -> list[str]:
+        """The steps an interrupted saga may have acted on, newest first, for recovery to undo.
+
+        The log is written in batches, so a step may have acted without its events reaching it:
+        every step from the first one the log shows started through the end of the chain, except
+        those already undone and those with nothing to undo.
+        """
+        steps = list(self.chain)
+        started = [i for i, step in enumerate(steps) if step.name in reserva.pasos_iniciados]
+        if not started:
+            return []
+        return [
+            step.name
+            for step in reversed(steps[started[0] :])
+            if type(step).compensate is not Paso.compensate and step.name not in reserva.pasos_compensados
+        ]
 
     async def cancel(self, ctx: SagaContext, motivo: str = "cancelada por el usuario") -> None:
         """Run the reverse saga of a CONFIRMADA reservation; Unavailable if an undo must wait for recovery."""
@@ -156,9 +179,11 @@ class Saga:
             return
         if not reserva.cancelando:
             await ctx.record(Tipo.CANCELACION_SOLICITADA, motivo=motivo)
+            await ctx.flush()  # before any undo: a crash must leave a cancellation for recovery to finish
         pending = [name for name in self.cancellation_order if name not in reserva.pasos_compensados]
         left = await self._undo_all(ctx, pending)
         if left:
+            await ctx.flush()
             raise Unavailable(
                 f"the cancellation could not finish ({', '.join(left)} pending: a service it needs is down); "
                 "it will be completed automatically",
@@ -166,6 +191,7 @@ class Saga:
                 metadata={"reserva_id": reserva.id, "pasos": ",".join(left)},
             )
         await ctx.record(Tipo.RESERVA_CANCELADA, motivo=reserva.motivo)
+        await ctx.flush()
 
     async def _undo_all(self, ctx: SagaContext, names: Sequence[str]) -> list[str]:
         """Undo each named step in order; returns those that still failed after the retries."""

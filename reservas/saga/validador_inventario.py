@@ -5,6 +5,8 @@ nothing; a seat held by another reservation is SEAT_TAKEN before eventos is even
 `ReservarEntradas` is atomic and idempotent per reserva_id in eventos (SOLD_OUT, SEAT_TAKEN).
 Compensation: `LiberarEntradas` (which also spends the reserva_id, so a late retry of
 ReservarEntradas takes nothing), then delete the holds still holding this reserva_id.
+
+The log is flushed before this step acts (`durable_before`): it is the first with side effects.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ def hold_keys(holds: HoldsPort, reserva: Reserva) -> list[str]:
 
 class ValidadorInventario(Paso):
     name = "ValidadorInventario"
+    durable_before = True  # the first side effect: from here on, recovery must know the purchase started
 
     async def act(self, ctx: SagaContext) -> None:
         reserva, deps = ctx.reserva, ctx.deps

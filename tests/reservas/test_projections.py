@@ -133,6 +133,8 @@ async def test_two_projectors_at_once_give_the_same_models(mongo_uri: str, db: A
     other_client = create_client(mongo_uri, "test-projections-2")
     try:
         async with running(db) as one, running(other_client[db.name]) as two:
+            started = now()  # both follow the stream before the burst, so both see it arrive
+            await eventually(lambda: _both_current(one, two, started), what="both projectors following")
             await burst(store, 40, concurrency=10)
             since = now()
             await eventually(lambda: _both_current(one, two, since), what="both projectors current")

@@ -11,7 +11,7 @@ import asyncio
 import grpc
 from conftest import CANCELADA, CONFIRMADA, FALLIDA, World
 
-from reservas.idempotency import IdempotencyKeys
+from reservas.leases import LeaseStore
 from reservas.saga.validador_datos import Solicitud
 from reservas.service import fingerprint
 
@@ -20,8 +20,9 @@ async def test_a_key_claimed_by_a_process_that_died_before_the_first_event_is_no
     usuario, evento = await stack.usuario(), await stack.evento()
     request = stack.request(usuario, evento.id, cantidad=2, key="claimed-then-crashed")
     solicitud = Solicitud(usuario, evento.id, 2, (), "tok_visa", "claimed-then-crashed")
-    keys = IdempotencyKeys(stack.db("reservas"))
-    assert await keys.claim(usuario, request.idempotency_key, fingerprint(solicitud), "orphan-1") == "orphan-1"
+    # The claim is one insert that also takes the lease: the dead process's lease must expire first.
+    dead = LeaseStore(stack.db("reservas"), "dead-process", ttl_seconds=1)
+    assert await dead.claim(usuario, request.idempotency_key, fingerprint(solicitud), "orphan-1") == "orphan-1"
 
     reserva = await stack.reservar(request)
     assert (reserva.id, reserva.estado, reserva.version) == ("orphan-1", CONFIRMADA, 10)
@@ -34,9 +35,7 @@ async def test_usuarios_down_mid_saga_and_mid_cancel_settles_once_it_is_back(sta
 
     # A slow payment is under way when usuarios goes down: RegistrarCompra, then AnularCompra, fail.
     slow = asyncio.ensure_future(stack.reservar(stack.request(otro, evento.id, medio_pago="tok_slow", key="slow")))
-    eventos = stack.db("reservas")["reserva_eventos"]
-    paying = {"reserva_id": {"$ne": confirmada.id}, "tipo": "PasoIniciado", "datos.paso": "ProcesadorPago"}
-    while not await eventos.find_one(paying):
+    while (await stack.get_evento(evento.id)).entradas_disponibles > 2:  # its ticket is taken: it is paying
         await asyncio.sleep(0.02)
     await stack.usuarios_app.stop(grace=0)
 

@@ -4,7 +4,8 @@ Each document is one event `{reserva_id, version, tipo, datos, ocurrido, metadat
 The unique index on (reserva_id, version) is the optimistic-concurrency check: two
 writers appending the same version cannot both succeed, and an append never
 overwrites. Events are never updated or deleted. This module is the only one that
-knows the events' document shape.
+knows the events' document shape. Appends of concurrent sagas go to the store together
+(`infra.group_commit`): one bulk write for a burst of them.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, InsertOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from infra.group_commit import GroupWriter
 from infra.mongo import for_writes
 from reservas.domain import ConcurrencyConflict, Event, Reserva, Tipo
 
@@ -50,6 +52,7 @@ class EventStore:
         # Appends and the reads that decide what to append go to the primary, majority-acknowledged:
         # the write side is strongly consistent.
         self.collection = for_writes(db[COLLECTION])
+        self.writer = GroupWriter(self.collection)
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_indexes(
@@ -63,11 +66,10 @@ class EventStore:
         """Append events of one stream, in order, in one write. ConcurrencyConflict if a version is taken."""
         if not events:
             return
-        docs = [to_document(e) for e in events]
         try:
-            # One ordered write, no transaction: it stops at the first failure, so what lands is a
-            # prefix of `events`, and a stream cut after any prefix is still a valid stream.
-            await self.collection.insert_many(docs, ordered=True)
+            # Ordered, no transaction: the write stops at the first failure, so what lands is a prefix
+            # of `events`, and a stream cut after any prefix is still a valid stream.
+            await self.writer.write([InsertOne(to_document(e)) for e in events])
         except (DuplicateKeyError, BulkWriteError) as error:
             raise ConcurrencyConflict(
                 f"reservation {events[0].reserva_id} changed concurrently (version {events[0].version} is taken)",

@@ -33,11 +33,12 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel, InsertOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from infra.errors import FailedPrecondition
+from infra.group_commit import GroupWriter
 from infra.mongo import for_writes
 
 COLLECTION = "saga_leases"
@@ -61,6 +62,8 @@ class LeaseStore:
         if not owner:
             raise ValueError("a lease owner needs a non-empty name")
         self.collection = for_writes(db[COLLECTION])
+        #: Claims and settlements of concurrent sagas go in one bulk write.
+        self.writer = GroupWriter(self.collection)
         self.owner = owner
         self.ttl = timedelta(seconds=ttl_seconds)
 
@@ -95,7 +98,7 @@ class LeaseStore:
         }
         while True:
             try:
-                await self.collection.insert_one(doc)
+                await self.writer.write([InsertOne(doc)])
                 return reserva_id
             except DuplicateKeyError:
                 existing = await self.collection.find_one({"clave": key}, {"huella": 1})
@@ -168,9 +171,13 @@ class LeaseStore:
 
     async def settle_and_release(self, reserva_id: str) -> None:
         """`mark_settled` and `release` in one write (the end of a saga that settled under our lease)."""
-        await self.collection.update_one(
-            {"_id": reserva_id, "owner": self.owner},
-            {"$set": {"open": False, "settled_at": _now()}, "$unset": {"owner": "", "expires": ""}},
+        await self.writer.write(
+            [
+                UpdateOne(
+                    {"_id": reserva_id, "owner": self.owner},
+                    {"$set": {"open": False, "settled_at": _now()}, "$unset": {"owner": "", "expires": ""}},
+                )
+            ]
         )
 
     async def unsettled(self, older_than_seconds: float, limit: int = 100) -> list[str]:

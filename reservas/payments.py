@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, InsertOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from infra.errors import DomainError, FailedPrecondition, InvalidArgument
+from infra.group_commit import GroupWriter
 from infra.mongo import for_writes
 from reservas.domain import TipoPago
 
@@ -101,6 +102,7 @@ class SimulatedGateway:
 
     def __init__(self, db: AsyncDatabase, *, slow_seconds: float = 3.0, timeout_seconds: float = 2.0) -> None:
         self.collection = for_writes(db[COLLECTION])  # money: primary, majority; reads see our own writes
+        self.writer = GroupWriter(self.collection)  # concurrent sagas' movements go in one bulk write
         self.slow_seconds = slow_seconds
         self.timeout_seconds = timeout_seconds
 
@@ -167,7 +169,7 @@ class SimulatedGateway:
         if medio_pago is not None:
             doc["medio_pago"] = medio_pago
         try:
-            await self.collection.insert_one(doc)
+            await self.writer.write([InsertOne(doc)])
         except DuplicateKeyError:
             existing = await self._find(reserva_id, tipo)
             if existing is None:  # pragma: no cover - the unique index guarantees it exists

@@ -45,7 +45,14 @@ is admitted afresh.
 
 Redis unreachable, slow (the client's socket timeout) or refusing: `admit` returns
 UNAVAILABLE, meaning "no gate: go the normal path"; `report`, `forget` and `withdraw` log and
-return. The gate never makes a purchase fail by itself.
+return. The gate never makes a purchase fail by itself. After a failure `admit` answers
+UNAVAILABLE without asking Redis for `outage_backoff_seconds`, so an outage costs one timeout
+per period, not one per purchase (the other calls always try: they are once per saga).
+
+The client decides how long "slow" is. Give the gate one made by `connect()`: redis-py's
+defaults retry a failed command 10 times with backoff (seconds per call while Redis is down),
+and its asyncio pool raises past 100 connections in use (that surfaces as UNAVAILABLE: the
+purchases go the normal path, where eventos decides).
 
 ## Why it is right
 
@@ -108,7 +115,14 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+try:
+    from redis.exceptions import MaxConnectionsError
+except ImportError:  # redis-py < 6: its pools had no limit by default
+    MaxConnectionsError = type("MaxConnectionsError", (RedisError,), {})  # type: ignore[assignment,misc]
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +296,21 @@ def _tag(evento_id: str) -> str:
     return "h-" + hashlib.sha256(evento_id.encode()).hexdigest()
 
 
+def connect(url: str, *, timeout_seconds: float = 0.25, max_connections: int = 512) -> redis.asyncio.Redis:
+    """A client fit for the gate: short timeouts, one immediate retry (a connection gone stale), a large pool.
+
+    `max_connections` should exceed the purchases in flight in this process: past it a call is
+    UNAVAILABLE rather than queued.
+    """
+    return redis.asyncio.Redis.from_url(
+        url,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        retry=Retry(NoBackoff(), 1),
+        max_connections=max_connections,
+    )
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -306,6 +335,7 @@ class AdmissionGate:
         refresh_seconds: float = 2.0,
         pending_ttl_seconds: float = 60.0,
         key_ttl_seconds: float = 7 * 24 * 3600,
+        outage_backoff_seconds: float = 1.0,
         prefix: str = "gate",
         clock: Callable[[], int] | None = None,
     ) -> None:
@@ -315,8 +345,10 @@ class AdmissionGate:
         self.key_ttl_ms = _positive_ms("key_ttl_seconds", key_ttl_seconds)
         if self.key_ttl_ms < self.pending_ttl_ms:
             raise ValueError("key_ttl_seconds must be at least pending_ttl_seconds")
+        self.outage_backoff_seconds = max(0.0, float(outage_backoff_seconds))
         self.prefix = prefix
         self._clock = clock
+        self._skip_until = 0.0  # monotonic: admit answers UNAVAILABLE without asking Redis until then
         self._admit = redis.register_script(_ADMIT)
         self._report = redis.register_script(_REPORT)
         self._forget = redis.register_script(_FORGET)
@@ -356,6 +388,8 @@ class AdmissionGate:
         """
         if cantidad < 1:
             raise ValueError(f"cantidad must be positive, got {cantidad}")
+        if time.monotonic() < self._skip_until:
+            return Admission(Outcome.UNAVAILABLE, reserva_id)
         gate, pending = self.keys(evento_id)
         args = [
             reserva_id,
@@ -369,6 +403,8 @@ class AdmissionGate:
         try:
             reply = await self._admit(keys=[gate, pending, self.marker(evento_id, usuario_id, idempotency_key)], args=args)
         except (RedisError, OSError) as error:
+            if not isinstance(error, MaxConnectionsError):  # a busy pool is not an outage
+                self._skip_until = time.monotonic() + self.outage_backoff_seconds
             self._warn("admit", evento_id, reserva_id, error)
             return Admission(Outcome.UNAVAILABLE, reserva_id)
         outcome, disponibles, admitted_as = Outcome(_text(reply[0])), int(reply[1]), _text(reply[2])

@@ -54,15 +54,38 @@ defaults retry a failed command 10 times with backoff (seconds per call while Re
 and its asyncio pool raises past 100 connections in use (that surfaces as UNAVAILABLE: the
 purchases go the normal path, where eventos decides).
 
+## What the caller (Reservar) does
+
+1. After checking the request's fields and before the idempotency claim:
+   `a = await gate.admit_seeding(evento_id, read_inventory, reserva_id=new_id, usuario_id=...,
+   idempotency_key=..., cantidad=...)`, where `read_inventory` reads GetEvento and returns
+   `Inventory(entradas_disponibles, inventario_version)`. SOLD_OUT: answer SOLD_OUT (with
+   `a.disponibles`), record nothing. Otherwise go on under `a.reserva_id` (ADMITTED: yours;
+   REPEAT: the key's admitted one; UNAVAILABLE: yours, ungated).
+2. Claim the key with `a.reserva_id`. If the claim fails, or returns another reservation, and
+   `a.outcome` is ADMITTED: `withdraw(...)` that admission.
+3. The key's reservation failed only because of an outage (the retry case): admit again with
+   a new id and `replacing=<that reservation>`; SOLD_OUT: answer it; otherwise re-point the
+   key to the new `a.reserva_id`, and `withdraw` if the re-point follows another id and
+   `a.outcome` is ADMITTED.
+4. In the saga, under its reserva_id, whatever the admission said (these calls are harmless
+   for a reservation with no pending entry): `report(..., reserva_id=...)` with eventos'
+   (entradas_disponibles, inventario_version) after every ReservarEntradas reply, SOLD_OUT or
+   SEAT_TAKEN error (their metadata), and LiberarEntradas reply (compensations, cancellations,
+   recovery); `forget(evento_id, reserva_id)` when the saga ends before ReservarEntradas was
+   sent. A ReservarEntradas whose outcome is unknown (timeout) is not forgotten: its
+   compensation's LiberarEntradas reply is reported, or the entry expires.
+
 ## Why it is right
 
 (a) Never more than `disp - psum` admitted. The check and the increment of psum are one script,
 so concurrent admissions are serialised by Redis; each ADMITTED leaves `disp - psum >= 0`.
-Every ticket a saga may still take in eventos after the snapshot's version is in psum (it was
-admitted and has not reported), so `disp - psum` is a lower bound of what eventos will have
-left once every admitted saga has taken -- except for changes made outside the saga (an admin
-lowering the capacity) until the next report, and for an entry that expired while its saga
-still ran; in both cases eventos refuses what it does not have.
+Every ticket a gated saga may still take in eventos after the snapshot's version is in psum (it
+was admitted and has not reported), so `disp - psum` is a lower bound of what eventos will have
+left once every admitted saga has taken. The exceptions, all bounded and all refused by eventos
+when it has nothing left: changes made outside the saga (an admin lowering the capacity) until
+the next report; an entry that expired while its saga still ran; sagas that went ungated
+(UNAVAILABLE), or were admitted before Redis lost its data (d).
 
 (b) No lasting false SOLD_OUT. Once every in-flight saga has reported (or its entry expired),
 psum = 0 and `disp` is eventos' count as of the newest version reported. Every later inventory

@@ -180,10 +180,10 @@ async def test_an_older_report_does_not_count_as_a_refresh(client: redis.asyncio
 
 
 async def test_refresh_probe_under_concurrency_with_the_server_clock(client: redis.asyncio.Redis) -> None:
-    gate = AdmissionGate(client, refresh_seconds=0.3)
+    gate = AdmissionGate(client, refresh_seconds=1.0)
     ev = await seeded(gate, 1_000)
     for _ in range(2):  # two periods; nobody reports, so each period has exactly one probe
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(1.05)
         results = await asyncio.gather(*(gate.admit(ev, **buyer()) for _ in range(50)))
         outcomes = [a.outcome for a in results]
         assert outcomes.count(REFRESH) == 1
@@ -343,11 +343,11 @@ async def test_pending_admissions_expire(client: redis.asyncio.Redis) -> None:
 
 
 async def test_pending_admissions_expire_on_the_server_clock(client: redis.asyncio.Redis) -> None:
-    gate = AdmissionGate(client, pending_ttl_seconds=0.2)
+    gate = AdmissionGate(client, pending_ttl_seconds=0.5)
     ev = await seeded(gate, 1)
     assert (await gate.admit(ev, **buyer())).outcome is ADMITTED
     assert (await gate.admit(ev, **buyer())).outcome is SOLD_OUT
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.55)
     assert (await gate.admit(ev, **buyer())).outcome is ADMITTED
 
 
@@ -409,7 +409,7 @@ async def test_redis_down_answers_unavailable_quickly_and_never_raises(tmp_path:
             raise AssertionError("no snapshot is read when Redis is down")
 
         assert (await gate.admit_seeding(ev, never, **b)).outcome is UNAVAILABLE
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 2.0  # a refused connection fails at once (and once more)
     finally:
         await r.aclose()
 
@@ -427,7 +427,7 @@ async def test_redis_too_slow_answers_unavailable_after_the_client_socket_timeou
         gate = AdmissionGate(r, outage_backoff_seconds=0.5)
         started = time.monotonic()
         assert (await gate.admit(evento(), **buyer(1))).outcome is UNAVAILABLE
-        assert 0.2 <= time.monotonic() - started < 1.0  # the timeout, retried once
+        assert 0.2 <= time.monotonic() - started < 2.0  # the timeout, retried once
         # for outage_backoff_seconds, admissions do not wait for Redis again
         started = time.monotonic()
         results = await asyncio.gather(*(gate.admit(evento(), **buyer(1)) for _ in range(20)))

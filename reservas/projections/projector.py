@@ -61,6 +61,7 @@ class Projector:
         owner: str | None = None,
         max_await_ms: int = 250,
         max_batch: int = 500,
+        batch_window: float = 0.05,
         checkpoint_every: float = 0.3,
         stale_after: float = 30.0,
         retry_delay: float = 0.5,
@@ -69,6 +70,7 @@ class Projector:
         self.owner = owner or default_owner()
         self.max_await_ms = max_await_ms
         self.max_batch = max_batch
+        self.batch_window = batch_window
         self.checkpoint_every = checkpoint_every
         self.stale_after = stale_after
         self.retry_delay = retry_delay
@@ -145,8 +147,9 @@ class Projector:
     async def follow(self, checkpoint: Checkpoint) -> None:
         """Follow the change stream from the checkpoint until a rebuild starts a new generation.
 
-        A reader task polls the stream into a queue; the applier takes everything queued (so a burst
-        is applied in batches, and a lone event at once), applies it, then saves the position of the
+        A reader task polls the stream into a queue; the applier takes everything queued within
+        `batch_window` of the first event (so a burst is applied in batches, and a lone event after
+        that short wait), applies it, then saves the position of the
         last item it applied. An empty poll queues a marker: once the applier reaches it, every event
         before that poll started is applied, so the models are current as of the poll's start.
         """
@@ -187,6 +190,11 @@ class Projector:
         saved = 0.0
         while True:
             items = [await queue.get()]
+            if items[0].reserva_id is not None and self.batch_window > 0:
+                # A purchase appends its events in two or three writes a few ms apart, and a burst
+                # many more: waiting a moment applies them together (one read of the streams, one
+                # transaction) instead of one round of reads and writes per append.
+                await asyncio.sleep(self.batch_window)
             while not queue.empty() and len(items) < self.max_batch:
                 items.append(queue.get_nowait())
             ids = list(dict.fromkeys(i.reserva_id for i in items if i.reserva_id is not None))

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from pymongo import ASCENDING, IndexModel, InsertOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -46,6 +46,13 @@ COLLECTION = "saga_leases"
 
 class KeyReused(FailedPrecondition):
     reason = "IDEMPOTENCY_KEY_REUSED"
+
+
+class Claim(NamedTuple):
+    """The reservation an idempotency key stands for, and whether this claim created it (ours: leased, open)."""
+
+    reserva_id: str
+    won: bool
 
 
 def clave(usuario_id: str, idempotency_key: str) -> str:
@@ -78,11 +85,12 @@ class LeaseStore:
 
     # ---- the idempotency key -----------------------------------------------------------------
 
-    async def claim(self, usuario_id: str, idempotency_key: str, huella: str, reserva_id: str) -> str:
+    async def claim(self, usuario_id: str, idempotency_key: str, huella: str, reserva_id: str) -> Claim:
         """The reservation this key stands for: `reserva_id` if this claim won, else the earlier one.
 
         A won claim is leased by us and open, in the same insert: the caller drives it at once.
-        KeyReused if the key was claimed by a different request.
+        A claim of an id the key already names (a repeat) is not won. KeyReused if the key was
+        claimed by a different request.
         """
         key = clave(usuario_id, idempotency_key)
         now = _now()
@@ -99,7 +107,7 @@ class LeaseStore:
         while True:
             try:
                 await self.writer.write([InsertOne(doc)])
-                return reserva_id
+                return Claim(reserva_id, won=True)
             except DuplicateKeyError:
                 existing = await self.collection.find_one({"clave": key}, {"huella": 1})
             if existing is not None:
@@ -111,9 +119,9 @@ class LeaseStore:
                 f"(reservation {existing['_id']}); use a new key for a new purchase",
                 metadata={"field": "idempotency_key", "reserva_id": existing["_id"]},
             )
-        return str(existing["_id"])
+        return Claim(str(existing["_id"]), won=False)
 
-    async def repoint(self, usuario_id: str, idempotency_key: str, old_id: str, huella: str, new_id: str) -> str:
+    async def repoint(self, usuario_id: str, idempotency_key: str, old_id: str, huella: str, new_id: str) -> Claim:
         """Move the key from `old_id` to a new claim `new_id`, if it is still at `old_id`; where it points after."""
         key = clave(usuario_id, idempotency_key)
         await self.collection.update_one(

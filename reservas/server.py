@@ -26,6 +26,8 @@ from infra.server import GrpcApp, ServiceBinding, create_server
 from reservas.clients import EventosClient, UsuariosClient
 from reservas.config import Config
 from reservas.event_store import EventStore
+from reservas.gate import AdmissionGate
+from reservas.gate import connect as gate_client
 from reservas.holds import HoldStore
 from reservas.leases import LeaseStore
 from reservas.payments import SimulatedGateway
@@ -53,7 +55,12 @@ async def create_app(config: Config) -> GrpcApp:
     """Everything wired, nothing started or connected yet."""
     mongo = create_client(config.mongodb_uri, "reservas")
     db = mongo[config.mongodb_database]
-    redis_client = redis.asyncio.Redis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    # Holds: a pool larger than the purchases in flight (redis-py's default of 100 would refuse the rest).
+    redis_client = redis.asyncio.Redis.from_url(
+        config.redis_url, socket_connect_timeout=2, socket_timeout=2, max_connections=1024
+    )
+    gate_redis = gate_client(config.redis_url)  # short timeouts: without an answer, no gate
+    gate = AdmissionGate(gate_redis)
     usuarios_channel = grpc.aio.insecure_channel(config.usuarios_addr, options=CHANNEL_OPTIONS)
     eventos_channel = grpc.aio.insecure_channel(config.eventos_addr, options=CHANNEL_OPTIONS)
 
@@ -68,12 +75,19 @@ async def create_app(config: Config) -> GrpcApp:
         holds=HoldStore(redis_client, ttl_ms=int(config.hold_ttl_seconds * 1000)),
         payments=payments,
         store=store,
+        gate=gate,
     )
     saga = build_saga()
     driver = Driver(deps, leases, lease_seconds=config.lease_seconds)
     recovery = Recovery(driver, leases, saga, interval=config.recovery_interval_seconds)
     service = ReservasService(
-        store=store, keys=leases, driver=driver, saga=saga, eventos=deps.eventos, wait_seconds=config.reservar_wait_seconds
+        store=store,
+        keys=leases,
+        driver=driver,
+        saga=saga,
+        eventos=deps.eventos,
+        gate=gate,
+        wait_seconds=config.reservar_wait_seconds,
     )
     background: list[asyncio.Task[None]] = []
 
@@ -123,6 +137,7 @@ async def create_app(config: Config) -> GrpcApp:
         await usuarios_channel.close()
         await eventos_channel.close()
         await redis_client.aclose()
+        await gate_redis.aclose()
         await mongo.close()
 
     app.on_stop.append(close)

@@ -17,13 +17,15 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from functools import partial
 
 from infra.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from reservas.domain import Estado, Event, Reserva, Tipo
 from reservas.event_store import EventStore
-from reservas.leases import LeaseStore
+from reservas.gate import Admission, AdmissionGate, Inventory, Outcome
+from reservas.leases import Claim, LeaseStore
 from reservas.saga.base import EventosPort, SagaContext, SagaTakenOver, StoreUnavailable, now
 from reservas.saga.driver import Driver, NotDriving
 from reservas.saga.saga import Saga, error_class, error_from
@@ -31,6 +33,8 @@ from reservas.saga.validador_datos import Solicitud, check_fields
 
 log = logging.getLogger(__name__)
 
+#: What the admission gate reads of an event to seed or refresh itself.
+INVENTORY_FIELDS = ("entradas_disponibles", "inventario_version")
 MAX_RESERVA_ID = 128
 POLL_SECONDS = 0.05
 
@@ -70,9 +74,11 @@ class ReservasService:
         driver: Driver,
         saga: Saga,
         eventos: EventosPort,
+        gate: AdmissionGate,
         wait_seconds: float = 30.0,
     ) -> None:
         self.store = store
+        self.gate = gate
         self.keys = keys
         self.driver = driver
         self.saga = saga
@@ -84,18 +90,21 @@ class ReservasService:
     async def reservar(self, solicitud: Solicitud, timeout: float | None = None) -> Reserva:
         check_fields(solicitud)  # before anything is recorded
         deadline = self._deadline(timeout)
-        new_id, huella = str(uuid.uuid4()), fingerprint(solicitud)
-        reserva_id = await self.keys.claim(solicitud.usuario_id, solicitud.idempotency_key, huella, new_id)
-        reserva = None if reserva_id == new_id else await self.store.get(reserva_id)
+        huella = fingerprint(solicitud)
+        admission = await self._admit(solicitud, str(uuid.uuid4()))  # SOLD_OUT here records nothing
+        claim = await self._claimed(solicitud, admission, self.keys.claim(
+            solicitud.usuario_id, solicitud.idempotency_key, huella, admission.reserva_id
+        ))  # fmt: skip
+        reserva = None if claim.won else await self.store.get(claim.reserva_id)
         if reserva is not None and retryable(reserva):
             # The earlier attempt failed only because a dependency was down and was fully undone:
             # this repeat is the client's retry, so it tries again (one saga at a time per key).
-            new_id = str(uuid.uuid4())
-            reserva_id = await self.keys.repoint(
-                solicitud.usuario_id, solicitud.idempotency_key, reserva.id, huella, new_id
-            )
-            reserva = None if reserva_id == new_id else await self.store.get(reserva_id)
-        fresh = reserva_id == new_id  # our claim: leased and open already
+            admission = await self._admit(solicitud, str(uuid.uuid4()), replacing=reserva.id)
+            claim = await self._claimed(solicitud, admission, self.keys.repoint(
+                solicitud.usuario_id, solicitud.idempotency_key, reserva.id, huella, admission.reserva_id
+            ))  # fmt: skip
+            reserva = None if claim.won else await self.store.get(claim.reserva_id)
+        reserva_id, fresh = claim
         while True:
             if reserva is not None and (reserva.estado is not Estado.PENDIENTE or reserva.compensando):
                 return self._answer(reserva)  # settled, or its outcome is decided
@@ -106,6 +115,51 @@ class ReservasService:
                 task = self.driver.active.get(reserva_id)
             driven = await self._wait(task, reserva_id, deadline, raise_errors=False)
             reserva = driven if driven is not None and driven.version > 0 else await self.store.get(reserva_id)
+
+    async def _admit(self, solicitud: Solicitud, reserva_id: str, replacing: str | None = None) -> Admission:
+        """Pass the event's admission gate (Redis): SOLD_OUT is answered there, with no database command."""
+        admission = await self.gate.admit_seeding(
+            solicitud.evento_id,
+            partial(self._inventory, solicitud.evento_id),
+            reserva_id=reserva_id,
+            usuario_id=solicitud.usuario_id,
+            idempotency_key=solicitud.idempotency_key,
+            cantidad=solicitud.cantidad,
+            replacing=replacing,
+        )
+        if admission.outcome is Outcome.SOLD_OUT:
+            left = admission.disponibles or 0
+            raise FailedPrecondition(
+                f"evento {solicitud.evento_id!r} has {left} tickets left, {solicitud.cantidad} requested; "
+                "nothing was recorded or charged",
+                reason="SOLD_OUT",
+                metadata={"evento_id": solicitud.evento_id, "disponibles": left},
+            )
+        return admission
+
+    async def _inventory(self, evento_id: str) -> Inventory:
+        evento = await self.eventos.get_evento(evento_id, INVENTORY_FIELDS)
+        return Inventory(evento.entradas_disponibles, evento.inventario_version)
+
+    async def _claimed(self, solicitud: Solicitud, admission: Admission, claiming: Awaitable[Claim]) -> Claim:
+        """The claim of the key; an admission the claim did not use is withdrawn from the gate."""
+        try:
+            claim = await claiming
+        except BaseException:
+            await self._withdraw(solicitud, admission)
+            raise
+        if not claim.won or claim.reserva_id != admission.reserva_id:
+            await self._withdraw(solicitud, admission)
+        return claim
+
+    async def _withdraw(self, solicitud: Solicitud, admission: Admission) -> None:
+        if admission.outcome is Outcome.ADMITTED:
+            await self.gate.withdraw(
+                solicitud.evento_id,
+                reserva_id=admission.reserva_id,
+                usuario_id=solicitud.usuario_id,
+                idempotency_key=solicitud.idempotency_key,
+            )
 
     async def _comprar(self, solicitud: Solicitud, fresh: bool, ctx: SagaContext) -> None:
         if ctx.reserva.version > 0:

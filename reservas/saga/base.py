@@ -56,7 +56,7 @@ class UsuariosPort(Protocol):
 
 
 class EventosPort(Protocol):
-    async def get_evento(self, evento_id: str) -> Any: ...
+    async def get_evento(self, evento_id: str, fields: Sequence[str] = ()) -> Any: ...
     async def reservar_entradas(self, evento_id: str, reserva_id: str, cantidad: int, asientos: Sequence[str]) -> Any: ...
     async def liberar_entradas(self, evento_id: str, reserva_id: str) -> Any: ...
 
@@ -65,6 +65,23 @@ class HoldsPort(Protocol):
     def keys_for(self, evento_id: str, asientos: Sequence[str], reserva_id: str) -> list[str]: ...
     async def acquire(self, keys: Sequence[str], reserva_id: str) -> list[str]: ...
     async def release(self, keys: Sequence[str], reserva_id: str) -> int: ...
+
+
+class GatePort(Protocol):
+    """The admission gate's side of the saga (reservas.gate): what eventos answered, and sagas that end."""
+
+    async def report(self, evento_id: str, *, disponibles: int, version: int, reserva_id: str | None = None) -> None: ...
+    async def forget(self, evento_id: str, reserva_id: str) -> None: ...
+
+
+class NoGate:
+    """No admission gate (unit tests of the chain): nothing to tell."""
+
+    async def report(self, evento_id: str, *, disponibles: int, version: int, reserva_id: str | None = None) -> None:
+        pass
+
+    async def forget(self, evento_id: str, reserva_id: str) -> None:
+        pass
 
 
 class StorePort(Protocol):
@@ -79,6 +96,7 @@ class SagaDeps:
     holds: HoldsPort
     payments: PaymentGateway
     store: StorePort
+    gate: GatePort = field(default_factory=NoGate)
 
 
 # ---- what stops a driver without compensating

@@ -153,6 +153,8 @@ class Saga:
                 detalle=dict(reserva.detalle),
             )
         await ctx.flush()
+        if not left:  # its admission, if eventos never reported on it, no longer counts as pending
+            await ctx.deps.gate.forget(reserva.evento_id, reserva.id)
         return not left
 
     def possibly_started(self, reserva: Reserva) -> list[str]:

@@ -5,6 +5,8 @@ nothing; a seat held by another reservation is SEAT_TAKEN before eventos is even
 `ReservarEntradas` is atomic and idempotent per reserva_id in eventos (SOLD_OUT, SEAT_TAKEN).
 Compensation: `LiberarEntradas` (which also spends the reserva_id, so a late retry of
 ReservarEntradas takes nothing), then delete the holds still holding this reserva_id.
+Every answer of eventos about the event's inventory (a take, a refusal, a give-back) is told to
+the admission gate (`reservas.gate`), which keeps the newest.
 
 The log is flushed before this step acts (`durable_before`): it is the first with side effects.
 """
@@ -13,11 +15,21 @@ from __future__ import annotations
 
 from infra.errors import FailedPrecondition, NotFound
 from reservas.domain import Reserva, Tipo
-from reservas.saga.base import HoldsPort, Paso, SagaContext
+from reservas.saga.base import GatePort, HoldsPort, Paso, SagaContext
 
 
 def hold_keys(holds: HoldsPort, reserva: Reserva) -> list[str]:
     return holds.keys_for(reserva.evento_id, reserva.asientos, reserva.id)
+
+
+async def report_refusal(gate: GatePort, reserva: Reserva, refusal: FailedPrecondition) -> None:
+    """Tell the admission gate what eventos said is left, when its refusal says it (SOLD_OUT, SEAT_TAKEN)."""
+    try:
+        disponibles = int(refusal.metadata["disponibles"])
+        version = int(refusal.metadata["inventario_version"])
+    except (KeyError, TypeError, ValueError):
+        return  # another refusal (RESERVA_RELEASED, ...): the saga's end forgets the admission
+    await gate.report(reserva.evento_id, disponibles=disponibles, version=version, reserva_id=reserva.id)
 
 
 class ValidadorInventario(Paso):
@@ -35,7 +47,19 @@ class ValidadorInventario(Paso):
                 reason="SEAT_TAKEN",
                 metadata={"evento_id": reserva.evento_id, "asientos": ",".join(seats)},
             )
-        await deps.eventos.reservar_entradas(reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos)
+        try:
+            taken = await deps.eventos.reservar_entradas(
+                reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos
+            )
+        except FailedPrecondition as refusal:  # SOLD_OUT, SEAT_TAKEN: eventos says what is left
+            await report_refusal(deps.gate, reserva, refusal)
+            raise
+        await deps.gate.report(
+            reserva.evento_id,
+            disponibles=taken.entradas_disponibles,
+            version=taken.inventario_version,
+            reserva_id=reserva.id,
+        )
         await ctx.record(
             Tipo.ENTRADAS_BLOQUEADAS, holds=keys, cantidad=reserva.cantidad, asientos=list(reserva.asientos)
         )
@@ -43,9 +67,16 @@ class ValidadorInventario(Paso):
     async def compensate(self, ctx: SagaContext) -> None:
         reserva, deps = ctx.reserva, ctx.deps
         try:
-            await deps.eventos.liberar_entradas(reserva.evento_id, reserva.id)
+            given = await deps.eventos.liberar_entradas(reserva.evento_id, reserva.id)
         except NotFound:
             pass  # the event is gone, so nothing of it is taken
+        else:
+            await deps.gate.report(
+                reserva.evento_id,
+                disponibles=given.entradas_disponibles,
+                version=given.inventario_version,
+                reserva_id=reserva.id,
+            )
         keys = hold_keys(deps.holds, reserva)
         await deps.holds.release(keys, reserva.id)
         await ctx.record(Tipo.ENTRADAS_LIBERADAS, holds=keys)

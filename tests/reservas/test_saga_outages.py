@@ -22,7 +22,7 @@ async def test_a_key_claimed_by_a_process_that_died_before_the_first_event_is_no
     solicitud = Solicitud(usuario, evento.id, 2, (), "tok_visa", "claimed-then-crashed")
     # The claim is one insert that also takes the lease: the dead process's lease must expire first.
     dead = LeaseStore(stack.db("reservas"), "dead-process", ttl_seconds=1)
-    assert await dead.claim(usuario, request.idempotency_key, fingerprint(solicitud), "orphan-1") == "orphan-1"
+    assert await dead.claim(usuario, request.idempotency_key, fingerprint(solicitud), "orphan-1") == ("orphan-1", True)
 
     reserva = await stack.reservar(request)
     assert (reserva.id, reserva.estado, reserva.version) == ("orphan-1", CONFIRMADA, 10)

@@ -11,11 +11,12 @@ are sold (the seat map and every allocation live in `inventario`):
       "inventario_version": int,          # +1 on every take, give-back and capacity change
     }
 
-The `inventario` collection holds two kinds of small documents, whose `_id` is a JSON array
-(unambiguous whatever the strings hold, and unique: a reserva_id takes from an event once):
+The `inventario` collection holds the rest, in documents whose `_id` is a JSON array (unambiguous
+whatever the strings hold, and unique: a reserva_id takes from an event once):
 
+    seat map:    {"_id": '["plano","<evento_id>"]', "tipo": "plano", "evento_id": str,
+                  "asientos": [str]}       # in order; immutable, read only to answer the seat map
     seat:        {"_id": '["asiento","<evento_id>","A-12"]', "tipo": "asiento", "evento_id": str,
-                  "orden": int,            # position in the seat map
                   "asiento": "A-12", "reserva_id": str | None}   # who holds it; None: available
     allocation:  {"_id": '["reserva","<evento_id>","<reserva_id>"]', "tipo": "reserva", "evento_id": str,
                   "reserva_id": str, "cantidad": int, "asientos": [str],
@@ -34,6 +35,9 @@ that must modify all k of them), and a tombstone that stays after the give-back.
 
 A take is 3 commands whatever the event's size or sales: findAndModify of the event, one
 `update` of `inventario` (the allocation upsert and the seats' updateMany), commitTransaction.
+Reading an event with its seats (the seat map, and the available seats in seat-map order) reads
+its seat map document and the smaller side of its seats, the held ones or the free ones, in one
+snapshot, so the answer's seats agree with its counter.
 """
 
 from __future__ import annotations
@@ -41,12 +45,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateMany, UpdateOne
+from pymongo.read_concern import ReadConcern
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -56,6 +61,7 @@ from infra.mongo import MAJORITY, for_reads, for_writes
 
 COLLECTION = "eventos"
 INVENTORY = "inventario"
+SEAT_MAP = "plano"
 SEAT = "asiento"
 ALLOCATION = "reserva"
 #: Seat documents written per insert_many when an event is created.
@@ -63,6 +69,10 @@ SEAT_BATCH = 5_000
 
 #: What a take or a give-back needs of the event: never its seats.
 _COUNTERS = {"entradas_disponibles": 1, "inventario_version": 1, "con_asientos": 1}
+
+
+def seat_map_id(evento_id: str) -> str:
+    return json.dumps([SEAT_MAP, evento_id], ensure_ascii=False, separators=(",", ":"))
 
 
 def seat_id(evento_id: str, asiento: str) -> str:
@@ -73,8 +83,8 @@ def allocation_id(evento_id: str, reserva_id: str) -> str:
     return json.dumps([ALLOCATION, evento_id, reserva_id], ensure_ascii=False, separators=(",", ":"))
 
 
-def _to_evento(doc: Mapping[str, Any], seats: Sequence[Mapping[str, Any]] = ()) -> Evento:
-    """An event; `seats` are its seat documents in seat-map order, when they were read."""
+def _to_evento(doc: Mapping[str, Any], seats: tuple[Sequence[str], Sequence[str]] = ((), ())) -> Evento:
+    """An event; `seats` are its seat map and available seats, when they were read."""
     return Evento(
         id=doc["_id"],
         nombre=doc["nombre"],
@@ -84,8 +94,8 @@ def _to_evento(doc: Mapping[str, Any], seats: Sequence[Mapping[str, Any]] = ()) 
         entradas_disponibles=doc["entradas_disponibles"],
         precio=doc["precio"],
         moneda=doc["moneda"],
-        asientos=tuple(seat["asiento"] for seat in seats),
-        asientos_disponibles=tuple(seat["asiento"] for seat in seats if seat["reserva_id"] is None),
+        asientos=tuple(seats[0]),
+        asientos_disponibles=tuple(seats[1]),
         con_asientos=doc["con_asientos"],
         inventario_version=doc["inventario_version"],
     )
@@ -144,9 +154,13 @@ class EventoRepository:
         await self._writes.create_index(
             [("lugar", ASCENDING), ("fecha", ASCENDING), ("_id", ASCENDING)], name="lugar_fecha_id"
         )
-        # An event's seats in seat-map order, its allocations (tipo "reserva"), everything of it on delete.
+        # An event's held or free seats, its allocations (tipo "reserva"), everything of it on delete.
         await self._inventory.create_indexes(
-            [IndexModel([("evento_id", ASCENDING), ("tipo", ASCENDING), ("orden", ASCENDING)], name="evento_tipo_orden")]
+            [
+                IndexModel(
+                    [("evento_id", ASCENDING), ("tipo", ASCENDING), ("reserva_id", ASCENDING)], name="evento_tipo_reserva"
+                )
+            ]
         )
 
     async def _transaction(self, evento_id: str, body: Any) -> Any:
@@ -166,11 +180,14 @@ class EventoRepository:
         """
         evento_id = str(ObjectId())
         seats = [
-            {"_id": seat_id(evento_id, label), "tipo": SEAT, "evento_id": evento_id, "orden": i, "asiento": label, "reserva_id": None}
-            for i, label in enumerate(new.asientos)
+            {"_id": seat_id(evento_id, label), "tipo": SEAT, "evento_id": evento_id, "asiento": label, "reserva_id": None}
+            for label in new.asientos
         ]
         for start in range(0, len(seats), SEAT_BATCH):
             await self._inventory.insert_many(seats[start : start + SEAT_BATCH], ordered=False)
+        if seats:
+            plano = {"_id": seat_map_id(evento_id), "tipo": SEAT_MAP, "evento_id": evento_id, "asientos": list(new.asientos)}
+            await self._inventory.insert_one(plano)
         doc = {
             "_id": evento_id,
             "nombre": new.nombre,
@@ -184,34 +201,43 @@ class EventoRepository:
             "inventario_version": 0,
         }
         await self._writes.insert_one(doc)
-        return _to_evento(doc, seats)
+        return _to_evento(doc, (new.asientos, new.asientos))
 
     async def get(self, evento_id: str, *, primary: bool = False, with_seats: bool = True) -> Evento | None:
         """One event; `primary` when the caller is about to change it and needs the latest state.
 
-        `with_seats`: also read its seat map and available seats (one more query, O(seats)).
+        `with_seats`: also its seat map and available seats (for a seated event, a snapshot read on
+        the primary of its seat map and the smaller side of its seats).
         """
         collection = self._writes if primary else self._reads
         doc = await collection.find_one({"_id": evento_id})
-        if doc is None:
-            return None
-        seats = await self._seats([doc], primary=primary) if with_seats else {}
-        return _to_evento(doc, seats.get(evento_id, ()))
+        if doc is None or not with_seats or not doc["con_asientos"]:
+            return None if doc is None else _to_evento(doc)
+        return (await self._with_seats([evento_id])).get(evento_id)
 
-    async def _seats(self, docs: Iterable[Mapping[str, Any]], *, primary: bool = False) -> dict[str, list[dict[str, Any]]]:
-        """The seat documents of the seated events among `docs`, by event, in seat-map order: one query."""
-        seated = [doc["_id"] for doc in docs if doc["con_asientos"]]
-        found: dict[str, list[dict[str, Any]]] = {}
-        if not seated:
+    async def _with_seats(self, seated: Sequence[str]) -> dict[str, Evento]:
+        """The seated events `seated` (those still there), seats included, read in one snapshot."""
+
+        async def body(session: AsyncClientSession) -> dict[str, Evento]:
+            docs = [doc async for doc in self._writes.find({"_id": {"$in": list(seated)}}, session=session)]
+            maps = {
+                doc["evento_id"]: doc["asientos"]
+                async for doc in self._inventory.find({"_id": {"$in": [seat_map_id(d["_id"]) for d in docs]}}, session=session)
+            }
+            found = {}
+            for doc in docs:
+                asientos = maps[doc["_id"]]
+                free, aforo = doc["entradas_disponibles"], doc["aforo_total"]
+                # Read whichever side is smaller: the free seats or the held ones.
+                holder = None if free <= aforo - free else {"$gt": ""}
+                query = {"evento_id": doc["_id"], "tipo": SEAT, "reserva_id": holder}
+                side = {seat["asiento"] async for seat in self._inventory.find(query, {"_id": 0, "asiento": 1}, session=session)}
+                available = [a for a in asientos if (a in side) == (holder is None)]
+                found[doc["_id"]] = _to_evento(doc, (asientos, available))
             return found
-        collection = self._inventory if primary else self._inventory_reads
-        query = {"evento_id": seated[0] if len(seated) == 1 else {"$in": seated}, "tipo": SEAT}
-        cursor = collection.find(query, {"_id": 0, "evento_id": 1, "asiento": 1, "reserva_id": 1}).sort(
-            [("evento_id", ASCENDING), ("tipo", ASCENDING), ("orden", ASCENDING)]
-        )
-        async for seat in cursor:
-            found.setdefault(seat["evento_id"], []).append(seat)
-        return found
+
+        async with self._client.start_session() as session:
+            return await session.with_transaction(body, read_concern=ReadConcern("snapshot"))
 
     async def list(
         self,
@@ -238,9 +264,9 @@ class EventoRepository:
             clauses.append({"$or": [{"fecha": {"$gt": last_fecha}}, {"fecha": last_fecha, "_id": {"$gt": last_id}}]})
         query = {"$and": clauses} if clauses else {}
         cursor = self._reads.find(query).sort([("fecha", ASCENDING), ("_id", ASCENDING)]).limit(limit)
-        docs = [doc async for doc in cursor]
-        seats = await self._seats(docs)
-        return [_to_evento(doc, seats.get(doc["_id"], ())) for doc in docs]
+        eventos = [_to_evento(doc) async for doc in cursor]
+        seated = await self._with_seats([e.id for e in eventos if e.seated]) if any(e.seated for e in eventos) else {}
+        return [seated.get(e.id, e) for e in eventos]
 
     async def update(self, evento_id: str, changes: Mapping[str, Any], expected_aforo: int) -> Evento | None:
         """Apply `changes` atomically, provided aforo_total is still `expected_aforo`.

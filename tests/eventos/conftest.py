@@ -57,6 +57,12 @@ class EventosEnv:
         assert info.domain == "eventos.eventflow"
         return info.reason
 
+    @staticmethod
+    def error_metadata(error: grpc.aio.AioRpcError) -> dict[str, str]:
+        info = error_info(error)
+        assert info is not None, f"no ErrorInfo in {error!r}"
+        return dict(info.metadata)
+
     async def fails(self, call: object, code: grpc.StatusCode, reason: str) -> grpc.aio.AioRpcError:
         """Await `call`, assert it fails with `code` and `reason`; return the error."""
         with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -8,12 +8,15 @@ again. The invariant every operation keeps, under any concurrency:
     0 <= entradas_disponibles <= aforo_total
     entradas_disponibles + sum(cantidad of the active allocations) == aforo_total
     a seat belongs to at most one active allocation, and is available iff it belongs to none
+
+Every change of an event's inventory (a take, a give-back, a new capacity) increments its
+`inventario_version`, so a cache of it elsewhere can tell the newer of two answers.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,7 +24,7 @@ from infra.errors import FailedPrecondition, InvalidArgument, NotFound
 
 MAX_TEXT = 200
 MAX_SEAT_LABEL = 20
-#: Keeps an event (seat map + available seats) well inside one MongoDB document and one gRPC message.
+#: Keeps an event (seat map + available seats) well inside one gRPC message.
 MAX_ASIENTOS = 50_000
 MAX_RESERVA_ID = 128
 MAX_INT32 = 2**31 - 1
@@ -31,7 +34,14 @@ _MONEDA = re.compile(r"[A-Z]{3}")
 #: Fields UpdateEvento may change; an empty mask means all of them.
 UPDATABLE_FIELDS = ("nombre", "fecha", "lugar", "aforo_total", "precio", "moneda")
 #: Fields of Evento that no update may name.
-READ_ONLY_FIELDS = ("id", "entradas_disponibles", "asientos", "asientos_disponibles")
+READ_ONLY_FIELDS = ("id", "entradas_disponibles", "asientos", "asientos_disponibles", "inventario_version", "con_asientos")
+#: Every field of Evento, in proto order: what GetEvento's read_mask may name (empty means all).
+READABLE_FIELDS = (
+    "id", "nombre", "fecha", "lugar", "aforo_total", "entradas_disponibles", "precio", "moneda",
+    "asientos", "asientos_disponibles", "inventario_version", "con_asientos",
+)  # fmt: skip
+#: The fields that cost a read of the event's seats (O(seats)); every other one is in the event itself.
+SEAT_FIELDS = ("asientos", "asientos_disponibles")
 
 
 # Domain errors. Each one subclasses the infra error that fixes its gRPC status code (the
@@ -49,6 +59,10 @@ class UnknownSeat(InvalidArgument):
 
 class InvalidUpdateMask(InvalidArgument):
     reason = "INVALID_UPDATE_MASK"
+
+
+class InvalidReadMask(InvalidArgument):
+    reason = "INVALID_READ_MASK"
 
 
 class SoldOut(FailedPrecondition):
@@ -97,13 +111,17 @@ class Evento:
     entradas_disponibles: int
     precio: int
     moneda: str
+    #: The seat map; empty when the event has none, or when it was not read (see `con_asientos`).
     asientos: tuple[str, ...] = ()
     #: In seat-map order.
     asientos_disponibles: tuple[str, ...] = ()
+    #: Whether the event has a seat map, known even when the seats were not read.
+    con_asientos: bool = False
+    inventario_version: int = 0
 
     @property
     def seated(self) -> bool:
-        return bool(self.asientos)
+        return self.con_asientos or bool(self.asientos)
 
     @property
     def tomadas(self) -> int:
@@ -147,6 +165,45 @@ class Allocation:
 
     def same_request(self, cantidad: int, asientos: Iterable[str]) -> bool:
         return self.cantidad == cantidad and set(self.asientos) == set(asientos)
+
+
+@dataclass(frozen=True)
+class Stock:
+    """What a take is judged against: an event's counter and version, and the seats it asks for.
+
+    `holders` has an entry for each requested seat that is in the seat map: the reserva_id
+    holding it, or None when it is available. A requested seat missing from it is unknown.
+    """
+
+    evento_id: str
+    entradas_disponibles: int
+    inventario_version: int
+    con_asientos: bool
+    holders: Mapping[str, str | None]
+
+
+@dataclass(frozen=True)
+class InventoryChange:
+    """The answer of ReservarEntradas / LiberarEntradas: what one reservation holds (or gave back),
+    and the event's counter and inventory version when it was answered."""
+
+    evento_id: str
+    reserva_id: str
+    cantidad: int
+    asientos: tuple[str, ...]
+    entradas_disponibles: int
+    inventario_version: int
+
+    @classmethod
+    def of(cls, stock: Stock, allocation: Allocation) -> InventoryChange:
+        return cls(
+            stock.evento_id,
+            allocation.reserva_id,
+            allocation.cantidad,
+            allocation.asientos,
+            stock.entradas_disponibles,
+            stock.inventario_version,
+        )
 
 
 @dataclass(frozen=True)
@@ -257,6 +314,19 @@ def validate_update_mask(paths: Sequence[str]) -> tuple[str, ...]:
     return tuple(f for f in UPDATABLE_FIELDS if f in paths)
 
 
+def validate_read_mask(paths: Sequence[str]) -> tuple[str, ...]:
+    """The fields GetEvento answers, in proto order; an empty mask means all of them."""
+    if not paths:
+        return READABLE_FIELDS
+    for path in paths:
+        if path not in READABLE_FIELDS:
+            raise InvalidReadMask(
+                f"read_mask: unknown field {path!r} (readable: {', '.join(READABLE_FIELDS)})",
+                metadata={"field": "read_mask", "path": path},
+            )
+    return tuple(f for f in READABLE_FIELDS if f in paths)
+
+
 def plan_update(current: Evento, draft: EventoDraft, fields: Sequence[str]) -> dict[str, object]:
     """The validated new values of `fields` (aforo_total only when it changes).
 
@@ -335,34 +405,31 @@ def validate_reserva_request(request: ReservaRequest) -> ReservaRequest:
     return ReservaRequest(request.evento_id, request.reserva_id, request.cantidad, asientos)
 
 
-def check_fits_event(evento: Evento, request: ReservaRequest) -> None:
-    """The rules that need the event's (immutable) seat map."""
-    if evento.seated:
+def check_fits_event(stock: Stock, request: ReservaRequest) -> None:
+    """The rules that need the event's (immutable) seat map: seats named iff it has one, and in it."""
+    if stock.con_asientos:
         if not request.asientos:
-            raise invalid("asientos", f"evento {evento.id!r} has a seat map: name the {request.cantidad} seats to take")
-        known = set(evento.asientos)
-        unknown = [label for label in request.asientos if label not in known]
+            raise invalid("asientos", f"evento {stock.evento_id!r} has a seat map: name the {request.cantidad} seats to take")
+        unknown = [label for label in request.asientos if label not in stock.holders]
         if unknown:
             raise UnknownSeat(
-                f"asientos: {', '.join(unknown)} not in the seat map of evento {evento.id!r}",
+                f"asientos: {', '.join(unknown)} not in the seat map of evento {stock.evento_id!r}",
                 metadata={"field": "asientos", "asientos": ",".join(unknown)},
             )
     elif request.asientos:
-        raise invalid("asientos", f"evento {evento.id!r} has no seat map: leave asientos empty")
+        raise invalid("asientos", f"evento {stock.evento_id!r} has no seat map: leave asientos empty")
 
 
-def explain_refusal(
-    evento: Evento | None, request: ReservaRequest, existing: Allocation | None, released: bool
-) -> bool:
+def explain_refusal(stock: Stock | None, request: ReservaRequest, existing: Allocation | None, released: bool) -> bool:
     """Why the atomic take of `request` matched nothing, judged on a fresh read of the event.
 
     Raises the error the caller should get. Returns True when this reserva_id already took
-    exactly these tickets (an idempotent retry: answer the event), False when nothing explains
-    it any more (the event changed in between: try again).
+    exactly these tickets (an idempotent retry: answer what it holds), False when nothing
+    explains it any more (the event changed in between: try again).
     """
-    if evento is None:
+    if stock is None:
         raise not_found(request.evento_id)
-    check_fits_event(evento, request)
+    check_fits_event(stock, request)
     if existing is not None:
         if existing.same_request(request.cantidad, request.asientos):
             return True
@@ -377,18 +444,19 @@ def explain_refusal(
             f"reserva_id {request.reserva_id!r} already gave its tickets back; use a new reserva_id",
             metadata={"reserva_id": request.reserva_id},
         )
-    if evento.seated:
-        free = set(evento.asientos_disponibles)
-        taken = [label for label in request.asientos if label not in free]
+    # What a cache of the inventory needs to keep the newest answer (see inventario_version).
+    inventory = {"disponibles": stock.entradas_disponibles, "inventario_version": stock.inventario_version}
+    if stock.con_asientos:
+        taken = [label for label in request.asientos if stock.holders[label] is not None]
         if taken:
             raise SeatTaken(
                 f"seats already taken: {', '.join(taken)}; no seat was taken",
-                metadata={"asientos": ",".join(taken), "evento_id": evento.id},
+                metadata={"asientos": ",".join(taken), "evento_id": stock.evento_id, **inventory},
             )
-    if evento.entradas_disponibles < request.cantidad:
+    if stock.entradas_disponibles < request.cantidad:
         raise SoldOut(
-            f"only {evento.entradas_disponibles} tickets left, {request.cantidad} requested",
-            metadata={"disponibles": evento.entradas_disponibles, "evento_id": evento.id},
+            f"only {stock.entradas_disponibles} tickets left, {request.cantidad} requested",
+            metadata={"evento_id": stock.evento_id, **inventory},
         )
     return False
 

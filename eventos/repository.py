@@ -1,51 +1,90 @@
-"""The only module that knows how events are stored in MongoDB.
+"""The only module that knows how events and their inventory are stored in MongoDB.
 
-One document per event, in the `eventos` collection:
+One small document per event, in the `eventos` collection, the same size however many tickets
+are sold (the seat map and every allocation live in `inventario`):
 
     {
       "_id": "665f1c...",                 # str(ObjectId): server-generated, sortable by creation
       "nombre": str, "fecha": date, "lugar": str,
       "aforo_total": int, "entradas_disponibles": int, "precio": int, "moneda": str,
-      "asientos": [str],                  # the seat map, [] for an unseated event (immutable)
-      "asientos_disponibles": [str],      # seats not taken (any order; sorted on the way out)
-      "reservas": [                       # the active allocations: what each reserva_id took
-        {"reserva_id": str, "cantidad": int, "asientos": [str]}
-      ],
-      "reservas_liberadas": [str],        # tombstones: reserva_ids that can never take tickets again
+      "con_asientos": bool,               # has a seat map (immutable)
+      "inventario_version": int,          # +1 on every take, give-back and capacity change
     }
 
-Allocations live in an array, matched by value (`reservas.reserva_id`), so any reserva_id string
-is safe (no dots or dollars in field names). An allocation is never modified: it is pushed once
-(guarded by `$ne` on both arrays) and pulled once (moving its id to `reservas_liberadas` in the
-same update). Every inventory change is one atomic update of this single document whose filter
-re-checks the condition the change depends on, so no interleaving can break the invariant.
+The `inventario` collection holds the rest, in documents whose `_id` is a JSON array (unambiguous
+whatever the strings hold, and unique: a reserva_id takes from an event once):
+
+    seat map:    {"_id": '["plano","<evento_id>"]', "tipo": "plano", "evento_id": str,
+                  "asientos": [str]}       # in order; immutable, read only to answer the seat map
+    seat:        {"_id": '["asiento","<evento_id>","A-12"]', "tipo": "asiento", "evento_id": str,
+                  "asiento": "A-12", "reserva_id": str | None}   # who holds it; None: available
+    allocation:  {"_id": '["reserva","<evento_id>","<reserva_id>"]', "tipo": "reserva", "evento_id": str,
+                  "reserva_id": str, "cantidad": int, "asientos": [str],
+                  "liberada": bool}        # True: a tombstone, this reserva_id can never take again
+                                           # (cantidad/asientos: what it gave back, 0/[] if nothing)
+
+Atomicity: a take or a give-back changes the event's counter, one allocation and its k seats
+in one multi-document transaction, so there is no intermediate state for a crash to leave
+behind: an uncommitted transaction is discarded. Its first write is the conditional update of
+the event (enough tickets left, seats named iff it has a seat map), so concurrent transactions
+conflict at once, before doing more work; a write conflict is a TransientTransactionError that
+`with_transaction` retries with backoff. Within this process, writers of one event also queue
+on a lock, so they do not waste attempts conflicting with each other. Idempotency per
+reserva_id: the allocation's `_id` (an upsert that must insert), the seats' holder (an update
+that must modify all k of them), and a tombstone that stays after the give-back.
+
+A take is 3 commands whatever the event's size or sales: findAndModify of the event, one
+`update` of `inventario` (the allocation upsert and the seats' updateMany), commitTransaction.
+Reading an event with its seats (the seat map, and the available seats in seat-map order) reads
+its seat map document and the smaller side of its seats, the held ones or the free ones, in one
+snapshot, so the answer's seats agree with its counter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateMany, UpdateOne
+from pymongo.read_concern import ReadConcern
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
-from eventos.domain import Allocation, Evento, NewEvento, ReservaRequest, in_seat_map_order
-from infra.mongo import for_reads, for_writes
+from eventos.domain import Allocation, Evento, InventoryChange, NewEvento, ReservaRequest, Stock
+from infra.mongo import MAJORITY, for_reads, for_writes
 
 COLLECTION = "eventos"
+INVENTORY = "inventario"
+SEAT_MAP = "plano"
+SEAT = "asiento"
+ALLOCATION = "reserva"
+#: Seat documents written per insert_many when an event is created.
+SEAT_BATCH = 5_000
 
-#: What a client may see: everything but the reservation bookkeeping.
-_PUBLIC = {"reservas": 0, "reservas_liberadas": 0}
-_PUBLIC_FIELDS = (
-    "nombre", "fecha", "lugar", "aforo_total", "entradas_disponibles", "precio", "moneda",
-    "asientos", "asientos_disponibles",
-)  # fmt: skip
+#: What a take or a give-back needs of the event: never its seats.
+_COUNTERS = {"entradas_disponibles": 1, "inventario_version": 1, "con_asientos": 1}
 
 
-def _to_evento(doc: Mapping[str, Any]) -> Evento:
-    asientos = tuple(doc.get("asientos") or ())
+def seat_map_id(evento_id: str) -> str:
+    return json.dumps([SEAT_MAP, evento_id], ensure_ascii=False, separators=(",", ":"))
+
+
+def seat_id(evento_id: str, asiento: str) -> str:
+    return json.dumps([SEAT, evento_id, asiento], ensure_ascii=False, separators=(",", ":"))
+
+
+def allocation_id(evento_id: str, reserva_id: str) -> str:
+    return json.dumps([ALLOCATION, evento_id, reserva_id], ensure_ascii=False, separators=(",", ":"))
+
+
+def _to_evento(doc: Mapping[str, Any], seats: tuple[Sequence[str], Sequence[str]] = ((), ())) -> Evento:
+    """An event; `seats` are its seat map and available seats, when they were read."""
     return Evento(
         id=doc["_id"],
         nombre=doc["nombre"],
@@ -55,8 +94,10 @@ def _to_evento(doc: Mapping[str, Any]) -> Evento:
         entradas_disponibles=doc["entradas_disponibles"],
         precio=doc["precio"],
         moneda=doc["moneda"],
-        asientos=asientos,
-        asientos_disponibles=in_seat_map_order(asientos, doc.get("asientos_disponibles") or ()),
+        asientos=tuple(seats[0]),
+        asientos_disponibles=tuple(seats[1]),
+        con_asientos=doc["con_asientos"],
+        inventario_version=doc["inventario_version"],
     )
 
 
@@ -64,23 +105,91 @@ def _to_allocation(doc: Mapping[str, Any]) -> Allocation:
     return Allocation(doc["reserva_id"], doc["cantidad"], tuple(doc.get("asientos") or ()))
 
 
+def _to_stock(evento_id: str, doc: Mapping[str, Any], holders: Mapping[str, str | None]) -> Stock:
+    return Stock(evento_id, doc["entradas_disponibles"], doc["inventario_version"], doc["con_asientos"], holders)
+
+
+class _Refused(Exception):
+    """Raised inside a transaction whose condition does not hold: with_transaction aborts it."""
+
+
+class _EventLocks:
+    """One asyncio lock per event, held while this process changes its inventory, dropped when unused.
+
+    Only a queue: correctness comes from the transactions (other processes do not see these locks).
+    Without it, concurrent takes of one event conflict in the store and retry, about ten times the work.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, evento_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(evento_id, (asyncio.Lock(), 0))
+        self._locks[evento_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[evento_id]
+            if users == 1:
+                del self._locks[evento_id]
+            else:
+                self._locks[evento_id] = (lock, users - 1)
+
+
 class EventoRepository:
     def __init__(self, db: AsyncDatabase) -> None:
+        self._client = db.client
         collection = db[COLLECTION]
         self._reads = for_reads(collection)
         self._writes = for_writes(collection)
+        inventory = db[INVENTORY]
+        self._inventory_reads = for_reads(inventory)
+        self._inventory = for_writes(inventory)
+        self._locks = _EventLocks()
 
     async def ensure_indexes(self) -> None:
         await self._writes.create_index([("fecha", ASCENDING), ("_id", ASCENDING)], name="fecha_id")
         await self._writes.create_index(
             [("lugar", ASCENDING), ("fecha", ASCENDING), ("_id", ASCENDING)], name="lugar_fecha_id"
         )
+        # An event's held or free seats, its allocations (tipo "reserva"), everything of it on delete.
+        await self._inventory.create_indexes(
+            [
+                IndexModel(
+                    [("evento_id", ASCENDING), ("tipo", ASCENDING), ("reserva_id", ASCENDING)], name="evento_tipo_reserva"
+                )
+            ]
+        )
+
+    async def _transaction(self, evento_id: str, body: Any) -> Any:
+        """Run `body(session)` in a transaction (retried on transient errors); _Refused aborts it and gives None."""
+        async with self._locks.hold(evento_id), self._client.start_session() as session:
+            try:
+                return await session.with_transaction(body, write_concern=MAJORITY)
+            except _Refused:
+                return None
 
     # --- catalogue ---------------------------------------------------------------------------
 
     async def add(self, new: NewEvento) -> Evento:
+        """Insert the seats first (in bounded batches), then the event: an event is never seen without its seats.
+
+        A crash in between leaves seats of an id no event will ever have, which nothing reads.
+        """
+        evento_id = str(ObjectId())
+        seats = [
+            {"_id": seat_id(evento_id, label), "tipo": SEAT, "evento_id": evento_id, "asiento": label, "reserva_id": None}
+            for label in new.asientos
+        ]
+        for start in range(0, len(seats), SEAT_BATCH):
+            await self._inventory.insert_many(seats[start : start + SEAT_BATCH], ordered=False)
+        if seats:
+            plano = {"_id": seat_map_id(evento_id), "tipo": SEAT_MAP, "evento_id": evento_id, "asientos": list(new.asientos)}
+            await self._inventory.insert_one(plano)
         doc = {
-            "_id": str(ObjectId()),
+            "_id": evento_id,
             "nombre": new.nombre,
             "fecha": new.fecha,
             "lugar": new.lugar,
@@ -88,19 +197,47 @@ class EventoRepository:
             "entradas_disponibles": new.aforo_total,
             "precio": new.precio,
             "moneda": new.moneda,
-            "asientos": list(new.asientos),
-            "asientos_disponibles": list(new.asientos),
-            "reservas": [],
-            "reservas_liberadas": [],
+            "con_asientos": bool(seats),
+            "inventario_version": 0,
         }
         await self._writes.insert_one(doc)
-        return _to_evento(doc)
+        return _to_evento(doc, (new.asientos, new.asientos))
 
-    async def get(self, evento_id: str, *, primary: bool = False) -> Evento | None:
-        """One event; `primary` when the caller is about to change it and needs the latest state."""
+    async def get(self, evento_id: str, *, primary: bool = False, with_seats: bool = True) -> Evento | None:
+        """One event; `primary` when the caller is about to change it and needs the latest state.
+
+        `with_seats`: also its seat map and available seats (for a seated event, a snapshot read on
+        the primary of its seat map and the smaller side of its seats).
+        """
         collection = self._writes if primary else self._reads
-        doc = await collection.find_one({"_id": evento_id}, _PUBLIC)
-        return None if doc is None else _to_evento(doc)
+        doc = await collection.find_one({"_id": evento_id})
+        if doc is None or not with_seats or not doc["con_asientos"]:
+            return None if doc is None else _to_evento(doc)
+        return (await self._with_seats([evento_id])).get(evento_id)
+
+    async def _with_seats(self, seated: Sequence[str]) -> dict[str, Evento]:
+        """The seated events `seated` (those still there), seats included, read in one snapshot."""
+
+        async def body(session: AsyncClientSession) -> dict[str, Evento]:
+            docs = [doc async for doc in self._writes.find({"_id": {"$in": list(seated)}}, session=session)]
+            maps = {
+                doc["evento_id"]: doc["asientos"]
+                async for doc in self._inventory.find({"_id": {"$in": [seat_map_id(d["_id"]) for d in docs]}}, session=session)
+            }
+            found = {}
+            for doc in docs:
+                asientos = maps[doc["_id"]]
+                free, aforo = doc["entradas_disponibles"], doc["aforo_total"]
+                # Read whichever side is smaller: the free seats or the held ones.
+                holder = None if free <= aforo - free else {"$gt": ""}
+                query = {"evento_id": doc["_id"], "tipo": SEAT, "reserva_id": holder}
+                side = {seat["asiento"] async for seat in self._inventory.find(query, {"_id": 0, "asiento": 1}, session=session)}
+                available = [a for a in asientos if (a in side) == (holder is None)]
+                found[doc["_id"]] = _to_evento(doc, (asientos, available))
+            return found
+
+        async with self._client.start_session() as session:
+            return await session.with_transaction(body, read_concern=ReadConcern("snapshot"))
 
     async def list(
         self,
@@ -126,15 +263,19 @@ class EventoRepository:
             last_fecha, last_id = after
             clauses.append({"$or": [{"fecha": {"$gt": last_fecha}}, {"fecha": last_fecha, "_id": {"$gt": last_id}}]})
         query = {"$and": clauses} if clauses else {}
-        cursor = self._reads.find(query, _PUBLIC).sort([("fecha", ASCENDING), ("_id", ASCENDING)]).limit(limit)
-        return [_to_evento(doc) async for doc in cursor]
+        cursor = self._reads.find(query).sort([("fecha", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        eventos = [_to_evento(doc) async for doc in cursor]
+        seated = await self._with_seats([e.id for e in eventos if e.seated]) if any(e.seated for e in eventos) else {}
+        return [seated.get(e.id, e) for e in eventos]
 
     async def update(self, evento_id: str, changes: Mapping[str, Any], expected_aforo: int) -> Evento | None:
         """Apply `changes` atomically, provided aforo_total is still `expected_aforo`.
 
         A new aforo_total moves entradas_disponibles by the same difference, and only if that
-        leaves it at 0 or more (the tickets taken meanwhile are re-checked in the filter).
-        None when nothing matched: the event is gone, its capacity changed, or too many tickets are taken.
+        leaves it at 0 or more (the tickets taken meanwhile are re-checked in the filter); it is a
+        change of the inventory, so it increments inventario_version. Answers the event without
+        its seats. None when nothing matched: the event is gone, its capacity changed, or too
+        many tickets are taken.
         """
         query: dict[str, Any] = {"_id": evento_id, "aforo_total": expected_aforo}
         update: dict[str, Any] = {"$set": dict(changes)}
@@ -142,87 +283,137 @@ class EventoRepository:
         if new_aforo is not None and new_aforo != expected_aforo:
             delta = new_aforo - expected_aforo
             query["entradas_disponibles"] = {"$gte": -delta}
-            update["$inc"] = {"entradas_disponibles": delta}
-        doc = await self._writes.find_one_and_update(
-            query, update, projection=_PUBLIC, return_document=ReturnDocument.AFTER
-        )
+            update["$inc"] = {"entradas_disponibles": delta, "inventario_version": 1}
+        doc = await self._writes.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
         return None if doc is None else _to_evento(doc)
 
     async def delete_if_untaken(self, evento_id: str) -> bool:
-        """Delete the event only if no reservation holds tickets of it, in one operation."""
-        result = await self._writes.delete_one({"_id": evento_id, "reservas": {"$size": 0}})
-        return result.deleted_count == 1
+        """Delete the event only if no reservation holds tickets of it (all of them are available), then its seats,
+        allocations and tombstones.
+
+        The event goes first, in one conditional operation: once it is gone nothing can take from it,
+        and what a crash leaves of its inventory belongs to an id no new event will have.
+        """
+        result = await self._writes.delete_one(
+            {"_id": evento_id, "$expr": {"$eq": ["$entradas_disponibles", "$aforo_total"]}}
+        )
+        if result.deleted_count != 1:
+            return False
+        await self._inventory.delete_many({"evento_id": evento_id})
+        return True
 
     # --- inventory ---------------------------------------------------------------------------
 
-    async def take(self, request: ReservaRequest) -> Evento | None:
-        """Take the tickets (and seats) of `request` for its reserva_id, all or nothing.
+    async def take(self, request: ReservaRequest) -> InventoryChange | None:
+        """Take the tickets (and seats) of `request` for its reserva_id, all or nothing, in one transaction.
 
-        Matches only if the event has enough tickets, every named seat is still available (an
-        unseated event only when no seat is named), and this reserva_id neither holds tickets
-        nor has given them back. None when nothing matched: see `snapshot_for` to learn why.
+        Commits only if the event has enough tickets and a seat map iff seats are named, this
+        reserva_id has no allocation (active or released), and every named seat exists and is
+        available. None when it did not commit: see `snapshot_for` to learn why.
         """
-        rid = request.reserva_id
-        query: dict[str, Any] = {
-            "_id": request.evento_id,
-            "entradas_disponibles": {"$gte": request.cantidad},
-            "reservas.reserva_id": {"$ne": rid},
-            "reservas_liberadas": {"$ne": rid},
-        }
-        update: dict[str, Any] = {
-            "$inc": {"entradas_disponibles": -request.cantidad},
-            "$push": {"reservas": {"reserva_id": rid, "cantidad": request.cantidad, "asientos": list(request.asientos)}},
-        }
-        if request.asientos:
-            query["asientos_disponibles"] = {"$all": list(request.asientos)}
-            update["$pullAll"] = {"asientos_disponibles": list(request.asientos)}
-        else:
-            query["asientos"] = {"$size": 0}
-        doc = await self._writes.find_one_and_update(
-            query, update, projection=_PUBLIC, return_document=ReturnDocument.AFTER
-        )
-        return None if doc is None else _to_evento(doc)
+        rid, seats = request.reserva_id, list(request.asientos)
+        allocation = {
+            "tipo": ALLOCATION, "evento_id": request.evento_id, "reserva_id": rid,
+            "cantidad": request.cantidad, "asientos": seats, "liberada": False,
+        }  # fmt: skip
+        writes: list[UpdateOne | UpdateMany] = [
+            UpdateOne({"_id": allocation_id(request.evento_id, rid)}, {"$setOnInsert": allocation}, upsert=True)
+        ]
+        if seats:
+            ids = [seat_id(request.evento_id, label) for label in seats]
+            writes.append(UpdateMany({"_id": {"$in": ids}, "reserva_id": None}, {"$set": {"reserva_id": rid}}))
 
-    async def snapshot_for(self, evento_id: str, reserva_id: str) -> tuple[Evento, Allocation | None, bool] | None:
-        """The event (from the primary), what `reserva_id` holds of it, and whether it gave tickets back."""
-        projection: dict[str, Any] = dict.fromkeys(_PUBLIC_FIELDS, 1)
-        projection["reservas"] = {"$elemMatch": {"reserva_id": reserva_id}}
-        doc = await self._writes.find_one({"_id": evento_id}, projection)
+        async def body(session: AsyncClientSession) -> InventoryChange:
+            evento = await self._writes.find_one_and_update(
+                {"_id": request.evento_id, "entradas_disponibles": {"$gte": request.cantidad}, "con_asientos": bool(seats)},
+                {"$inc": {"entradas_disponibles": -request.cantidad, "inventario_version": 1}},
+                projection=_COUNTERS,
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
+            if evento is None:
+                raise _Refused
+            result = await self._inventory.bulk_write(writes, ordered=True, session=session)
+            if 0 not in result.upserted_ids or result.modified_count != len(seats):
+                raise _Refused  # this reserva_id has an allocation, or a seat is taken or unknown
+            return InventoryChange(
+                request.evento_id, rid, request.cantidad, request.asientos,
+                evento["entradas_disponibles"], evento["inventario_version"],
+            )  # fmt: skip
+
+        return await self._transaction(request.evento_id, body)
+
+    async def snapshot_for(
+        self, evento_id: str, reserva_id: str, asientos: Sequence[str] = ()
+    ) -> tuple[Stock, Allocation | None, Allocation | None] | None:
+        """From the primary: the event's counters and the holders of `asientos`, what `reserva_id`
+        holds of it, and its tombstone (what it gave back) if it has one. None when the event does
+        not exist. Two queries."""
+        doc = await self._writes.find_one({"_id": evento_id}, _COUNTERS)
         if doc is None:
             return None
-        held = doc.get("reservas") or []
-        released = await self._writes.count_documents({"_id": evento_id, "reservas_liberadas": reserva_id}, limit=1)
-        return _to_evento(doc), (_to_allocation(held[0]) if held else None), released > 0
+        aid = allocation_id(evento_id, reserva_id)
+        ids = {seat_id(evento_id, label): label for label in asientos}
+        holders: dict[str, str | None] = {}
+        allocation: Mapping[str, Any] | None = None
+        async for found in self._inventory.find({"_id": {"$in": [aid, *ids]}}):
+            if found["_id"] == aid:
+                allocation = found
+            else:
+                holders[ids[found["_id"]]] = found["reserva_id"]
+        stock = _to_stock(evento_id, doc, holders)
+        if allocation is None:
+            return stock, None, None
+        if allocation["liberada"]:
+            return stock, None, _to_allocation(allocation)
+        return stock, _to_allocation(allocation), None
 
-    async def give_back(self, evento_id: str, allocation: Allocation) -> Evento | None:
-        """Return what `allocation` took and spend its reserva_id, once. None if it no longer holds them."""
-        rid = allocation.reserva_id
-        update: dict[str, Any] = {
-            "$pull": {"reservas": {"reserva_id": rid}},
-            "$addToSet": {"reservas_liberadas": rid},
-            "$inc": {"entradas_disponibles": allocation.cantidad},
-        }
-        if allocation.asientos:
-            update["$push"] = {"asientos_disponibles": {"$each": list(allocation.asientos)}}
-        doc = await self._writes.find_one_and_update(
-            {"_id": evento_id, "reservas.reserva_id": rid}, update, projection=_PUBLIC, return_document=ReturnDocument.AFTER
-        )
-        return None if doc is None else _to_evento(doc)
+    async def give_back(self, evento_id: str, allocation: Allocation) -> InventoryChange | None:
+        """Return what `allocation` took and spend its reserva_id, once, in one transaction.
 
-    async def spend(self, evento_id: str, reserva_id: str) -> Evento | None:
-        """Mark a reserva_id that holds nothing as released, so a late ReservarEntradas of it takes nothing.
-
-        None when the event is gone or the reserva_id took tickets meanwhile.
+        None if it no longer holds them (given back concurrently) or the event is gone.
         """
-        doc = await self._writes.find_one_and_update(
-            {"_id": evento_id, "reservas.reserva_id": {"$ne": reserva_id}},
-            {"$addToSet": {"reservas_liberadas": reserva_id}},
-            projection=_PUBLIC,
-            return_document=ReturnDocument.AFTER,
-        )
-        return None if doc is None else _to_evento(doc)
+        rid = allocation.reserva_id
+        writes: list[UpdateOne | UpdateMany] = [
+            UpdateOne({"_id": allocation_id(evento_id, rid), "liberada": False}, {"$set": {"liberada": True}})
+        ]
+        if allocation.asientos:
+            ids = [seat_id(evento_id, label) for label in allocation.asientos]
+            writes.append(UpdateMany({"_id": {"$in": ids}, "reserva_id": rid}, {"$set": {"reserva_id": None}}))
+
+        async def body(session: AsyncClientSession) -> InventoryChange:
+            evento = await self._writes.find_one_and_update(
+                {"_id": evento_id},
+                {"$inc": {"entradas_disponibles": allocation.cantidad, "inventario_version": 1}},
+                projection=_COUNTERS,
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
+            if evento is None:
+                raise _Refused
+            result = await self._inventory.bulk_write(writes, ordered=True, session=session)
+            if result.modified_count != 1 + len(allocation.asientos):
+                raise _Refused
+            return InventoryChange.of(_to_stock(evento_id, evento, {}), allocation)
+
+        return await self._transaction(evento_id, body)
+
+    async def spend(self, evento_id: str, reserva_id: str) -> bool:
+        """Leave a tombstone for a reserva_id that holds nothing, so a late ReservarEntradas of it takes nothing.
+
+        False when the reserva_id took tickets (or was spent) meanwhile. Not a change of the inventory.
+        """
+        tombstone = {
+            "_id": allocation_id(evento_id, reserva_id), "tipo": ALLOCATION, "evento_id": evento_id,
+            "reserva_id": reserva_id, "cantidad": 0, "asientos": [], "liberada": True,
+        }  # fmt: skip
+        try:
+            await self._inventory.insert_one(tombstone)
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def allocations(self, evento_id: str) -> list[Allocation]:
         """The active allocations of an event (from the primary): for audits and invariant checks."""
-        doc = await self._writes.find_one({"_id": evento_id}, {"reservas": 1})
-        return [] if doc is None else [_to_allocation(a) for a in doc.get("reservas") or []]
+        cursor = self._inventory.find({"evento_id": evento_id, "tipo": ALLOCATION, "liberada": False})
+        return [_to_allocation(doc) async for doc in cursor]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from eventos import domain
-from eventos.domain import Evento, EventoDraft, ReservaRequest
+from eventos.domain import Allocation, Evento, EventoDraft, InventoryChange, ReservaRequest
 from eventos.repository import EventoRepository
 from infra import pagination
 from infra.errors import InvalidArgument, Unavailable
@@ -58,10 +58,12 @@ class EventoService:
         log.info("evento created", extra={"evento_id": evento.id, "aforo_total": evento.aforo_total})
         return evento
 
-    async def get(self, evento_id: str) -> Evento:
+    async def get(self, evento_id: str, fields: Sequence[str] = domain.READABLE_FIELDS) -> Evento:
+        """The event; its seats are read only when `fields` (validated by domain.validate_read_mask) ask for them."""
         if not evento_id:
             raise domain.invalid("id", "must not be empty")
-        evento = await self.eventos.get(evento_id)
+        with_seats = any(f in domain.SEAT_FIELDS for f in fields)
+        evento = await self.eventos.get(evento_id, with_seats=with_seats)
         if evento is None:
             raise domain.not_found(evento_id)
         return evento
@@ -112,17 +114,23 @@ class EventoService:
             raise domain.invalid("evento.id", "must not be empty")
         fields = domain.validate_update_mask(mask)
         for _ in range(MAX_ATTEMPTS):
-            current = await self.eventos.get(evento_id, primary=True)
+            current = await self.eventos.get(evento_id, primary=True, with_seats=False)
             if current is None:
                 raise domain.not_found(evento_id)
             changes = domain.plan_update(current, draft, fields)
-            if not changes:
-                return current
-            updated = await self.eventos.update(evento_id, changes, expected_aforo=current.aforo_total)
-            if updated is not None:
+            updated = current
+            if changes:
+                updated = await self.eventos.update(evento_id, changes, expected_aforo=current.aforo_total)
+                if updated is None:
+                    continue  # gone, capacity changed, or tickets taken meanwhile: judge again on a fresh read
                 log.info("evento updated", extra={"evento_id": evento_id, "fields": sorted(changes)})
+            if not updated.seated:
                 return updated
-            # Gone, capacity changed, or tickets taken meanwhile: judge again on a fresh read.
+            # The answer is the whole event, its seat map and available seats included.
+            with_seats = await self.eventos.get(evento_id, primary=True)
+            if with_seats is None:
+                raise domain.not_found(evento_id)
+            return with_seats
         raise _contention("UpdateEvento", evento_id)
 
     async def delete(self, evento_id: str) -> None:
@@ -132,7 +140,7 @@ class EventoService:
             if await self.eventos.delete_if_untaken(evento_id):
                 log.info("evento deleted", extra={"evento_id": evento_id})
                 return
-            current = await self.eventos.get(evento_id, primary=True)
+            current = await self.eventos.get(evento_id, primary=True, with_seats=False)
             if current is None:
                 raise domain.not_found(evento_id)
             if current.tomadas > 0:
@@ -142,12 +150,12 @@ class EventoService:
 
     # --- inventory ---------------------------------------------------------------------------
 
-    async def reservar(self, request: ReservaRequest) -> Evento:
-        """Take the tickets of `request` once per reserva_id; a retry of the same request answers the event."""
+    async def reservar(self, request: ReservaRequest) -> InventoryChange:
+        """Take the tickets of `request` once per reserva_id; a retry of the same request answers what it holds."""
         request = domain.validate_reserva_request(request)
         for _ in range(MAX_ATTEMPTS):
-            evento = await self.eventos.take(request)
-            if evento is not None:
+            taken = await self.eventos.take(request)
+            if taken is not None:
                 log.info(
                     "entradas taken",
                     extra={
@@ -155,39 +163,46 @@ class EventoService:
                         "reserva_id": request.reserva_id,
                         "cantidad": request.cantidad,
                         "asientos": request.asientos,
+                        "inventario_version": taken.inventario_version,
                     },
                 )
-                return evento
-            snapshot = await self.eventos.snapshot_for(request.evento_id, request.reserva_id)
+                return taken
+            snapshot = await self.eventos.snapshot_for(request.evento_id, request.reserva_id, request.asientos)
             if snapshot is None:
                 raise domain.not_found(request.evento_id)
-            evento, existing, released = snapshot
-            if domain.explain_refusal(evento, request, existing, released):
-                return evento
+            stock, existing, tombstone = snapshot
+            if domain.explain_refusal(stock, request, existing, tombstone is not None) and existing is not None:
+                return InventoryChange.of(stock, existing)  # an idempotent retry: what it holds
         raise _contention("ReservarEntradas", request.evento_id)
 
-    async def liberar(self, evento_id: str, reserva_id: str) -> Evento:
-        """Give back what reserva_id took, once; afterwards (or if it took nothing) it can take nothing more."""
+    async def liberar(self, evento_id: str, reserva_id: str) -> InventoryChange:
+        """Give back what reserva_id took, once; afterwards (or if it took nothing) it can take nothing more.
+
+        A repeat answers what was given back; a reserva_id that held nothing answers cantidad 0.
+        """
         domain.validate_ids(evento_id, reserva_id)
         for _ in range(MAX_ATTEMPTS):
             snapshot = await self.eventos.snapshot_for(evento_id, reserva_id)
             if snapshot is None:
                 raise domain.not_found(evento_id)
-            evento, existing, released = snapshot
+            stock, existing, tombstone = snapshot
             if existing is not None:
-                evento_after = await self.eventos.give_back(evento_id, existing)
-                if evento_after is not None:
+                given = await self.eventos.give_back(evento_id, existing)
+                if given is not None:
                     log.info(
                         "entradas released",
-                        extra={"evento_id": evento_id, "reserva_id": reserva_id, "cantidad": existing.cantidad},
+                        extra={
+                            "evento_id": evento_id,
+                            "reserva_id": reserva_id,
+                            "cantidad": existing.cantidad,
+                            "inventario_version": given.inventario_version,
+                        },
                     )
-                    return evento_after
-            elif released:
-                return evento
-            else:
-                # Nothing taken (yet): spend the id so a ReservarEntradas still in flight takes nothing.
-                evento_after = await self.eventos.spend(evento_id, reserva_id)
-                if evento_after is not None:
-                    return evento_after
+                    return given
+            elif tombstone is not None:
+                return InventoryChange.of(stock, tombstone)
+            elif await self.eventos.spend(evento_id, reserva_id):
+                # It held nothing: the tombstone keeps a ReservarEntradas still in flight from taking anything.
+                return InventoryChange.of(stock, Allocation(reserva_id, 0))
             # Released, taken or deleted concurrently: look again.
         raise _contention("LiberarEntradas", evento_id)

@@ -3,6 +3,7 @@ ErrorMappingInterceptor maps each to its status code along its class hierarchy."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import grpc
@@ -10,7 +11,7 @@ from google.protobuf import empty_pb2, timestamp_pb2
 
 from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventos import domain
-from eventos.domain import Evento, EventoDraft, ReservaRequest
+from eventos.domain import Evento, EventoDraft, InventoryChange, ReservaRequest
 from eventos.service import EventoService
 
 FULL_NAME = "eventflow.eventos.v1.EventosService"
@@ -40,20 +41,37 @@ def to_draft(evento: eventos_pb2.Evento) -> EventoDraft:
     )
 
 
-def to_proto(evento: Evento) -> eventos_pb2.Evento:
-    message = eventos_pb2.Evento(
-        id=evento.id,
-        nombre=evento.nombre,
-        lugar=evento.lugar,
-        aforo_total=evento.aforo_total,
-        entradas_disponibles=evento.entradas_disponibles,
-        precio=evento.precio,
-        moneda=evento.moneda,
-        asientos=evento.asientos,
-        asientos_disponibles=evento.asientos_disponibles,
-    )
-    message.fecha.FromDatetime(evento.fecha)
+def to_proto(evento: Evento, fields: Sequence[str] = domain.READABLE_FIELDS) -> eventos_pb2.Evento:
+    """The event as a message with only `fields` set (field names of Evento, see domain.READABLE_FIELDS)."""
+    values = {
+        "id": evento.id,
+        "nombre": evento.nombre,
+        "lugar": evento.lugar,
+        "aforo_total": evento.aforo_total,
+        "entradas_disponibles": evento.entradas_disponibles,
+        "precio": evento.precio,
+        "moneda": evento.moneda,
+        "asientos": evento.asientos,
+        "asientos_disponibles": evento.asientos_disponibles,
+        "inventario_version": evento.inventario_version,
+        "con_asientos": evento.seated,
+    }
+    message = eventos_pb2.Evento(**{f: values[f] for f in fields if f in values})
+    if "fecha" in fields:
+        message.fecha.FromDatetime(evento.fecha)
     return message
+
+
+def to_change_fields(change: InventoryChange) -> dict[str, object]:
+    """The fields ReservarEntradasResponse and LiberarEntradasResponse share."""
+    return {
+        "evento_id": change.evento_id,
+        "reserva_id": change.reserva_id,
+        "cantidad": change.cantidad,
+        "asientos": change.asientos,
+        "entradas_disponibles": change.entradas_disponibles,
+        "inventario_version": change.inventario_version,
+    }
 
 
 class EventosServicer(eventos_pb2_grpc.EventosServiceServicer):
@@ -66,7 +84,8 @@ class EventosServicer(eventos_pb2_grpc.EventosServiceServicer):
         return to_proto(await self.service.create(to_draft(request.evento)))
 
     async def GetEvento(self, request: eventos_pb2.GetEventoRequest, context: grpc.aio.ServicerContext) -> eventos_pb2.Evento:
-        return to_proto(await self.service.get(request.id))
+        fields = domain.validate_read_mask(list(request.read_mask.paths))
+        return to_proto(await self.service.get(request.id, fields), fields)
 
     async def ListEventos(
         self, request: eventos_pb2.ListEventosRequest, context: grpc.aio.ServicerContext
@@ -98,11 +117,12 @@ class EventosServicer(eventos_pb2_grpc.EventosServiceServicer):
 
     async def ReservarEntradas(
         self, request: eventos_pb2.ReservarEntradasRequest, context: grpc.aio.ServicerContext
-    ) -> eventos_pb2.Evento:
+    ) -> eventos_pb2.ReservarEntradasResponse:
         reserva = ReservaRequest(request.evento_id, request.reserva_id, request.cantidad, tuple(request.asientos))
-        return to_proto(await self.service.reservar(reserva))
+        return eventos_pb2.ReservarEntradasResponse(**to_change_fields(await self.service.reservar(reserva)))
 
     async def LiberarEntradas(
         self, request: eventos_pb2.LiberarEntradasRequest, context: grpc.aio.ServicerContext
-    ) -> eventos_pb2.Evento:
-        return to_proto(await self.service.liberar(request.evento_id, request.reserva_id))
+    ) -> eventos_pb2.LiberarEntradasResponse:
+        change = await self.service.liberar(request.evento_id, request.reserva_id)
+        return eventos_pb2.LiberarEntradasResponse(**to_change_fields(change))

@@ -144,17 +144,26 @@ class EventosClient(_Client):
     def _stub(self) -> eventos_pb2_grpc.EventosServiceStub:
         return eventos_pb2_grpc.EventosServiceStub(self.channel)
 
-    async def get_evento(self, evento_id: str) -> eventos_pb2.Evento:
-        return await self._call(self._stub.GetEvento, eventos_pb2.GetEventoRequest(id=evento_id))
+    async def get_evento(self, evento_id: str, fields: Sequence[str] = ()) -> eventos_pb2.Evento:
+        """The event; `fields` (names of Evento's fields) asks for only those, empty for all of them.
+
+        Leaving out `asientos` and `asientos_disponibles` spares eventos a read of every seat of a
+        seated event (`con_asientos` says whether it has a seat map).
+        """
+        request = eventos_pb2.GetEventoRequest(id=evento_id)
+        request.read_mask.paths.extend(fields)
+        return await self._call(self._stub.GetEvento, request)
 
     async def reservar_entradas(
         self, evento_id: str, reserva_id: str, cantidad: int, asientos: Sequence[str]
-    ) -> eventos_pb2.Evento:
+    ) -> eventos_pb2.ReservarEntradasResponse:
+        """What reserva_id holds (also on a retry), with the event's tickets left and inventory version."""
         request = eventos_pb2.ReservarEntradasRequest(
             evento_id=evento_id, reserva_id=reserva_id, cantidad=cantidad, asientos=list(asientos)
         )
         return await self._call(self._stub.ReservarEntradas, request)
 
-    async def liberar_entradas(self, evento_id: str, reserva_id: str) -> eventos_pb2.Evento:
+    async def liberar_entradas(self, evento_id: str, reserva_id: str) -> eventos_pb2.LiberarEntradasResponse:
+        """What reserva_id gave back (cantidad 0 if it held nothing), with the event's tickets left and inventory version."""
         request = eventos_pb2.LiberarEntradasRequest(evento_id=evento_id, reserva_id=reserva_id)
         return await self._call(self._stub.LiberarEntradas, request)

@@ -37,14 +37,14 @@ class EventosEnv:
 
     async def reservar(
         self, evento_id: str, reserva_id: str, cantidad: int = 1, asientos: list[str] | None = None
-    ) -> eventos_pb2.Evento:
+    ) -> eventos_pb2.ReservarEntradasResponse:
         return await self.stub.ReservarEntradas(
             eventos_pb2.ReservarEntradasRequest(
                 evento_id=evento_id, reserva_id=reserva_id, cantidad=cantidad, asientos=asientos or []
             )
         )
 
-    async def liberar(self, evento_id: str, reserva_id: str) -> eventos_pb2.Evento:
+    async def liberar(self, evento_id: str, reserva_id: str) -> eventos_pb2.LiberarEntradasResponse:
         return await self.stub.LiberarEntradas(
             eventos_pb2.LiberarEntradasRequest(evento_id=evento_id, reserva_id=reserva_id)
         )
@@ -57,6 +57,12 @@ class EventosEnv:
         assert info.domain == "eventos.eventflow"
         return info.reason
 
+    @staticmethod
+    def error_metadata(error: grpc.aio.AioRpcError) -> dict[str, str]:
+        info = error_info(error)
+        assert info is not None, f"no ErrorInfo in {error!r}"
+        return dict(info.metadata)
+
     async def fails(self, call: object, code: grpc.StatusCode, reason: str) -> grpc.aio.AioRpcError:
         """Await `call`, assert it fails with `code` and `reason`; return the error."""
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -64,6 +70,9 @@ class EventosEnv:
         assert caught.value.code() == code, caught.value.details()
         assert self.reason(caught.value) == reason, caught.value.details()
         return caught.value
+
+    async def get(self, evento_id: str) -> eventos_pb2.Evento:
+        return await self.stub.GetEvento(eventos_pb2.GetEventoRequest(id=evento_id))
 
     async def check_invariant(self, evento_id: str) -> eventos_pb2.Evento:
         """Assert the inventory invariant on the stored event; return it."""

@@ -281,3 +281,46 @@ class TestDelete:
             else:
                 assert isinstance(reserved, grpc.aio.AioRpcError)
                 assert eventos.reason(reserved) == "EVENTO_NOT_FOUND"
+
+
+class TestReadMask:
+    async def get(self, eventos, evento_id: str, *paths: str) -> eventos_pb2.Evento:
+        return await eventos.stub.GetEvento(eventos_pb2.GetEventoRequest(id=evento_id, read_mask=mask(*paths)))
+
+    async def test_only_the_named_fields(self, eventos) -> None:
+        created = await eventos.create(aforo_total=0, asientos=["A-1", "A-2"])
+        masked = await self.get(eventos, created.id, "con_asientos", "precio", "entradas_disponibles")
+        assert masked == eventos_pb2.Evento(con_asientos=True, precio=created.precio, entradas_disponibles=2)
+        assert await self.get(eventos, created.id) == created  # empty: every field
+        seats = await self.get(eventos, created.id, "id", "asientos_disponibles")
+        assert (seats.id, list(seats.asientos_disponibles), list(seats.asientos)) == (created.id, ["A-1", "A-2"], [])
+
+    @pytest.mark.parametrize("path", ["color", "reservas", "asientos.0", ""])
+    async def test_unknown_field(self, eventos, path: str) -> None:
+        created = await eventos.create()
+        error = await eventos.fails(self.get(eventos, created.id, "fecha", path), INVALID, "INVALID_READ_MASK")
+        assert "read_mask" in error.details()
+
+
+class TestInventarioVersion:
+    async def test_every_inventory_change_and_only_those(self, eventos) -> None:
+        created = await eventos.create(aforo_total=10)
+        assert (created.inventario_version, created.con_asientos) == (0, False)
+        assert (await eventos.reservar(created.id, "r1", 2)).inventario_version == 1
+        assert (await eventos.reservar(created.id, "r1", 2)).inventario_version == 1  # a retry changes nothing
+        updated = await eventos.stub.UpdateEvento(
+            eventos_pb2.UpdateEventoRequest(evento=eventos_pb2.Evento(id=created.id, nombre="Otro"), update_mask=mask("nombre"))
+        )
+        assert updated.inventario_version == 1  # not an inventory change
+        grown = await eventos.stub.UpdateEvento(
+            eventos_pb2.UpdateEventoRequest(evento=eventos_pb2.Evento(id=created.id, aforo_total=12), update_mask=mask("aforo_total"))
+        )
+        assert (grown.entradas_disponibles, grown.inventario_version) == (10, 2)
+        given = await eventos.liberar(created.id, "r1")
+        assert (given.cantidad, given.entradas_disponibles, given.inventario_version) == (2, 12, 3)
+        nothing = await eventos.liberar(created.id, "never")
+        assert (nothing.cantidad, list(nothing.asientos), nothing.inventario_version) == (0, [], 3)
+        error = await eventos.fails(eventos.reservar(created.id, "r2", 13), PRECONDITION, "SOLD_OUT")
+        info = eventos.error_metadata(error)
+        assert (info["disponibles"], info["inventario_version"]) == ("12", "3")
+        assert (await eventos.get(created.id)).inventario_version == 3

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from eventos import domain
-from eventos.domain import Allocation, Evento, EventoDraft, ReservaRequest
+from eventos.domain import Allocation, Evento, EventoDraft, ReservaRequest, Stock
 from infra.errors import FailedPrecondition, InvalidArgument, NotFound
 
 FECHA = datetime(2027, 3, 14, 21, 0, tzinfo=UTC)
@@ -32,6 +32,17 @@ def seated(available: tuple[str, ...] = ("A-1", "A-2", "A-3")) -> Evento:
     return evento(
         aforo_total=3, entradas_disponibles=len(available), asientos=("A-1", "A-2", "A-3"), asientos_disponibles=available
     )
+
+
+def stock(disponibles: int = 10, version: int = 7) -> Stock:
+    """What a take of an unseated event is judged against."""
+    return Stock("e1", disponibles, version, False, {})
+
+
+def seated_stock(available: tuple[str, ...] = ("A-1", "A-2", "A-3")) -> Stock:
+    """A take of seats of a seated event with seats A-1..A-3, those not `available` held by "other"."""
+    holders = {label: None if label in available else "other" for label in ("A-1", "A-2", "A-3")}
+    return Stock("e1", len(available), 7, True, holders)
 
 
 def field_of(error: pytest.ExceptionInfo[InvalidArgument]) -> str:
@@ -127,6 +138,12 @@ class TestUpdate:
             domain.plan_update(seated(), draft(aforo_total=4), ["aforo_total"])
         assert caught.value.reason == "SEATED_EVENT"
 
+    def test_new_read_only_fields_cannot_be_updated(self) -> None:
+        for path in ("inventario_version", "con_asientos"):
+            with pytest.raises(InvalidArgument) as caught:
+                domain.validate_update_mask([path])
+            assert caught.value.reason == "INVALID_UPDATE_MASK"
+
     def test_fields_are_validated(self) -> None:
         with pytest.raises(InvalidArgument):
             domain.plan_update(evento(), draft(nombre=""), ["nombre"])
@@ -163,44 +180,68 @@ class TestExplainRefusal:
 
     def test_sold_out(self) -> None:
         with pytest.raises(FailedPrecondition) as caught:
-            domain.explain_refusal(evento(entradas_disponibles=1), ReservaRequest("e1", "r1", 2), None, False)
+            domain.explain_refusal(stock(disponibles=1), ReservaRequest("e1", "r1", 2), None, False)
         assert caught.value.reason == "SOLD_OUT"
         assert caught.value.metadata["disponibles"] == "1"
+        assert caught.value.metadata["inventario_version"] == "7"
 
     def test_same_request_again_is_idempotent(self) -> None:
         held = Allocation("r1", 2, ("A-2", "A-1"))
-        assert domain.explain_refusal(seated(("A-3",)), ReservaRequest("e1", "r1", 2, ("A-1", "A-2")), held, False)
+        assert domain.explain_refusal(seated_stock(("A-3",)), ReservaRequest("e1", "r1", 2, ("A-1", "A-2")), held, False)
 
     def test_other_request_with_same_reserva_id(self) -> None:
         with pytest.raises(FailedPrecondition) as caught:
-            domain.explain_refusal(evento(), ReservaRequest("e1", "r1", 3), Allocation("r1", 2), False)
+            domain.explain_refusal(stock(), ReservaRequest("e1", "r1", 3), Allocation("r1", 2), False)
         assert caught.value.reason == "RESERVA_MISMATCH"
 
     def test_released_reserva_id(self) -> None:
         with pytest.raises(FailedPrecondition) as caught:
-            domain.explain_refusal(evento(), ReservaRequest("e1", "r1", 1), None, True)
+            domain.explain_refusal(stock(), ReservaRequest("e1", "r1", 1), None, True)
         assert caught.value.reason == "RESERVA_RELEASED"
 
     def test_seat_taken_names_the_seats(self) -> None:
         with pytest.raises(FailedPrecondition) as caught:
-            domain.explain_refusal(seated(("A-1", "A-3")), ReservaRequest("e1", "r1", 2, ("A-1", "A-2")), None, False)
+            domain.explain_refusal(
+                seated_stock(("A-1", "A-3")), ReservaRequest("e1", "r1", 2, ("A-1", "A-2")), None, False
+            )
         assert caught.value.reason == "SEAT_TAKEN"
         assert caught.value.metadata["asientos"] == "A-2"
+        assert (caught.value.metadata["disponibles"], caught.value.metadata["inventario_version"]) == ("2", "7")
 
     def test_unknown_seat(self) -> None:
         with pytest.raises(InvalidArgument) as caught:
-            domain.explain_refusal(seated(), ReservaRequest("e1", "r1", 1, ("Z-9",)), None, False)
+            domain.explain_refusal(seated_stock(), ReservaRequest("e1", "r1", 1, ("Z-9",)), None, False)
         assert caught.value.reason == "UNKNOWN_SEAT"
 
     def test_seats_required_for_seated_and_refused_for_unseated(self) -> None:
         with pytest.raises(InvalidArgument):
-            domain.explain_refusal(seated(), ReservaRequest("e1", "r1", 1), None, False)
+            domain.explain_refusal(seated_stock(), ReservaRequest("e1", "r1", 1), None, False)
         with pytest.raises(InvalidArgument):
-            domain.explain_refusal(evento(), ReservaRequest("e1", "r1", 1, ("A-1",)), None, False)
+            domain.explain_refusal(stock(), ReservaRequest("e1", "r1", 1, ("A-1",)), None, False)
 
     def test_nothing_wrong_any_more_means_retry(self) -> None:
-        assert domain.explain_refusal(evento(), ReservaRequest("e1", "r1", 1), None, False) is False
+        assert domain.explain_refusal(stock(), ReservaRequest("e1", "r1", 1), None, False) is False
 
 
 def test_seat_map_order() -> None:
     assert domain.in_seat_map_order(("A-1", "A-2", "B-1"), ["B-1", "A-1"]) == ("A-1", "B-1")
+
+
+class TestReadMask:
+    def test_empty_means_every_field(self) -> None:
+        assert domain.validate_read_mask([]) == domain.READABLE_FIELDS
+
+    def test_fields_in_proto_order(self) -> None:
+        assert domain.validate_read_mask(["con_asientos", "precio", "fecha"]) == ("fecha", "precio", "con_asientos")
+
+    @pytest.mark.parametrize("path", ["color", "", "reservas", "asientos.0"])
+    def test_unknown_paths(self, path: str) -> None:
+        with pytest.raises(InvalidArgument) as caught:
+            domain.validate_read_mask(["fecha", path])
+        assert caught.value.reason == "INVALID_READ_MASK"
+        assert caught.value.metadata == {"field": "read_mask", "path": path}
+
+
+def test_seated_is_known_without_the_seats() -> None:
+    assert evento(con_asientos=True).seated
+    assert seated().seated and not evento().seated

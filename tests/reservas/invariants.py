@@ -1,7 +1,8 @@
 """The four invariants of DESIGN.md, checked by reading the three databases and the ledger directly.
 
-Nothing here goes through a service: usuarios' `usuarios`, eventos' `eventos` and reservas'
-`reserva_eventos` (replayed into aggregates) and `pagos` (the ledger) are read as stored.
+Nothing here goes through a service: usuarios' `usuarios`, eventos' `eventos` and `inventario`
+(seats and allocations, see eventos/repository.py) and reservas' `reserva_eventos` (replayed into
+aggregates) and `pagos` (the ledger) are read as stored.
 
 1. per event: entradas_disponibles + tickets of CONFIRMADA reservations + tickets held by
    PENDIENTE ones = aforo_total, and 0 <= entradas_disponibles <= aforo_total;
@@ -78,12 +79,20 @@ async def find_violations(
             if not r.settled:
                 bad(f"reservation {r.id} has not settled: {r.estado}{' (cancelling)' if r.cancelando else ''}")
 
-    # 1 and 2: inventory, from eventos' own documents.
+    # 1 and 2: inventory, from eventos' own documents: the active allocations and the seats' holders.
+    active: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    async for a in mongo[eventos_db]["inventario"].find({"tipo": "reserva", "liberada": False}):
+        if a["reserva_id"] in active[a["evento_id"]]:
+            bad(f"evento {a['evento_id']}: reservation {a['reserva_id']} has two allocations")
+        active[a["evento_id"]][a["reserva_id"]] = a
+    holders: defaultdict[str, dict[str, str | None]] = defaultdict(dict)
+    async for seat in mongo[eventos_db]["inventario"].find({"tipo": "asiento"}):
+        holders[seat["evento_id"]][seat["asiento"]] = seat["reserva_id"]
     async for evento in mongo[eventos_db]["eventos"].find({}):
         eid, aforo, disponibles = evento["_id"], evento["aforo_total"], evento["entradas_disponibles"]
         if not 0 <= disponibles <= aforo:
             bad(f"evento {eid}: entradas_disponibles {disponibles} outside 0..{aforo}")
-        allocations: dict[str, dict[str, Any]] = {a["reserva_id"]: a for a in evento.get("reservas") or []}
+        allocations = active[eid]
         confirmed = [r for r in reservas.values() if r.evento_id == eid and sold(r)]
         for r in confirmed:
             held = allocations.get(r.id)
@@ -108,8 +117,12 @@ async def find_violations(
         if twice:
             bad(f"evento {eid}: seats sold twice: {twice}")
         taken = Counter(seat for a in allocations.values() for seat in a.get("asientos") or [])
-        if any(n > 1 for n in taken.values()) or set(taken) & set(evento.get("asientos_disponibles") or []):
+        available = {seat for seat, holder in holders[eid].items() if holder is None}
+        if any(n > 1 for n in taken.values()) or set(taken) & available:
             bad(f"evento {eid}: a seat is taken twice, or taken and available: {dict(taken)}")
+        held = {seat: holder for seat, holder in holders[eid].items() if holder is not None}
+        if held != {seat: rid for rid, a in allocations.items() for seat in a.get("asientos") or []}:
+            bad(f"evento {eid}: the seats' holders {held} are not the allocations' seats")
 
     # 3: purchase histories, from usuarios' documents.
     recorded: Counter[tuple[str, str]] = Counter()

@@ -68,10 +68,12 @@ class FakeEventos(eventos_pb2_grpc.EventosServiceServicer):
         return await self.script.play(request, context, eventos_pb2.Evento(id=request.id, nombre="Concierto"))
 
     async def ReservarEntradas(self, request, context):  # noqa: ANN001, ANN201, N802
-        return await self.script.play(request, context, eventos_pb2.Evento(id=request.evento_id))
+        reply = eventos_pb2.ReservarEntradasResponse(evento_id=request.evento_id, reserva_id=request.reserva_id)
+        return await self.script.play(request, context, reply)
 
     async def LiberarEntradas(self, request, context):  # noqa: ANN001, ANN201, N802
-        return await self.script.play(request, context, eventos_pb2.Evento(id=request.evento_id))
+        reply = eventos_pb2.LiberarEntradasResponse(evento_id=request.evento_id, reserva_id=request.reserva_id)
+        return await self.script.play(request, context, reply)
 
 
 @pytest.fixture
@@ -206,18 +208,20 @@ async def test_requests_carry_the_arguments(fake: tuple[Script, grpc.aio.Channel
     script, channel = fake
     eventos = EventosClient(channel)
     usuarios = UsuariosClient(channel)
-    evento = await eventos.reservar_entradas("e1", "r1", 2, ("A1", "A2"))
-    assert evento.id == "e1"
+    taken = await eventos.reservar_entradas("e1", "r1", 2, ("A1", "A2"))
+    assert (taken.evento_id, taken.reserva_id) == ("e1", "r1")
     await eventos.liberar_entradas("e1", "r1")
     assert (await eventos.get_evento("e2")).nombre == "Concierto"
     await usuarios.registrar_compra("u1", "r1")
     await usuarios.anular_compra("u1", "r1")
-    reservar, liberar, get, registrar, anular = script.requests
+    await eventos.get_evento("e3", ["fecha", "con_asientos"])
+    reservar, liberar, get, registrar, anular, masked = script.requests
     assert (reservar.evento_id, reservar.reserva_id, reservar.cantidad, list(reservar.asientos)) == (
         "e1", "r1", 2, ["A1", "A2"],
     )  # fmt: skip
     assert (liberar.evento_id, liberar.reserva_id) == ("e1", "r1")
-    assert get.id == "e2"
+    assert (get.id, list(get.read_mask.paths)) == ("e2", [])
+    assert (masked.id, list(masked.read_mask.paths)) == ("e3", ["fecha", "con_asientos"])
     assert (registrar.usuario_id, registrar.reserva_id) == ("u1", "r1")
     assert (anular.usuario_id, anular.reserva_id) == ("u1", "r1")
 
@@ -274,14 +278,19 @@ async def test_eventos_client_against_the_real_service(
             eventos_pb2.CreateEventoRequest(evento=nuevo)
         )
         client = EventosClient(channel)
-        evento = await client.reservar_entradas(creado.id, "r1", 1, ["A1"])
-        assert list(evento.asientos_disponibles) == ["A2"]
+        taken = await client.reservar_entradas(creado.id, "r1", 1, ["A1"])
+        assert (taken.cantidad, list(taken.asientos), taken.entradas_disponibles) == (1, ["A1"], 1)
+        assert list((await client.get_evento(creado.id)).asientos_disponibles) == ["A2"]
         with pytest.raises(FailedPrecondition) as raised:
             await client.reservar_entradas(creado.id, "r2", 1, ["A1"])
         assert raised.value.reason == "SEAT_TAKEN"
-        evento = await client.liberar_entradas(creado.id, "r1")
-        assert list(evento.asientos_disponibles) == ["A1", "A2"]
+        assert raised.value.metadata["inventario_version"] == str(taken.inventario_version)
+        given = await client.liberar_entradas(creado.id, "r1")
+        assert (given.cantidad, given.inventario_version) == (1, taken.inventario_version + 1)
+        assert list((await client.get_evento(creado.id)).asientos_disponibles) == ["A1", "A2"]
         assert (await client.get_evento(creado.id)).entradas_disponibles == 2
+        masked = await client.get_evento(creado.id, ["entradas_disponibles", "con_asientos"])
+        assert masked == eventos_pb2.Evento(entradas_disponibles=2, con_asientos=True)
         with pytest.raises(NotFound) as raised:
             await client.get_evento("no-such-evento")
         assert raised.value.reason == "EVENTO_NOT_FOUND"

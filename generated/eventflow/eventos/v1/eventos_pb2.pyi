@@ -36,6 +36,8 @@ class Evento(_message.Message):
     MONEDA_FIELD_NUMBER: _builtins.int
     ASIENTOS_FIELD_NUMBER: _builtins.int
     ASIENTOS_DISPONIBLES_FIELD_NUMBER: _builtins.int
+    INVENTARIO_VERSION_FIELD_NUMBER: _builtins.int
+    CON_ASIENTOS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-generated identifier. Output only."""
     nombre: _builtins.str
@@ -50,6 +52,15 @@ class Evento(_message.Message):
     """Price of one ticket in minor units of `moneda` (cents): 0 or more."""
     moneda: _builtins.str
     """ISO 4217 currency code, three upper-case letters; empty means UYU."""
+    inventario_version: _builtins.int
+    """Incremented by every change of the event's inventory (a take, a give-back, a
+    change of aforo_total): of two answers about this event, the one with the
+    higher version is the newer. Output only.
+    """
+    con_asientos: _builtins.bool
+    """Whether the event has a seat map, also when `asientos` is left out of a
+    GetEvento's read_mask. Output only.
+    """
     @_builtins.property
     def fecha(self) -> _timestamp_pb2.Timestamp:
         """When the event happens (RFC 3339 in JSON, for example "2027-03-14T21:00:00Z")."""
@@ -77,10 +88,12 @@ class Evento(_message.Message):
         moneda: _builtins.str = ...,
         asientos: _abc.Iterable[_builtins.str] | None = ...,
         asientos_disponibles: _abc.Iterable[_builtins.str] | None = ...,
+        inventario_version: _builtins.int = ...,
+        con_asientos: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fecha", b"fecha"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aforo_total", b"aforo_total", "asientos", b"asientos", "asientos_disponibles", b"asientos_disponibles", "entradas_disponibles", b"entradas_disponibles", "fecha", b"fecha", "id", b"id", "lugar", b"lugar", "moneda", b"moneda", "nombre", b"nombre", "precio", b"precio"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aforo_total", b"aforo_total", "asientos", b"asientos", "asientos_disponibles", b"asientos_disponibles", "con_asientos", b"con_asientos", "entradas_disponibles", b"entradas_disponibles", "fecha", b"fecha", "id", b"id", "inventario_version", b"inventario_version", "lugar", b"lugar", "moneda", b"moneda", "nombre", b"nombre", "precio", b"precio"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -113,16 +126,26 @@ class GetEventoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    READ_MASK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The event's id."""
+    @_builtins.property
+    def read_mask(self) -> _field_mask_pb2.FieldMask:
+        """The Evento fields to return (AIP-157 partial response), for example
+        "fecha,precio,moneda,con_asientos"; empty means all of them. Leaving out
+        `asientos` and `asientos_disponibles` keeps the answer small for a big seat map.
+        Naming a field Evento does not have is INVALID_ARGUMENT (INVALID_READ_MASK).
+        """
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        read_mask: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "read_mask", b"read_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -299,3 +322,93 @@ class LiberarEntradasRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LiberarEntradasRequest: _TypeAlias = LiberarEntradasRequest  # noqa: Y015
+
+@_typing.final
+class ReservarEntradasResponse(_message.Message):
+    """What a ReservarEntradas took: this reservation's tickets, not the whole event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTO_ID_FIELD_NUMBER: _builtins.int
+    RESERVA_ID_FIELD_NUMBER: _builtins.int
+    CANTIDAD_FIELD_NUMBER: _builtins.int
+    ASIENTOS_FIELD_NUMBER: _builtins.int
+    ENTRADAS_DISPONIBLES_FIELD_NUMBER: _builtins.int
+    INVENTARIO_VERSION_FIELD_NUMBER: _builtins.int
+    evento_id: _builtins.str
+    """The event."""
+    reserva_id: _builtins.str
+    """The reservation that holds the tickets."""
+    cantidad: _builtins.int
+    """How many tickets it holds."""
+    entradas_disponibles: _builtins.int
+    """Tickets of the event still on sale when this was answered."""
+    inventario_version: _builtins.int
+    """The event's `inventario_version` when this was answered: of two answers about
+    the event, the higher version is the newer.
+    """
+    @_builtins.property
+    def asientos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The seats it holds, for a seated event (in the order first requested)."""
+
+    def __init__(
+        self,
+        *,
+        evento_id: _builtins.str = ...,
+        reserva_id: _builtins.str = ...,
+        cantidad: _builtins.int = ...,
+        asientos: _abc.Iterable[_builtins.str] | None = ...,
+        entradas_disponibles: _builtins.int = ...,
+        inventario_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asientos", b"asientos", "cantidad", b"cantidad", "entradas_disponibles", b"entradas_disponibles", "evento_id", b"evento_id", "inventario_version", b"inventario_version", "reserva_id", b"reserva_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReservarEntradasResponse: _TypeAlias = ReservarEntradasResponse  # noqa: Y015
+
+@_typing.final
+class LiberarEntradasResponse(_message.Message):
+    """What a LiberarEntradas gave back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTO_ID_FIELD_NUMBER: _builtins.int
+    RESERVA_ID_FIELD_NUMBER: _builtins.int
+    CANTIDAD_FIELD_NUMBER: _builtins.int
+    ASIENTOS_FIELD_NUMBER: _builtins.int
+    ENTRADAS_DISPONIBLES_FIELD_NUMBER: _builtins.int
+    INVENTARIO_VERSION_FIELD_NUMBER: _builtins.int
+    evento_id: _builtins.str
+    """The event."""
+    reserva_id: _builtins.str
+    """The reservation whose tickets were given back."""
+    cantidad: _builtins.int
+    """How many tickets it gave back: 0 when it held nothing."""
+    entradas_disponibles: _builtins.int
+    """Tickets of the event still on sale when this was answered."""
+    inventario_version: _builtins.int
+    """The event's `inventario_version` when this was answered."""
+    @_builtins.property
+    def asientos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The seats it gave back, for a seated event."""
+
+    def __init__(
+        self,
+        *,
+        evento_id: _builtins.str = ...,
+        reserva_id: _builtins.str = ...,
+        cantidad: _builtins.int = ...,
+        asientos: _abc.Iterable[_builtins.str] | None = ...,
+        entradas_disponibles: _builtins.int = ...,
+        inventario_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asientos", b"asientos", "cantidad", b"cantidad", "entradas_disponibles", b"entradas_disponibles", "evento_id", b"evento_id", "inventario_version", b"inventario_version", "reserva_id", b"reserva_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LiberarEntradasResponse: _TypeAlias = LiberarEntradasResponse  # noqa: Y015

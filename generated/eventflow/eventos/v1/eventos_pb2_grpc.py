@@ -66,12 +66,12 @@ class EventosServiceStub:
         self.ReservarEntradas = channel.unary_unary(
                 '/eventflow.eventos.v1.EventosService/ReservarEntradas',
                 request_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ReservarEntradasRequest.SerializeToString,
-                response_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.Evento.FromString,
+                response_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ReservarEntradasResponse.FromString,
                 _registered_method=True)
         self.LiberarEntradas = channel.unary_unary(
                 '/eventflow.eventos.v1.EventosService/LiberarEntradas',
                 request_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.LiberarEntradasRequest.SerializeToString,
-                response_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.Evento.FromString,
+                response_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.LiberarEntradasResponse.FromString,
                 _registered_method=True)
 
 
@@ -91,8 +91,9 @@ class EventosServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetEvento(self, request, context):
-        """Returns one event.
-        Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (no such event).
+        """Returns one event, or only the fields named in `read_mask`.
+        Errors: INVALID_ARGUMENT (empty id, reason VALIDATION_FAILED; `read_mask` names a
+        field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such event).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,6 +111,7 @@ class EventosServiceServicer:
     def UpdateEvento(self, request, context):
         """Updates the fields named in `update_mask` (nombre, fecha, lugar, aforo_total,
         precio, moneda); an empty mask updates all of them. The seat map cannot change.
+        A new aforo_total moves entradas_disponibles by as much and increments inventario_version.
         Errors: INVALID_ARGUMENT (a field breaks a rule, or the mask names an unknown or
         read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
         already sold, reason CAPACITY_BELOW_SOLD; or aforo_total of a seated event, reason SEATED_EVENT).
@@ -119,7 +121,7 @@ class EventosServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteEvento(self, request, context):
-        """Deletes an event.
+        """Deletes an event (and its seats), only while none of its tickets is sold or held.
         Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason HAS_SOLD_TICKETS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -129,20 +131,26 @@ class EventosServiceServicer:
     def ReservarEntradas(self, request, context):
         """Takes `cantidad` tickets (or, for a seated event, exactly the named `asientos`)
         for the reservation `reserva_id`, in one atomic operation: all or nothing.
-        Idempotent per reserva_id: a retry takes nothing more and answers the same.
-        Errors: INVALID_ARGUMENT (cantidad < 1, seats missing, repeated, unknown, or
-        given for an unseated event), NOT_FOUND (no such event), FAILED_PRECONDITION
-        (not enough tickets, reason SOLD_OUT; a named seat is taken, reason SEAT_TAKEN
-        with the seats in the metadata; reserva_id already used with other tickets,
-        reason RESERVA_MISMATCH).
+        Idempotent per reserva_id: a retry takes nothing more and answers what that
+        reserva_id holds. Every take increments the event's `inventario_version`.
+        Errors: INVALID_ARGUMENT (cantidad < 1, seats missing, repeated, given for an
+        unseated event, reason VALIDATION_FAILED; a seat not in the seat map, reason
+        UNKNOWN_SEAT), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND),
+        FAILED_PRECONDITION (not enough tickets, reason SOLD_OUT; a named seat is
+        taken, reason SEAT_TAKEN, with the taken seats in the metadata's `asientos`;
+        both carry `disponibles` and `inventario_version` in the metadata; reserva_id
+        already used with other tickets, reason RESERVA_MISMATCH; reserva_id already
+        gave its tickets back, reason RESERVA_RELEASED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def LiberarEntradas(self, request, context):
-        """Gives back exactly what `reserva_id` took, once. An unknown reserva_id, or
-        one already released, is a no-op that answers the event.
+        """Gives back exactly what `reserva_id` took, once, and spends the reserva_id: a
+        later ReservarEntradas of it takes nothing (RESERVA_RELEASED). A repeat answers
+        what was given back; an unknown reserva_id gives back nothing (cantidad 0).
+        Giving tickets back increments the event's `inventario_version`.
         Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such event).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -180,12 +188,12 @@ def add_EventosServiceServicer_to_server(servicer, server):
             'ReservarEntradas': grpc.unary_unary_rpc_method_handler(
                     servicer.ReservarEntradas,
                     request_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ReservarEntradasRequest.FromString,
-                    response_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.Evento.SerializeToString,
+                    response_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ReservarEntradasResponse.SerializeToString,
             ),
             'LiberarEntradas': grpc.unary_unary_rpc_method_handler(
                     servicer.LiberarEntradas,
                     request_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.LiberarEntradasRequest.FromString,
-                    response_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.Evento.SerializeToString,
+                    response_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.LiberarEntradasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,7 +360,7 @@ class EventosService:
             target,
             '/eventflow.eventos.v1.EventosService/ReservarEntradas',
             eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ReservarEntradasRequest.SerializeToString,
-            eventflow_dot_eventos_dot_v1_dot_eventos__pb2.Evento.FromString,
+            eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ReservarEntradasResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -379,7 +387,7 @@ class EventosService:
             target,
             '/eventflow.eventos.v1.EventosService/LiberarEntradas',
             eventflow_dot_eventos_dot_v1_dot_eventos__pb2.LiberarEntradasRequest.SerializeToString,
-            eventflow_dot_eventos_dot_v1_dot_eventos__pb2.Evento.FromString,
+            eventflow_dot_eventos_dot_v1_dot_eventos__pb2.LiberarEntradasResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,8 +43,9 @@ class EventosServiceStub:
     Errors: INVALID_ARGUMENT (a field breaks a rule; the message names it).
     """
     GetEvento: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.GetEventoRequest, _eventos_pb2.Evento]
-    """Returns one event.
-    Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (no such event).
+    """Returns one event, or only the fields named in `read_mask`.
+    Errors: INVALID_ARGUMENT (empty id, reason VALIDATION_FAILED; `read_mask` names a
+    field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such event).
     """
     ListEventos: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.ListEventosRequest, _eventos_pb2.ListEventosResponse]
     """Lists events ordered by `fecha` (earliest first), optionally only those at
@@ -54,27 +55,34 @@ class EventosServiceStub:
     UpdateEvento: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.UpdateEventoRequest, _eventos_pb2.Evento]
     """Updates the fields named in `update_mask` (nombre, fecha, lugar, aforo_total,
     precio, moneda); an empty mask updates all of them. The seat map cannot change.
+    A new aforo_total moves entradas_disponibles by as much and increments inventario_version.
     Errors: INVALID_ARGUMENT (a field breaks a rule, or the mask names an unknown or
     read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
     already sold, reason CAPACITY_BELOW_SOLD; or aforo_total of a seated event, reason SEATED_EVENT).
     """
     DeleteEvento: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.DeleteEventoRequest, _empty_pb2.Empty]
-    """Deletes an event.
+    """Deletes an event (and its seats), only while none of its tickets is sold or held.
     Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason HAS_SOLD_TICKETS).
     """
-    ReservarEntradas: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.ReservarEntradasRequest, _eventos_pb2.Evento]
+    ReservarEntradas: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.ReservarEntradasRequest, _eventos_pb2.ReservarEntradasResponse]
     """Takes `cantidad` tickets (or, for a seated event, exactly the named `asientos`)
     for the reservation `reserva_id`, in one atomic operation: all or nothing.
-    Idempotent per reserva_id: a retry takes nothing more and answers the same.
-    Errors: INVALID_ARGUMENT (cantidad < 1, seats missing, repeated, unknown, or
-    given for an unseated event), NOT_FOUND (no such event), FAILED_PRECONDITION
-    (not enough tickets, reason SOLD_OUT; a named seat is taken, reason SEAT_TAKEN
-    with the seats in the metadata; reserva_id already used with other tickets,
-    reason RESERVA_MISMATCH).
+    Idempotent per reserva_id: a retry takes nothing more and answers what that
+    reserva_id holds. Every take increments the event's `inventario_version`.
+    Errors: INVALID_ARGUMENT (cantidad < 1, seats missing, repeated, given for an
+    unseated event, reason VALIDATION_FAILED; a seat not in the seat map, reason
+    UNKNOWN_SEAT), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND),
+    FAILED_PRECONDITION (not enough tickets, reason SOLD_OUT; a named seat is
+    taken, reason SEAT_TAKEN, with the taken seats in the metadata's `asientos`;
+    both carry `disponibles` and `inventario_version` in the metadata; reserva_id
+    already used with other tickets, reason RESERVA_MISMATCH; reserva_id already
+    gave its tickets back, reason RESERVA_RELEASED).
     """
-    LiberarEntradas: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.LiberarEntradasRequest, _eventos_pb2.Evento]
-    """Gives back exactly what `reserva_id` took, once. An unknown reserva_id, or
-    one already released, is a no-op that answers the event.
+    LiberarEntradas: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.LiberarEntradasRequest, _eventos_pb2.LiberarEntradasResponse]
+    """Gives back exactly what `reserva_id` took, once, and spends the reserva_id: a
+    later ReservarEntradas of it takes nothing (RESERVA_RELEASED). A repeat answers
+    what was given back; an unknown reserva_id gives back nothing (cantidad 0).
+    Giving tickets back increments the event's `inventario_version`.
     Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such event).
     """
 
@@ -92,8 +100,9 @@ class EventosServiceAsyncStub(EventosServiceStub):
     Errors: INVALID_ARGUMENT (a field breaks a rule; the message names it).
     """
     GetEvento: _aio.UnaryUnaryMultiCallable[_eventos_pb2.GetEventoRequest, _eventos_pb2.Evento]  # type: ignore[assignment]
-    """Returns one event.
-    Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (no such event).
+    """Returns one event, or only the fields named in `read_mask`.
+    Errors: INVALID_ARGUMENT (empty id, reason VALIDATION_FAILED; `read_mask` names a
+    field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such event).
     """
     ListEventos: _aio.UnaryUnaryMultiCallable[_eventos_pb2.ListEventosRequest, _eventos_pb2.ListEventosResponse]  # type: ignore[assignment]
     """Lists events ordered by `fecha` (earliest first), optionally only those at
@@ -103,27 +112,34 @@ class EventosServiceAsyncStub(EventosServiceStub):
     UpdateEvento: _aio.UnaryUnaryMultiCallable[_eventos_pb2.UpdateEventoRequest, _eventos_pb2.Evento]  # type: ignore[assignment]
     """Updates the fields named in `update_mask` (nombre, fecha, lugar, aforo_total,
     precio, moneda); an empty mask updates all of them. The seat map cannot change.
+    A new aforo_total moves entradas_disponibles by as much and increments inventario_version.
     Errors: INVALID_ARGUMENT (a field breaks a rule, or the mask names an unknown or
     read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
     already sold, reason CAPACITY_BELOW_SOLD; or aforo_total of a seated event, reason SEATED_EVENT).
     """
     DeleteEvento: _aio.UnaryUnaryMultiCallable[_eventos_pb2.DeleteEventoRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Deletes an event.
+    """Deletes an event (and its seats), only while none of its tickets is sold or held.
     Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason HAS_SOLD_TICKETS).
     """
-    ReservarEntradas: _aio.UnaryUnaryMultiCallable[_eventos_pb2.ReservarEntradasRequest, _eventos_pb2.Evento]  # type: ignore[assignment]
+    ReservarEntradas: _aio.UnaryUnaryMultiCallable[_eventos_pb2.ReservarEntradasRequest, _eventos_pb2.ReservarEntradasResponse]  # type: ignore[assignment]
     """Takes `cantidad` tickets (or, for a seated event, exactly the named `asientos`)
     for the reservation `reserva_id`, in one atomic operation: all or nothing.
-    Idempotent per reserva_id: a retry takes nothing more and answers the same.
-    Errors: INVALID_ARGUMENT (cantidad < 1, seats missing, repeated, unknown, or
-    given for an unseated event), NOT_FOUND (no such event), FAILED_PRECONDITION
-    (not enough tickets, reason SOLD_OUT; a named seat is taken, reason SEAT_TAKEN
-    with the seats in the metadata; reserva_id already used with other tickets,
-    reason RESERVA_MISMATCH).
+    Idempotent per reserva_id: a retry takes nothing more and answers what that
+    reserva_id holds. Every take increments the event's `inventario_version`.
+    Errors: INVALID_ARGUMENT (cantidad < 1, seats missing, repeated, given for an
+    unseated event, reason VALIDATION_FAILED; a seat not in the seat map, reason
+    UNKNOWN_SEAT), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND),
+    FAILED_PRECONDITION (not enough tickets, reason SOLD_OUT; a named seat is
+    taken, reason SEAT_TAKEN, with the taken seats in the metadata's `asientos`;
+    both carry `disponibles` and `inventario_version` in the metadata; reserva_id
+    already used with other tickets, reason RESERVA_MISMATCH; reserva_id already
+    gave its tickets back, reason RESERVA_RELEASED).
     """
-    LiberarEntradas: _aio.UnaryUnaryMultiCallable[_eventos_pb2.LiberarEntradasRequest, _eventos_pb2.Evento]  # type: ignore[assignment]
-    """Gives back exactly what `reserva_id` took, once. An unknown reserva_id, or
-    one already released, is a no-op that answers the event.
+    LiberarEntradas: _aio.UnaryUnaryMultiCallable[_eventos_pb2.LiberarEntradasRequest, _eventos_pb2.LiberarEntradasResponse]  # type: ignore[assignment]
+    """Gives back exactly what `reserva_id` took, once, and spends the reserva_id: a
+    later ReservarEntradas of it takes nothing (RESERVA_RELEASED). A repeat answers
+    what was given back; an unknown reserva_id gives back nothing (cantidad 0).
+    Giving tickets back increments the event's `inventario_version`.
     Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such event).
     """
 
@@ -150,8 +166,9 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _eventos_pb2.GetEventoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_eventos_pb2.Evento, _abc.Awaitable[_eventos_pb2.Evento]]:
-        """Returns one event.
-        Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (no such event).
+        """Returns one event, or only the fields named in `read_mask`.
+        Errors: INVALID_ARGUMENT (empty id, reason VALIDATION_FAILED; `read_mask` names a
+        field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such event).
         """
 
     @_abc_1.abstractmethod
@@ -173,6 +190,7 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_eventos_pb2.Evento, _abc.Awaitable[_eventos_pb2.Evento]]:
         """Updates the fields named in `update_mask` (nombre, fecha, lugar, aforo_total,
         precio, moneda); an empty mask updates all of them. The seat map cannot change.
+        A new aforo_total moves entradas_disponibles by as much and increments inventario_version.
         Errors: INVALID_ARGUMENT (a field breaks a rule, or the mask names an unknown or
         read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
         already sold, reason CAPACITY_BELOW_SOLD; or aforo_total of a seated event, reason SEATED_EVENT).
@@ -184,7 +202,7 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _eventos_pb2.DeleteEventoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Deletes an event.
+        """Deletes an event (and its seats), only while none of its tickets is sold or held.
         Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason HAS_SOLD_TICKETS).
         """
 
@@ -193,15 +211,19 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _eventos_pb2.ReservarEntradasRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_eventos_pb2.Evento, _abc.Awaitable[_eventos_pb2.Evento]]:
+    ) -> _typing.Union[_eventos_pb2.ReservarEntradasResponse, _abc.Awaitable[_eventos_pb2.ReservarEntradasResponse]]:
         """Takes `cantidad` tickets (or, for a seated event, exactly the named `asientos`)
         for the reservation `reserva_id`, in one atomic operation: all or nothing.
-        Idempotent per reserva_id: a retry takes nothing more and answers the same.
-        Errors: INVALID_ARGUMENT (cantidad < 1, seats missing, repeated, unknown, or
-        given for an unseated event), NOT_FOUND (no such event), FAILED_PRECONDITION
-        (not enough tickets, reason SOLD_OUT; a named seat is taken, reason SEAT_TAKEN
-        with the seats in the metadata; reserva_id already used with other tickets,
-        reason RESERVA_MISMATCH).
+        Idempotent per reserva_id: a retry takes nothing more and answers what that
+        reserva_id holds. Every take increments the event's `inventario_version`.
+        Errors: INVALID_ARGUMENT (cantidad < 1, seats missing, repeated, given for an
+        unseated event, reason VALIDATION_FAILED; a seat not in the seat map, reason
+        UNKNOWN_SEAT), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND),
+        FAILED_PRECONDITION (not enough tickets, reason SOLD_OUT; a named seat is
+        taken, reason SEAT_TAKEN, with the taken seats in the metadata's `asientos`;
+        both carry `disponibles` and `inventario_version` in the metadata; reserva_id
+        already used with other tickets, reason RESERVA_MISMATCH; reserva_id already
+        gave its tickets back, reason RESERVA_RELEASED).
         """
 
     @_abc_1.abstractmethod
@@ -209,9 +231,11 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _eventos_pb2.LiberarEntradasRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_eventos_pb2.Evento, _abc.Awaitable[_eventos_pb2.Evento]]:
-        """Gives back exactly what `reserva_id` took, once. An unknown reserva_id, or
-        one already released, is a no-op that answers the event.
+    ) -> _typing.Union[_eventos_pb2.LiberarEntradasResponse, _abc.Awaitable[_eventos_pb2.LiberarEntradasResponse]]:
+        """Gives back exactly what `reserva_id` took, once, and spends the reserva_id: a
+        later ReservarEntradas of it takes nothing (RESERVA_RELEASED). A repeat answers
+        what was given back; an unknown reserva_id gives back nothing (cantidad 0).
+        Giving tickets back increments the event's `inventario_version`.
         Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such event).
         """
 

@@ -5,7 +5,9 @@ RESERVAS_PORT (50053), GRPC_BIND_HOST ("[::]"), MONGODB_URI, RESERVAS_MONGODB_DA
 EVENTOS_ADDR ("localhost:50052"), EVENTFLOW_HOLD_TTL_SECONDS (600), EVENTFLOW_PAYMENT_SLOW_SECONDS (3),
 EVENTFLOW_PAYMENT_TIMEOUT_SECONDS (2), EVENTFLOW_RECOVERY_INTERVAL_SECONDS (2), EVENTFLOW_LEASE_SECONDS (15),
 EVENTFLOW_CALL_TIMEOUT_SECONDS (2: deadline of each call to usuarios/eventos), EVENTFLOW_RESERVAR_WAIT_SECONDS
-(30: how long Reservar/CancelarReserva wait for the saga when the caller sets no deadline).
+(30: how long Reservar/CancelarReserva wait for the saga when the caller sets no deadline),
+EVENTFLOW_GATE_REFRESH_SECONDS (2: how often the admission gate re-reads an event's inventory from eventos,
+so changes made outside the saga reach it).
 EVENTFLOW_PROJECTOR (embedded: the read models' projector runs in this process; off: it runs elsewhere,
 as `eventflow projector`). EVENTFLOW_FAULT (fault injection) is read by reservas.faults itself.
 """
@@ -33,6 +35,7 @@ class Config:
     lease_seconds: float = 15.0
     call_timeout_seconds: float = 2.0
     reservar_wait_seconds: float = 30.0
+    gate_refresh_seconds: float = 2.0
     projector: str = "embedded"
 
     def __post_init__(self) -> None:
@@ -60,6 +63,7 @@ class Config:
             "lease_seconds": "EVENTFLOW_LEASE_SECONDS",
             "call_timeout_seconds": "EVENTFLOW_CALL_TIMEOUT_SECONDS",
             "reservar_wait_seconds": "EVENTFLOW_RESERVAR_WAIT_SECONDS",
+            "gate_refresh_seconds": "EVENTFLOW_GATE_REFRESH_SECONDS",
             "projector": "EVENTFLOW_PROJECTOR",
         }
         values: dict[str, object] = {}

@@ -60,7 +60,7 @@ async def create_app(config: Config) -> GrpcApp:
         config.redis_url, socket_connect_timeout=2, socket_timeout=2, max_connections=1024
     )
     gate_redis = gate_client(config.redis_url)  # short timeouts: without an answer, no gate
-    gate = AdmissionGate(gate_redis)
+    gate = AdmissionGate(gate_redis, refresh_seconds=config.gate_refresh_seconds)
     usuarios_channel = grpc.aio.insecure_channel(config.usuarios_addr, options=CHANNEL_OPTIONS)
     eventos_channel = grpc.aio.insecure_channel(config.eventos_addr, options=CHANNEL_OPTIONS)
 

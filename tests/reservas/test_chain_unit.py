@@ -95,10 +95,11 @@ class FakeEventos:
         fecha = timestamp_pb2.Timestamp()
         fecha.FromDatetime(FUTURE)
         self.evento = eventos_pb2.Evento(
-            id="e1", fecha=fecha, aforo_total=10, precio=1500, moneda="UYU", asientos=list(asientos)
+            id="e1", fecha=fecha, aforo_total=10, precio=1500, moneda="UYU", asientos=list(asientos),
+            con_asientos=bool(asientos),
         )
 
-    async def get_evento(self, evento_id: str) -> eventos_pb2.Evento:
+    async def get_evento(self, evento_id: str, fields: Sequence[str] = ()) -> eventos_pb2.Evento:
         self.calls.append("GetEvento")
         self.failures.check("GetEvento")
         return self.evento

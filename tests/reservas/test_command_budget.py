@@ -3,8 +3,9 @@
 Every command the three services send for one Reservar is counted with pymongo's command
 monitoring (the services run in this process, each on its own database, so a command's database
 says whose it is). Background work is switched off so the count is exact and repeatable: the
-read-model projector runs elsewhere (EVENTFLOW_PROJECTOR=off) and recovery waits an hour
-between rounds. What a purchase costs at load, background included, is printed by `make bench`.
+read-model projector runs elsewhere (EVENTFLOW_PROJECTOR=off), recovery waits an hour between
+rounds, and so does the admission gate's re-read of the event (one GetEvento per event every
+EVENTFLOW_GATE_REFRESH_SECONDS, shared by all the answers of that period). What a purchase costs at load, background included, is printed by `make bench`.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ monitoring.register(COUNTER)  # applies to the clients created after this (every
 async def quiet(world: World, start_app) -> World:  # type: ignore[no-untyped-def]
     from reservas.server import create_app as create_reservas
 
-    config = world.reservas_config(projector="off", recovery_interval_seconds=3600.0)
+    config = world.reservas_config(projector="off", recovery_interval_seconds=3600.0, gate_refresh_seconds=3600.0)
     world.reservas_address = await start_app(create_reservas(config))
     world.reservas = world.connect(world.reservas_address)
     return world
@@ -83,3 +84,19 @@ async def test_a_confirmed_purchase_stays_within_the_command_budget(quiet: World
     print(f"\nMongoDB commands of one confirmed purchase: {len(seen)}\n{COUNTER.table()}")
     assert reply[0].estado == CONFIRMADA  # type: ignore[attr-defined]
     assert len(seen) <= PURCHASE_BUDGET, COUNTER.table()
+
+
+async def test_a_sold_out_answer_costs_no_database_command(quiet: World) -> None:
+    usuario, evento = await quiet.usuario(), await quiet.evento(aforo=2)
+    assert (await quiet.reservar(quiet.request(usuario, evento.id, cantidad=2))).estado == CONFIRMADA
+
+    failures: list[object] = []
+
+    async def refused() -> None:
+        for _ in range(20):
+            failures.append(await quiet.fails(quiet.reservar(quiet.request(usuario, evento.id))))
+
+    seen = await count(quiet, refused)
+    print(f"\nMongoDB commands of 20 SOLD_OUT answers: {len(seen)}\n{COUNTER.table()}")
+    assert {f.reason for f in failures} == {"SOLD_OUT"}  # type: ignore[attr-defined]
+    assert seen == []

@@ -6,6 +6,7 @@ Every test ends with the DESIGN.md invariants checked on the stored data (the `w
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -14,6 +15,8 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from eventflow.eventos.v1 import eventos_pb2
 from eventflow.reservas.v1 import reservas_pb2
+from infra.server import GrpcApp
+from reservas.server import create_app as create_reservas
 
 HAPPY = [
     "ReservaSolicitada",
@@ -44,24 +47,48 @@ async def test_seated_purchase_takes_exactly_its_seats(stack: World) -> None:
     assert list((await stack.get_evento(evento.id)).asientos_disponibles) == ["A-2"]
 
 
-async def test_sold_out_fails_with_the_reservation_id_and_undoes_everything(stack: World) -> None:
+async def test_sold_out_is_answered_by_the_gate_with_nothing_recorded(stack: World) -> None:
     usuario, evento = await stack.usuario(), await stack.evento(aforo=2)
     failure = await stack.fails(stack.reservar(stack.request(usuario, evento.id, cantidad=3)))
     assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "SOLD_OUT")
-    reserva = await stack.get(failure.metadata["reserva_id"])
-    assert reserva.estado == FALLIDA and reserva.motivo
-    tipos = await stack.tipos(reserva.id)
-    assert tipos[-3:] == ["CompensacionIniciada", "EntradasLiberadas", "ReservaFallida"]
+    assert failure.metadata["disponibles"] == "2" and "reserva_id" not in failure.metadata
+    assert await stack.db("reservas")["reserva_eventos"].count_documents({}) == 0
+    assert await stack.db("reservas")["saga_leases"].count_documents({}) == 0
     assert (await stack.get_evento(evento.id)).entradas_disponibles == 2
 
 
+async def test_sold_out_in_eventos_fails_with_the_reservation_id_and_undoes_everything(
+    world: World, start_app: Callable[[Awaitable[GrpcApp]], Awaitable[str]]
+) -> None:
+    # A gate that refreshes rarely, so it still believes what the first purchase reported.
+    world.reservas = world.connect(await start_app(create_reservas(world.reservas_config(gate_refresh_seconds=600))))
+    usuario, evento = await world.usuario(), await world.evento(aforo=2)
+    assert (await world.reservar(world.request(usuario, evento.id))).estado == CONFIRMADA  # the gate: 1 left
+    # The last ticket is taken outside the saga: the gate does not know it until it refreshes.
+    outside = eventos_pb2.ReservarEntradasRequest(evento_id=evento.id, reserva_id="outside", cantidad=1)
+    await world.eventos.ReservarEntradas(outside, timeout=10)
+
+    failure = await world.fails(world.reservar(world.request(usuario, evento.id)))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "SOLD_OUT")
+    reserva = await world.get(failure.metadata["reserva_id"])
+    assert reserva.estado == FALLIDA and reserva.motivo
+    tipos = await world.tipos(reserva.id)
+    assert tipos[-3:] == ["CompensacionIniciada", "EntradasLiberadas", "ReservaFallida"]
+    assert (await world.get_evento(evento.id)).entradas_disponibles == 0
+    # eventos told the gate what is left: the next buyer is answered there, with nothing recorded.
+    again = await world.fails(world.reservar(world.request(usuario, evento.id)))
+    assert again.reason == "SOLD_OUT" and "reserva_id" not in again.metadata
+    liberar = eventos_pb2.LiberarEntradasRequest(evento_id=evento.id, reserva_id="outside")
+    await world.eventos.LiberarEntradas(liberar, timeout=10)  # the invariants count only reservations' tickets
+
+
 async def test_a_seat_sold_to_someone_else_is_seat_taken(stack: World) -> None:
-    evento = await stack.evento(asientos=["A-1", "A-2"])
+    evento = await stack.evento(asientos=["A-1", "A-2", "A-3"])
     first, second = await stack.usuarios_n(2)
     await stack.reservar(stack.request(first, evento.id, asientos=["A-1"]))
     failure = await stack.fails(stack.reservar(stack.request(second, evento.id, cantidad=2, asientos=["A-2", "A-1"])))
     assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "SEAT_TAKEN")
-    assert list((await stack.get_evento(evento.id)).asientos_disponibles) == ["A-2"]  # A-2 given back
+    assert list((await stack.get_evento(evento.id)).asientos_disponibles) == ["A-2", "A-3"]  # A-2 given back
 
 
 async def test_a_declined_card_fails_and_charges_nothing(stack: World) -> None:

@@ -30,7 +30,11 @@ class CommandCounter(monitoring.CommandListener):
     seen: list[tuple[str, str, str]] = field(default_factory=list)
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.database_name in self.databases and event.command_name not in UPKEEP:
+        # A transaction's commit or abort is sent to `admin`: it counts (only the services write meanwhile).
+        ours = event.database_name in self.databases or (
+            self.databases and event.command_name in ("commitTransaction", "abortTransaction")
+        )
+        if ours and event.command_name not in UPKEEP:
             target = event.command.get(event.command_name)
             self.seen.append((event.database_name.rsplit("_", 1)[-1], event.command_name, str(target)))
 

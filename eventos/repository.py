@@ -171,6 +171,32 @@ class EventoRepository:
             except _Refused:
                 return None
 
+    async def _move_counter(
+        self, session: AsyncClientSession, evento_id: str, delta: int, condition: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None:
+        """Inside a take's or give-back's transaction: add `delta` to the event's tickets and bump its
+        inventory version, if the event exists and matches `condition`; its counters after, or None.
+
+        A read and an update filtered on the version read (so a change in between matches nothing),
+        not a findAndModify: SecantusDB's findAndModify scans the whole collection, so its cost would
+        grow with the number of events; these two use the _id index on any server.
+        """
+        doc = await self._writes.find_one({"_id": evento_id, **condition}, _COUNTERS, session=session)
+        if doc is None:
+            return None
+        result = await self._writes.update_one(
+            {"_id": evento_id, "inventario_version": doc["inventario_version"], **condition},
+            {"$inc": {"entradas_disponibles": delta, "inventario_version": 1}},
+            session=session,
+        )
+        if result.modified_count != 1:
+            return None
+        return {
+            **doc,
+            "entradas_disponibles": doc["entradas_disponibles"] + delta,
+            "inventario_version": doc["inventario_version"] + 1,
+        }
+
     # --- catalogue ---------------------------------------------------------------------------
 
     async def add(self, new: NewEvento) -> Evento:
@@ -324,13 +350,8 @@ class EventoRepository:
             writes.append(UpdateMany({"_id": {"$in": ids}, "reserva_id": None}, {"$set": {"reserva_id": rid}}))
 
         async def body(session: AsyncClientSession) -> InventoryChange:
-            evento = await self._writes.find_one_and_update(
-                {"_id": request.evento_id, "entradas_disponibles": {"$gte": request.cantidad}, "con_asientos": bool(seats)},
-                {"$inc": {"entradas_disponibles": -request.cantidad, "inventario_version": 1}},
-                projection=_COUNTERS,
-                return_document=ReturnDocument.AFTER,
-                session=session,
-            )
+            condition = {"entradas_disponibles": {"$gte": request.cantidad}, "con_asientos": bool(seats)}
+            evento = await self._move_counter(session, request.evento_id, -request.cantidad, condition)
             if evento is None:
                 raise _Refused
             result = await self._inventory.bulk_write(writes, ordered=True, session=session)
@@ -382,13 +403,7 @@ class EventoRepository:
             writes.append(UpdateMany({"_id": {"$in": ids}, "reserva_id": rid}, {"$set": {"reserva_id": None}}))
 
         async def body(session: AsyncClientSession) -> InventoryChange:
-            evento = await self._writes.find_one_and_update(
-                {"_id": evento_id},
-                {"$inc": {"entradas_disponibles": allocation.cantidad, "inventario_version": 1}},
-                projection=_COUNTERS,
-                return_document=ReturnDocument.AFTER,
-                session=session,
-            )
+            evento = await self._move_counter(session, evento_id, allocation.cantidad, {})
             if evento is None:
                 raise _Refused
             result = await self._inventory.bulk_write(writes, ordered=True, session=session)

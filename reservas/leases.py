@@ -33,7 +33,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from pymongo import ASCENDING, IndexModel, InsertOne, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, IndexModel, InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -137,15 +137,16 @@ class LeaseStore:
         """Take the lease if it is free, expired, or already ours (then it is extended)."""
         now = _now()
         try:
-            doc = await self.collection.find_one_and_update(
+            # An update, not a findAndModify (whose cost grows with the collection on SecantusDB): the
+            # filter decides, so matching or inserting means the lease is ours.
+            result = await self.collection.update_one(
                 {"_id": reserva_id, **self._takeable(now)},
                 {"$set": {"owner": self.owner, "expires": now + self.ttl}},
                 upsert=True,
-                return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:  # held by another owner: the upsert collided with the existing document
             return False
-        return doc is not None and doc.get("owner") == self.owner
+        return result.matched_count == 1 or result.upserted_id is not None
 
     async def renew(self, reserva_id: str) -> bool:
         """Extend our lease; False when it is no longer ours (it expired and another process took it)."""

@@ -51,8 +51,8 @@ class UsuarioRepository(Protocol):
     async def list_page(self, after: Cursor | None, limit: int) -> tuple[list[Usuario], Cursor | None]: ...
     async def update(self, usuario_id: str, changes: Mapping[str, str]) -> Usuario | None: ...
     async def delete_if_no_purchases(self, usuario_id: str) -> tuple[DeleteOutcome, int]: ...
-    async def add_compra(self, usuario_id: str, reserva_id: str) -> Usuario | None: ...
-    async def remove_compra(self, usuario_id: str, reserva_id: str) -> Usuario | None: ...
+    async def add_compra(self, usuario_id: str, reserva_id: str) -> bool | None: ...
+    async def remove_compra(self, usuario_id: str, reserva_id: str) -> bool | None: ...
 
 
 def to_document(usuario: Usuario, creado: datetime, orden: int) -> dict[str, Any]:
@@ -174,14 +174,19 @@ class MongoUsuarioRepository:
                 return DeleteOutcome.HAS_PURCHASES, compras
             # The last purchase was annulled between the two reads: try the delete again.
 
-    async def add_compra(self, usuario_id: str, reserva_id: str) -> Usuario | None:
-        """$addToSet: one entry per reserva_id however many times (or how concurrently) it is recorded."""
+    async def add_compra(self, usuario_id: str, reserva_id: str) -> bool | None:
+        """$addToSet: one entry per reserva_id however many times (or how concurrently) it is recorded.
+
+        True when this call added it, False when it was there already, None when there is no such usuario.
+        """
         return await self._change_historial(usuario_id, {"$addToSet": {"historial_compras": reserva_id}})
 
-    async def remove_compra(self, usuario_id: str, reserva_id: str) -> Usuario | None:
-        """$pull: removing an absent entry changes nothing."""
+    async def remove_compra(self, usuario_id: str, reserva_id: str) -> bool | None:
+        """$pull: removing an absent entry changes nothing (False); None when there is no such usuario."""
         return await self._change_historial(usuario_id, {"$pull": {"historial_compras": reserva_id}})
 
-    async def _change_historial(self, usuario_id: str, update: Mapping[str, Any]) -> Usuario | None:
-        doc = await self._writes.find_one_and_update({"_id": usuario_id}, update, return_document=ReturnDocument.AFTER)
-        return from_document(doc) if doc else None
+    async def _change_historial(self, usuario_id: str, update: Mapping[str, Any]) -> bool | None:
+        # An update, not a findAndModify: the saga needs no copy of a history that grows with every
+        # purchase, and SecantusDB's findAndModify costs a scan of the whole collection.
+        result = await self._writes.update_one({"_id": usuario_id}, update)
+        return None if result.matched_count == 0 else result.modified_count == 1

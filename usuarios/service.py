@@ -93,29 +93,30 @@ class UsuariosService:
             raise HasPurchases(usuario_id, compras)
         log.info("usuario deleted", extra={"usuario_id": usuario_id})
 
-    async def registrar_compra(self, usuario_id: str, reserva_id: str) -> Usuario:
-        """Records a confirmed reservation; recording it again changes nothing."""
+    async def registrar_compra(self, usuario_id: str, reserva_id: str) -> bool:
+        """Records a confirmed reservation; recording it again changes nothing. True when this call added it."""
         return await self._change_historial(usuario_id, reserva_id, self.repository.add_compra, "compra registrada")
 
-    async def anular_compra(self, usuario_id: str, reserva_id: str) -> Usuario:
-        """Removes a reservation from the history (the saga's compensation); removing it again changes nothing."""
+    async def anular_compra(self, usuario_id: str, reserva_id: str) -> bool:
+        """Removes a reservation from the history (the saga's compensation); removing it again changes nothing.
+        True when this call removed it."""
         return await self._change_historial(usuario_id, reserva_id, self.repository.remove_compra, "compra anulada")
 
     async def _change_historial(
         self,
         usuario_id: str,
         reserva_id: str,
-        change: Callable[[str, str], Awaitable[Usuario | None]],
+        change: Callable[[str, str], Awaitable[bool | None]],
         event: str,
-    ) -> Usuario:
+    ) -> bool:
         require_id(usuario_id, "usuario_id")
         reserva_id = validate_reserva_id(reserva_id)
         token = reserva_id_var.set(reserva_id)  # this call's log lines carry the reservation
         try:
-            usuario = await change(usuario_id, reserva_id)
-            if usuario is None:
+            changed = await change(usuario_id, reserva_id)
+            if changed is None:
                 raise UsuarioNotFound(usuario_id)
-            log.info(event, extra={"usuario_id": usuario_id})
-            return usuario
+            log.info(event, extra={"usuario_id": usuario_id, "changed": changed})
+            return changed
         finally:
             reserva_id_var.reset(token)

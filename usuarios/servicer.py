@@ -106,8 +106,14 @@ class UsuariosServicer(usuarios_pb2_grpc.UsuariosServiceServicer):
 
     @database_errors_unavailable
     async def RegistrarCompra(self, request, context):  # noqa: N802
-        return to_proto(await self.service.registrar_compra(request.usuario_id, request.reserva_id))
+        added = await self.service.registrar_compra(request.usuario_id, request.reserva_id)
+        return usuarios_pb2.RegistrarCompraResponse(
+            usuario_id=request.usuario_id, reserva_id=request.reserva_id.strip(), registrada=added
+        )
 
     @database_errors_unavailable
     async def AnularCompra(self, request, context):  # noqa: N802
-        return to_proto(await self.service.anular_compra(request.usuario_id, request.reserva_id))
+        removed = await self.service.anular_compra(request.usuario_id, request.reserva_id)
+        return usuarios_pb2.AnularCompraResponse(
+            usuario_id=request.usuario_id, reserva_id=request.reserva_id.strip(), anulada=removed
+        )

@@ -227,7 +227,8 @@ async def test_delete_without_purchases(usuarios, nuevo_usuario, rpc_error) -> N
 
 async def test_delete_with_purchases_is_refused_until_they_are_annulled(usuarios, nuevo_usuario, rpc_error) -> None:
     ana = await usuarios.CreateUsuario(pb.CreateUsuarioRequest(usuario=nuevo_usuario()))
-    with_purchase = await usuarios.RegistrarCompra(pb.RegistrarCompraRequest(usuario_id=ana.id, reserva_id="r-1"))
+    await usuarios.RegistrarCompra(pb.RegistrarCompraRequest(usuario_id=ana.id, reserva_id="r-1"))
+    with_purchase = await usuarios.GetUsuario(pb.GetUsuarioRequest(id=ana.id))
     error = await rpc_error(
         usuarios.DeleteUsuario(pb.DeleteUsuarioRequest(id=ana.id)), grpc.StatusCode.FAILED_PRECONDITION, "HAS_PURCHASES"
     )
@@ -248,7 +249,7 @@ async def test_delete_racing_registrar_compra_never_loses_a_purchase(usuarios, n
             usuarios.RegistrarCompra(pb.RegistrarCompraRequest(usuario_id=ana.id, reserva_id=f"r-{round_}")),
             return_exceptions=True,
         )
-        if isinstance(registered, pb.Usuario):
+        if isinstance(registered, pb.RegistrarCompraResponse):
             assert isinstance(deleted, grpc.aio.AioRpcError), "a recorded purchase was deleted with its usuario"
             assert deleted.code() == grpc.StatusCode.FAILED_PRECONDITION
             stored = await usuarios.GetUsuario(pb.GetUsuarioRequest(id=ana.id))

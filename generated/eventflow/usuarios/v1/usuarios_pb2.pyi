@@ -254,3 +254,59 @@ class AnularCompraRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AnularCompraRequest: _TypeAlias = AnularCompraRequest  # noqa: Y015
+
+@_typing.final
+class RegistrarCompraResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USUARIO_ID_FIELD_NUMBER: _builtins.int
+    RESERVA_ID_FIELD_NUMBER: _builtins.int
+    REGISTRADA_FIELD_NUMBER: _builtins.int
+    usuario_id: _builtins.str
+    """The buyer."""
+    reserva_id: _builtins.str
+    """The reservation, now in the user's history."""
+    registrada: _builtins.bool
+    """True when this call added it; false when it was already there (a retry)."""
+    def __init__(
+        self,
+        *,
+        usuario_id: _builtins.str = ...,
+        reserva_id: _builtins.str = ...,
+        registrada: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["registrada", b"registrada", "reserva_id", b"reserva_id", "usuario_id", b"usuario_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistrarCompraResponse: _TypeAlias = RegistrarCompraResponse  # noqa: Y015
+
+@_typing.final
+class AnularCompraResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USUARIO_ID_FIELD_NUMBER: _builtins.int
+    RESERVA_ID_FIELD_NUMBER: _builtins.int
+    ANULADA_FIELD_NUMBER: _builtins.int
+    usuario_id: _builtins.str
+    """The buyer."""
+    reserva_id: _builtins.str
+    """The reservation, no longer in the user's history."""
+    anulada: _builtins.bool
+    """True when this call removed it; false when it was not there."""
+    def __init__(
+        self,
+        *,
+        usuario_id: _builtins.str = ...,
+        reserva_id: _builtins.str = ...,
+        anulada: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anulada", b"anulada", "reserva_id", b"reserva_id", "usuario_id", b"usuario_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnularCompraResponse: _TypeAlias = AnularCompraResponse  # noqa: Y015

@@ -66,12 +66,12 @@ class UsuariosServiceStub:
         self.RegistrarCompra = channel.unary_unary(
                 '/eventflow.usuarios.v1.UsuariosService/RegistrarCompra',
                 request_serializer=eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.RegistrarCompraRequest.SerializeToString,
-                response_deserializer=eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.Usuario.FromString,
+                response_deserializer=eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.RegistrarCompraResponse.FromString,
                 _registered_method=True)
         self.AnularCompra = channel.unary_unary(
                 '/eventflow.usuarios.v1.UsuariosService/AnularCompra',
                 request_serializer=eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.AnularCompraRequest.SerializeToString,
-                response_deserializer=eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.Usuario.FromString,
+                response_deserializer=eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.AnularCompraResponse.FromString,
                 _registered_method=True)
 
 
@@ -126,7 +126,8 @@ class UsuariosServiceServicer:
 
     def RegistrarCompra(self, request, context):
         """Adds a reservation to the user's `historial_compras`. Idempotent: recording
-        the same reserva_id twice keeps one entry. Called by reservas' saga.
+        the same reserva_id twice keeps one entry. Called by reservas' saga. Answers
+        whether this call added it, not the whole user (whose history grows with every purchase).
         Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -135,7 +136,8 @@ class UsuariosServiceServicer:
 
     def AnularCompra(self, request, context):
         """Removes a reservation from the user's `historial_compras` (the saga's
-        compensation). Idempotent: removing an absent entry is a no-op.
+        compensation). Idempotent: removing an absent entry is a no-op. Answers
+        whether this call removed it.
         Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -173,12 +175,12 @@ def add_UsuariosServiceServicer_to_server(servicer, server):
             'RegistrarCompra': grpc.unary_unary_rpc_method_handler(
                     servicer.RegistrarCompra,
                     request_deserializer=eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.RegistrarCompraRequest.FromString,
-                    response_serializer=eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.Usuario.SerializeToString,
+                    response_serializer=eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.RegistrarCompraResponse.SerializeToString,
             ),
             'AnularCompra': grpc.unary_unary_rpc_method_handler(
                     servicer.AnularCompra,
                     request_deserializer=eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.AnularCompraRequest.FromString,
-                    response_serializer=eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.Usuario.SerializeToString,
+                    response_serializer=eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.AnularCompraResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -345,7 +347,7 @@ class UsuariosService:
             target,
             '/eventflow.usuarios.v1.UsuariosService/RegistrarCompra',
             eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.RegistrarCompraRequest.SerializeToString,
-            eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.Usuario.FromString,
+            eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.RegistrarCompraResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -372,7 +374,7 @@ class UsuariosService:
             target,
             '/eventflow.usuarios.v1.UsuariosService/AnularCompra',
             eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.AnularCompraRequest.SerializeToString,
-            eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.Usuario.FromString,
+            eventflow_dot_usuarios_dot_v1_dot_usuarios__pb2.AnularCompraResponse.FromString,
             options,
             channel_credentials,
             insecure,

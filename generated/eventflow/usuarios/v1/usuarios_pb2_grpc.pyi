@@ -60,14 +60,16 @@ class UsuariosServiceStub:
     """Deletes a user.
     Errors: NOT_FOUND, FAILED_PRECONDITION (the user has purchases; reason HAS_PURCHASES).
     """
-    RegistrarCompra: _grpc.UnaryUnaryMultiCallable[_usuarios_pb2.RegistrarCompraRequest, _usuarios_pb2.Usuario]
+    RegistrarCompra: _grpc.UnaryUnaryMultiCallable[_usuarios_pb2.RegistrarCompraRequest, _usuarios_pb2.RegistrarCompraResponse]
     """Adds a reservation to the user's `historial_compras`. Idempotent: recording
-    the same reserva_id twice keeps one entry. Called by reservas' saga.
+    the same reserva_id twice keeps one entry. Called by reservas' saga. Answers
+    whether this call added it, not the whole user (whose history grows with every purchase).
     Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
     """
-    AnularCompra: _grpc.UnaryUnaryMultiCallable[_usuarios_pb2.AnularCompraRequest, _usuarios_pb2.Usuario]
+    AnularCompra: _grpc.UnaryUnaryMultiCallable[_usuarios_pb2.AnularCompraRequest, _usuarios_pb2.AnularCompraResponse]
     """Removes a reservation from the user's `historial_compras` (the saga's
-    compensation). Idempotent: removing an absent entry is a no-op.
+    compensation). Idempotent: removing an absent entry is a no-op. Answers
+    whether this call removed it.
     Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
     """
 
@@ -102,14 +104,16 @@ class UsuariosServiceAsyncStub(UsuariosServiceStub):
     """Deletes a user.
     Errors: NOT_FOUND, FAILED_PRECONDITION (the user has purchases; reason HAS_PURCHASES).
     """
-    RegistrarCompra: _aio.UnaryUnaryMultiCallable[_usuarios_pb2.RegistrarCompraRequest, _usuarios_pb2.Usuario]  # type: ignore[assignment]
+    RegistrarCompra: _aio.UnaryUnaryMultiCallable[_usuarios_pb2.RegistrarCompraRequest, _usuarios_pb2.RegistrarCompraResponse]  # type: ignore[assignment]
     """Adds a reservation to the user's `historial_compras`. Idempotent: recording
-    the same reserva_id twice keeps one entry. Called by reservas' saga.
+    the same reserva_id twice keeps one entry. Called by reservas' saga. Answers
+    whether this call added it, not the whole user (whose history grows with every purchase).
     Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
     """
-    AnularCompra: _aio.UnaryUnaryMultiCallable[_usuarios_pb2.AnularCompraRequest, _usuarios_pb2.Usuario]  # type: ignore[assignment]
+    AnularCompra: _aio.UnaryUnaryMultiCallable[_usuarios_pb2.AnularCompraRequest, _usuarios_pb2.AnularCompraResponse]  # type: ignore[assignment]
     """Removes a reservation from the user's `historial_compras` (the saga's
-    compensation). Idempotent: removing an absent entry is a no-op.
+    compensation). Idempotent: removing an absent entry is a no-op. Answers
+    whether this call removed it.
     Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
     """
 
@@ -177,9 +181,10 @@ class UsuariosServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _usuarios_pb2.RegistrarCompraRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_usuarios_pb2.Usuario, _abc.Awaitable[_usuarios_pb2.Usuario]]:
+    ) -> _typing.Union[_usuarios_pb2.RegistrarCompraResponse, _abc.Awaitable[_usuarios_pb2.RegistrarCompraResponse]]:
         """Adds a reservation to the user's `historial_compras`. Idempotent: recording
-        the same reserva_id twice keeps one entry. Called by reservas' saga.
+        the same reserva_id twice keeps one entry. Called by reservas' saga. Answers
+        whether this call added it, not the whole user (whose history grows with every purchase).
         Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
         """
 
@@ -188,9 +193,10 @@ class UsuariosServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _usuarios_pb2.AnularCompraRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_usuarios_pb2.Usuario, _abc.Awaitable[_usuarios_pb2.Usuario]]:
+    ) -> _typing.Union[_usuarios_pb2.AnularCompraResponse, _abc.Awaitable[_usuarios_pb2.AnularCompraResponse]]:
         """Removes a reservation from the user's `historial_compras` (the saga's
-        compensation). Idempotent: removing an absent entry is a no-op.
+        compensation). Idempotent: removing an absent entry is a no-op. Answers
+        whether this call removed it.
         Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
         """
 

@@ -148,6 +148,10 @@ class EventoRepository:
         self._inventory_reads = for_reads(inventory)
         self._inventory = for_writes(inventory)
         self._locks = _EventLocks()
+        #: Group commit of takes: the takes waiting per event, and the events being written.
+        self._waiting: dict[str, list[tuple[ReservaRequest, asyncio.Future[InventoryChange | None]]]] = {}
+        self._draining: set[str] = set()
+        self._drains: set[asyncio.Task[None]] = set()
 
     async def ensure_indexes(self) -> None:
         await self._writes.create_index([("fecha", ASCENDING), ("_id", ASCENDING)], name="fecha_id")
@@ -336,7 +340,114 @@ class EventoRepository:
         Commits only if the event has enough tickets and a seat map iff seats are named, this
         reserva_id has no allocation (active or released), and every named seat exists and is
         available. None when it did not commit: see `snapshot_for` to learn why.
+
+        Group commit: the takes of one event that arrive while one is being written wait and go
+        together in the next transaction (`_take_together`), so a burst of buyers of one event costs
+        a few transactions, not one each.
         """
+        outcome: asyncio.Future[InventoryChange | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(request.evento_id, []).append((request, outcome))
+        if request.evento_id not in self._draining:
+            self._draining.add(request.evento_id)
+            task = asyncio.create_task(self._drain(request.evento_id), name=f"takes-{request.evento_id}")
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+        return await outcome
+
+    async def _drain(self, evento_id: str) -> None:
+        """Write the event's waiting takes, a batch at a time, until none is waiting."""
+        try:
+            while batch := self._waiting.pop(evento_id, None):
+                batch = [(request, outcome) for request, outcome in batch if not outcome.done()]
+                try:
+                    if len(batch) > 1:
+                        results = await self._take_together(evento_id, [request for request, _ in batch])
+                    else:
+                        results = None
+                    if results is None:  # alone, or the batch met a conflict: each on its own, in order
+                        results = [await self._take_one(request) for request, _ in batch]
+                except Exception as error:  # noqa: BLE001 - every caller of this batch gets it
+                    for _, outcome in batch:
+                        if not outcome.done():
+                            outcome.set_exception(error)
+                    continue
+                for (_, outcome), result in zip(batch, results, strict=True):
+                    if not outcome.done():
+                        outcome.set_result(result)
+        finally:
+            self._draining.discard(evento_id)  # no await since the last pop: nothing arrived unseen
+
+    async def _take_together(self, evento_id: str, requests: list[ReservaRequest]) -> list[InventoryChange | None] | None:
+        """One transaction for several takes of one event: those that fit the tickets left, in order, are
+        taken (the version goes up by one per take, as if they ran one after the other); the others are
+        refused (None). None when the batch cannot be judged as a whole (a seat wanted twice or taken, a
+        reserva_id with an allocation already, a mixed batch): then each is taken on its own.
+        """
+
+        async def body(session: AsyncClientSession) -> list[InventoryChange | None]:
+            doc = await self._writes.find_one({"_id": evento_id}, _COUNTERS, session=session)
+            if doc is None:
+                raise _Refused
+            left, chosen = doc["entradas_disponibles"], []
+            for request in requests:
+                if bool(request.asientos) != doc["con_asientos"]:
+                    raise _Refused  # the single take explains it (a kind of error, not a refusal to share)
+                if request.cantidad <= left:
+                    chosen.append(request)
+                    left -= request.cantidad
+            if not chosen:
+                return [None] * len(requests)
+            writes: list[UpdateOne | UpdateMany] = []
+            for request in chosen:
+                writes.extend(self._allocation_writes(request))
+            seats = sum(len(request.asientos) for request in chosen)
+            result = await self._inventory.bulk_write(writes, ordered=True, session=session)
+            if result.upserted_count != len(chosen) or result.modified_count != seats:
+                raise _Refused
+            taken = doc["entradas_disponibles"] - left
+            moved = await self._writes.update_one(
+                {"_id": evento_id, "inventario_version": doc["inventario_version"], "entradas_disponibles": {"$gte": taken}},
+                {"$inc": {"entradas_disponibles": -taken, "inventario_version": len(chosen)}},
+                session=session,
+            )
+            if moved.modified_count != 1:
+                raise _Refused
+            answers: dict[str, InventoryChange] = {}
+            disponibles, version = doc["entradas_disponibles"], doc["inventario_version"]
+            for request in chosen:
+                disponibles, version = disponibles - request.cantidad, version + 1
+                answers[request.reserva_id] = InventoryChange(
+                    evento_id, request.reserva_id, request.cantidad, request.asientos, disponibles, version
+                )
+            return [answers.get(request.reserva_id) for request in requests]
+
+        if len({request.reserva_id for request in requests}) != len(requests):
+            return None  # the same reservation twice (a retry racing itself): one at a time
+        return await self._transaction(evento_id, body)
+
+    async def _take_one(self, request: ReservaRequest) -> InventoryChange | None:
+        """One take in its own transaction (see `take`)."""
+        rid = request.reserva_id
+        writes = self._allocation_writes(request)
+
+        async def body(session: AsyncClientSession) -> InventoryChange:
+            condition = {"entradas_disponibles": {"$gte": request.cantidad}, "con_asientos": bool(request.asientos)}
+            evento = await self._move_counter(session, request.evento_id, -request.cantidad, condition)
+            if evento is None:
+                raise _Refused
+            result = await self._inventory.bulk_write(writes, ordered=True, session=session)
+            if 0 not in result.upserted_ids or result.modified_count != len(request.asientos):
+                raise _Refused  # this reserva_id has an allocation, or a seat is taken or unknown
+            return InventoryChange(
+                request.evento_id, rid, request.cantidad, request.asientos,
+                evento["entradas_disponibles"], evento["inventario_version"],
+            )  # fmt: skip
+
+        return await self._transaction(request.evento_id, body)
+
+    @staticmethod
+    def _allocation_writes(request: ReservaRequest) -> list[UpdateOne | UpdateMany]:
+        """Insert the allocation (an upsert that must insert) and hold its seats (an update that must change each)."""
         rid, seats = request.reserva_id, list(request.asientos)
         allocation = {
             "tipo": ALLOCATION, "evento_id": request.evento_id, "reserva_id": rid,
@@ -348,21 +459,7 @@ class EventoRepository:
         if seats:
             ids = [seat_id(request.evento_id, label) for label in seats]
             writes.append(UpdateMany({"_id": {"$in": ids}, "reserva_id": None}, {"$set": {"reserva_id": rid}}))
-
-        async def body(session: AsyncClientSession) -> InventoryChange:
-            condition = {"entradas_disponibles": {"$gte": request.cantidad}, "con_asientos": bool(seats)}
-            evento = await self._move_counter(session, request.evento_id, -request.cantidad, condition)
-            if evento is None:
-                raise _Refused
-            result = await self._inventory.bulk_write(writes, ordered=True, session=session)
-            if 0 not in result.upserted_ids or result.modified_count != len(seats):
-                raise _Refused  # this reserva_id has an allocation, or a seat is taken or unknown
-            return InventoryChange(
-                request.evento_id, rid, request.cantidad, request.asientos,
-                evento["entradas_disponibles"], evento["inventario_version"],
-            )  # fmt: skip
-
-        return await self._transaction(request.evento_id, body)
+        return writes
 
     async def snapshot_for(
         self, evento_id: str, reserva_id: str, asientos: Sequence[str] = ()

@@ -182,6 +182,44 @@ class TestCommandBudget:
         assert names == ["find", "find", "insert"]
 
 
+class TestGroupCommit:
+    async def test_a_burst_of_takes_of_one_event_shares_transactions_and_sells_exactly_the_capacity(
+        self, counted: Counted
+    ) -> None:
+        evento = await counted.create(aforo=50)
+        await counted.service.reservar(ReservaRequest(evento.id, "warm-up", 1))
+        counted.commands.clear()
+        outcomes = await asyncio.gather(
+            *(counted.service.reservar(ReservaRequest(evento.id, f"r{i}", 1 + i % 3)) for i in range(40)),
+            return_exceptions=True,
+        )
+        taken = [o for o in outcomes if not isinstance(o, BaseException)]
+        refused = [o for o in outcomes if isinstance(o, BaseException)]
+        assert all(isinstance(f, FailedPrecondition) and f.reason == "SOLD_OUT" for f in refused), refused
+        assert sum(t.cantidad for t in taken) <= 49 and sum(t.cantidad for t in taken) + 3 > 49  # sold to the last fit
+        commits = counted.commands.names.count("commitTransaction")
+        assert commits < len(taken) / 2, f"{commits} transactions for {len(taken)} takes"
+        # Each answer is what a take alone would have answered, in order: versions are distinct.
+        assert len({t.inventario_version for t in taken}) == len(taken)
+        for t in taken:
+            again = await counted.service.reservar(ReservaRequest(evento.id, t.reserva_id, t.cantidad))
+            assert (again.cantidad, again.reserva_id) == (t.cantidad, t.reserva_id)  # an idempotent retry
+        await check_stored_invariant(counted, evento.id)
+
+    async def test_a_seat_wanted_twice_in_one_batch_goes_to_one_buyer(self, counted: Counted) -> None:
+        evento = await counted.create(seats=10)
+        wanted = [("S-1", "S-2"), ("S-2", "S-3"), ("S-4",), ("S-4", "S-5"), ("S-6",)]
+        outcomes = await asyncio.gather(
+            *(counted.service.reservar(ReservaRequest(evento.id, f"r{i}", len(s), s)) for i, s in enumerate(wanted)),
+            return_exceptions=True,
+        )
+        held = [seat for o in outcomes if not isinstance(o, BaseException) for seat in o.asientos]
+        assert len(held) == len(set(held))  # no seat sold twice
+        assert {"S-6"} <= set(held)
+        assert all(o.reason == "SEAT_TAKEN" for o in outcomes if isinstance(o, BaseException))  # type: ignore[union-attr]
+        await check_stored_invariant(counted, evento.id)
+
+
 class TestConstantCost:
     async def test_a_big_event_and_many_allocations_cost_the_same_commands_and_o_k_documents(self, counted: Counted) -> None:
         small = await counted.create(seats=100)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pymongo import AsyncMongoClient, ReadPreference, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -9,6 +11,25 @@ from pymongo.errors import PyMongoError
 
 #: Inventory and money move on the primary and are acknowledged by a majority.
 MAJORITY = WriteConcern("majority")
+
+
+#: Connections per process. Measured on SecantusDB (a thread per connection behind one interpreter lock):
+#: 64 purchases in flight ran 25% faster through 4 connections per service than through pymongo's
+#: default of 100, which let every caller into the server at once to fight there; a few connections
+#: keep the queue in the client, where group commit gathers it. A real mongod may want more:
+#: MONGODB_MAX_POOL_SIZE.
+DEFAULT_POOL_SIZE = 4
+
+
+def pool_size() -> int:
+    raw = os.environ.get("MONGODB_MAX_POOL_SIZE", "")
+    try:
+        size = int(raw) if raw else DEFAULT_POOL_SIZE
+    except ValueError:
+        raise ValueError(f"MONGODB_MAX_POOL_SIZE must be a whole number, got {raw!r}") from None
+    if size < 1:
+        raise ValueError(f"MONGODB_MAX_POOL_SIZE must be at least 1, got {raw!r}")
+    return size
 
 
 def create_client(uri: str, app_name: str) -> AsyncMongoClient:
@@ -20,6 +41,7 @@ def create_client(uri: str, app_name: str) -> AsyncMongoClient:
         connectTimeoutMS=5_000,
         retryWrites=True,
         retryReads=True,
+        maxPoolSize=pool_size(),
     )
 
 

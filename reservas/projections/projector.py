@@ -61,7 +61,7 @@ class Projector:
         owner: str | None = None,
         max_await_ms: int = 250,
         max_batch: int = 500,
-        batch_window: float = 0.05,
+        batch_window: float = 0.2,
         checkpoint_every: float = 0.3,
         stale_after: float = 30.0,
         retry_delay: float = 0.5,
@@ -202,10 +202,13 @@ class Projector:
                 await self.models.apply(await self.source.load(ids))
                 self.changes_seen += sum(i.reserva_id is not None for i in items)
             last = items[-1]
-            # After applying events, always; when quiet, every `checkpoint_every` seconds only: an
-            # empty poll can return at once (any write to the database, our own checkpoint included,
-            # may wake it) and a write per poll would feed itself.
-            if last.resume_token is None or (not ids and time.monotonic() - saved < self.checkpoint_every):
+            # At most every `checkpoint_every` seconds, unless the models just caught up with the stream
+            # (then at once, so actualizado_hasta moves): under load a write per batch would cost as much
+            # as the batch, and a restart re-applies what came after the checkpoint at no harm (the views
+            # are version-guarded). When quiet, an empty poll can return at once (any write to the
+            # database, our own checkpoint included, may wake it): a write per poll would feed itself.
+            caught_up = bool(ids) and queue.empty()
+            if last.resume_token is None or (not caught_up and time.monotonic() - saved < self.checkpoint_every):
                 continue
             if not await self.checkpoints.advance(generation, last.resume_token, last.hasta, self.owner):
                 log.info("the read models were rebuilt: following the new checkpoint")

@@ -189,13 +189,21 @@ class LeaseStore:
             ]
         )
 
-    async def unsettled(self, older_than_seconds: float, limit: int = 100) -> list[str]:
-        """Open sagas opened more than `older_than_seconds` ago and not under a live lease, oldest first."""
+    async def unsettled(self, older_than_seconds: float, limit: int = 100, scan: int = 1000) -> list[str]:
+        """Open sagas opened more than `older_than_seconds` ago and not under a live lease, oldest first.
+
+        The query is only what the (open, opened_at) index answers; the lease condition is checked
+        here, on at most `scan` open sagas (those in flight): with an `$or` on the lease in the query
+        SecantusDB scans every saga ever recorded (170 ms at 20,000), a cost that grows with sales.
+        """
         now = _now()
-        query = {
-            "open": True,
-            "opened_at": {"$lte": now - timedelta(seconds=older_than_seconds)},
-            "$or": [{"owner": None}, {"expires": {"$lte": now}}],
-        }
-        cursor = self.collection.find(query, {"_id": 1}).sort("opened_at", ASCENDING).limit(limit)
-        return [doc["_id"] async for doc in cursor]
+        query = {"open": True, "opened_at": {"$lte": now - timedelta(seconds=older_than_seconds)}}
+        projection = {"_id": 1, "owner": 1, "expires": 1}
+        cursor = self.collection.find(query, projection).sort("opened_at", ASCENDING).limit(scan)
+        free = []
+        async for doc in cursor:
+            if doc.get("owner") is None or (doc.get("expires") is not None and doc["expires"] <= now):
+                free.append(doc["_id"])
+                if len(free) == limit:
+                    break
+        return free

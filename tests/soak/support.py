@@ -12,6 +12,7 @@ import grpc
 
 from eventflow.reservas.v1 import reservas_pb2
 from infra import procs
+from infra.errors import error_info
 from reservas.service import retryable
 from tests.bench.cluster import wait_serving
 from tests.bench.load import outcome, poll_pending
@@ -54,6 +55,8 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     confirmed: dict[str, reservas_pb2.Reserva] = field(default_factory=dict)
     cancelled: set[str] = field(default_factory=set)
+    #: SOLD_OUT answers of the admission gate (no reserva_id: no reservation was recorded).
+    gate_refusals: int = 0
 
     def ok(self, reserva: reservas_pb2.Reserva) -> None:
         self.outcomes["OK"] += 1
@@ -63,6 +66,9 @@ class Tally:
     def failed(self, error: grpc.aio.AioRpcError) -> str:
         what = outcome(error)
         self.outcomes[what] += 1
+        info = error_info(error)
+        if what.endswith("/SOLD_OUT") and info is not None and "reserva_id" not in info.metadata:
+            self.gate_refusals += 1  # answered by the admission gate: nothing was recorded
         return what
 
     async def cancel(self, world: World, reserva_id: str) -> None:

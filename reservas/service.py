@@ -90,8 +90,8 @@ class ReservasService:
     async def reservar(self, solicitud: Solicitud, timeout: float | None = None) -> Reserva:
         check_fields(solicitud)  # before anything is recorded
         deadline = self._deadline(timeout)
-        huella = fingerprint(solicitud)
         admission = await self._admit(solicitud, str(uuid.uuid4()))  # SOLD_OUT here records nothing
+        huella = fingerprint(solicitud)
         claim = await self._claimed(solicitud, admission, self.keys.claim(
             solicitud.usuario_id, solicitud.idempotency_key, huella, admission.reserva_id
         ))  # fmt: skip

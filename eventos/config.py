@@ -1,10 +1,12 @@
-"""eventos configuration: environment variables with localhost defaults."""
+"""eventos configuration: environment variables with localhost defaults (MONGODB_MAX_POOL_SIZE: 4 connections)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 
 
 @dataclass(frozen=True)
@@ -13,6 +15,7 @@ class Config:
     bind_host: str = "[::]"
     mongodb_uri: str = "mongodb://localhost:27017/?directConnection=true"
     mongodb_database: str = "eventflow_eventos"
+    mongodb_max_pool_size: int = DEFAULT_POOL_SIZE
 
     @property
     def address(self) -> str:
@@ -24,5 +27,6 @@ class Config:
             port=int(env.get("EVENTOS_PORT", cls.port)),
             bind_host=env.get("GRPC_BIND_HOST", cls.bind_host),
             mongodb_uri=env.get("MONGODB_URI", cls.mongodb_uri),
+            mongodb_max_pool_size=pool_size(env),
             mongodb_database=env.get("EVENTOS_MONGODB_DATABASE", cls.mongodb_database),
         )

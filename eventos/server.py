@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 async def create_app(config: Config) -> GrpcApp:
     """Everything wired, nothing started or connected yet."""
-    client = create_client(config.mongodb_uri, "eventos")
+    client = create_client(config.mongodb_uri, "eventos", max_pool_size=config.mongodb_max_pool_size)
     db = client[config.mongodb_database]
     repository = EventoRepository(db)
     indexes_ready = False

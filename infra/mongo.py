@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 
 from pymongo import AsyncMongoClient, ReadPreference, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
@@ -21,8 +21,9 @@ MAJORITY = WriteConcern("majority")
 DEFAULT_POOL_SIZE = 4
 
 
-def pool_size() -> int:
-    raw = os.environ.get("MONGODB_MAX_POOL_SIZE", "")
+def pool_size(env: Mapping[str, str]) -> int:
+    """MONGODB_MAX_POOL_SIZE from `env` (the services' configs read it through here), DEFAULT_POOL_SIZE if unset."""
+    raw = env.get("MONGODB_MAX_POOL_SIZE", "")
     try:
         size = int(raw) if raw else DEFAULT_POOL_SIZE
     except ValueError:
@@ -32,7 +33,7 @@ def pool_size() -> int:
     return size
 
 
-def create_client(uri: str, app_name: str) -> AsyncMongoClient:
+def create_client(uri: str, app_name: str, max_pool_size: int = DEFAULT_POOL_SIZE) -> AsyncMongoClient:
     return AsyncMongoClient(
         uri,
         appname=app_name,
@@ -41,7 +42,7 @@ def create_client(uri: str, app_name: str) -> AsyncMongoClient:
         connectTimeoutMS=5_000,
         retryWrites=True,
         retryReads=True,
-        maxPoolSize=pool_size(),
+        maxPoolSize=max_pool_size,
     )
 
 

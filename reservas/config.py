@@ -7,7 +7,7 @@ EVENTFLOW_PAYMENT_TIMEOUT_SECONDS (2), EVENTFLOW_RECOVERY_INTERVAL_SECONDS (2), 
 EVENTFLOW_CALL_TIMEOUT_SECONDS (2: deadline of each call to usuarios/eventos), EVENTFLOW_RESERVAR_WAIT_SECONDS
 (30: how long Reservar/CancelarReserva wait for the saga when the caller sets no deadline),
 EVENTFLOW_GATE_REFRESH_SECONDS (2: how often the admission gate re-reads an event's inventory from eventos,
-so changes made outside the saga reach it).
+so changes made outside the saga reach it), MONGODB_MAX_POOL_SIZE (4: MongoDB connections of this process).
 EVENTFLOW_PROJECTOR (embedded: the read models' projector runs in this process; off: it runs elsewhere,
 as `eventflow projector`). EVENTFLOW_FAULT (fault injection) is read by reservas.faults itself.
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+
+from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Config:
     call_timeout_seconds: float = 2.0
     reservar_wait_seconds: float = 30.0
     gate_refresh_seconds: float = 2.0
+    mongodb_max_pool_size: int = DEFAULT_POOL_SIZE
     projector: str = "embedded"
 
     def __post_init__(self) -> None:
@@ -64,10 +67,13 @@ class Config:
             "call_timeout_seconds": "EVENTFLOW_CALL_TIMEOUT_SECONDS",
             "reservar_wait_seconds": "EVENTFLOW_RESERVAR_WAIT_SECONDS",
             "gate_refresh_seconds": "EVENTFLOW_GATE_REFRESH_SECONDS",
+            "mongodb_max_pool_size": "MONGODB_MAX_POOL_SIZE",
             "projector": "EVENTFLOW_PROJECTOR",
         }
-        values: dict[str, object] = {}
+        values: dict[str, object] = {"mongodb_max_pool_size": pool_size(env)}
         for f in fields(cls):
+            if f.name in values:
+                continue
             var = names[f.name]
             raw = env.get(var)
             if raw is None or raw == "":

@@ -53,7 +53,7 @@ def lease_owner() -> str:
 
 async def create_app(config: Config) -> GrpcApp:
     """Everything wired, nothing started or connected yet."""
-    mongo = create_client(config.mongodb_uri, "reservas")
+    mongo = create_client(config.mongodb_uri, "reservas", max_pool_size=config.mongodb_max_pool_size)
     db = mongo[config.mongodb_database]
     # Holds: a pool larger than the purchases in flight (redis-py's default of 100 would refuse the rest).
     redis_client = redis.asyncio.Redis.from_url(

@@ -1,7 +1,8 @@
 """Configuration of the usuarios server, from environment variables with localhost defaults.
 
 USUARIOS_PORT (50051), GRPC_BIND_HOST ("[::]"), MONGODB_URI
-("mongodb://localhost:27017/?directConnection=true"), USUARIOS_MONGODB_DATABASE ("eventflow_usuarios").
+("mongodb://localhost:27017/?directConnection=true"), USUARIOS_MONGODB_DATABASE ("eventflow_usuarios"),
+MONGODB_MAX_POOL_SIZE (4: MongoDB connections of this process).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from infra.mongo import DEFAULT_POOL_SIZE, pool_size
+
 
 @dataclass(frozen=True)
 class Config:
@@ -17,6 +20,7 @@ class Config:
     bind_host: str = "[::]"
     mongodb_uri: str = "mongodb://localhost:27017/?directConnection=true"
     mongodb_database: str = "eventflow_usuarios"
+    mongodb_max_pool_size: int = DEFAULT_POOL_SIZE
 
     @property
     def address(self) -> str:
@@ -36,5 +40,6 @@ class Config:
             port=port,
             bind_host=env.get("GRPC_BIND_HOST", defaults.bind_host),
             mongodb_uri=env.get("MONGODB_URI", defaults.mongodb_uri),
+            mongodb_max_pool_size=pool_size(env),
             mongodb_database=env.get("USUARIOS_MONGODB_DATABASE", defaults.mongodb_database),
         )

@@ -27,7 +27,7 @@ ERROR_DOMAIN = "usuarios.eventflow"
 
 
 async def create_app(config: Config) -> GrpcApp:
-    client = create_client(config.mongodb_uri, app_name="usuarios")
+    client = create_client(config.mongodb_uri, app_name="usuarios", max_pool_size=config.mongodb_max_pool_size)
     db = client[config.mongodb_database]
     repository = MongoUsuarioRepository(db)
     servicer = UsuariosServicer(UsuariosService(repository))

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -58,6 +59,8 @@ from pymongo.errors import DuplicateKeyError
 
 from eventos.domain import Allocation, Evento, InventoryChange, NewEvento, ReservaRequest, Stock
 from infra.mongo import MAJORITY, for_reads, for_writes
+
+log = logging.getLogger(__name__)
 
 COLLECTION = "eventos"
 INVENTORY = "inventario"
@@ -107,6 +110,16 @@ def _to_allocation(doc: Mapping[str, Any]) -> Allocation:
 
 def _to_stock(evento_id: str, doc: Mapping[str, Any], holders: Mapping[str, str | None]) -> Stock:
     return Stock(evento_id, doc["entradas_disponibles"], doc["inventario_version"], doc["con_asientos"], holders)
+
+
+def _settle(outcome: asyncio.Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    """Give a waiting take its outcome, unless its caller stopped waiting (cancelled)."""
+    if outcome.done():
+        return
+    if error is not None:
+        outcome.set_exception(error)
+    else:
+        outcome.set_result(result)
 
 
 class _Refused(Exception):
@@ -355,25 +368,34 @@ class EventoRepository:
         return await outcome
 
     async def _drain(self, evento_id: str) -> None:
-        """Write the event's waiting takes, a batch at a time, until none is waiting."""
+        """Write the event's waiting takes, a batch at a time, until none is waiting.
+
+        Each caller gets its own outcome: a batch that cannot be written together is taken one by one,
+        and one take's error is only its caller's. Cancelled (shutdown), it leaves no caller waiting.
+        """
+        batch: list[tuple[ReservaRequest, asyncio.Future[InventoryChange | None]]] = []
         try:
-            while batch := self._waiting.pop(evento_id, None):
+            while batch := self._waiting.pop(evento_id, None) or []:
                 batch = [(request, outcome) for request, outcome in batch if not outcome.done()]
-                try:
-                    if len(batch) > 1:
-                        results = await self._take_together(evento_id, [request for request, _ in batch])
-                    else:
-                        results = None
-                    if results is None:  # alone, or the batch met a conflict: each on its own, in order
-                        results = [await self._take_one(request) for request, _ in batch]
-                except Exception as error:  # noqa: BLE001 - every caller of this batch gets it
-                    for _, outcome in batch:
-                        if not outcome.done():
-                            outcome.set_exception(error)
+                together = None
+                if len(batch) > 1:
+                    try:
+                        together = await self._take_together(evento_id, [request for request, _ in batch])
+                    except Exception:  # noqa: BLE001 - the takes are tried one by one, each with its own outcome
+                        log.warning("a batch of takes failed; taking them one by one", exc_info=True)
+                if together is not None:
+                    for (_, outcome), result in zip(batch, together, strict=True):
+                        _settle(outcome, result)
                     continue
-                for (_, outcome), result in zip(batch, results, strict=True):
-                    if not outcome.done():
-                        outcome.set_result(result)
+                for request, outcome in batch:  # alone, or a batch met a conflict: each on its own, in order
+                    try:
+                        _settle(outcome, await self._take_one(request))
+                    except Exception as error:  # noqa: BLE001 - this take's caller gets it, and only it
+                        _settle(outcome, error=error)
+        except asyncio.CancelledError:
+            for _, outcome in [*batch, *self._waiting.pop(evento_id, [])]:
+                outcome.cancel()
+            raise
         finally:
             self._draining.discard(evento_id)  # no await since the last pop: nothing arrived unseen
 

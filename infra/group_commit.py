@@ -99,9 +99,10 @@ class GroupWriter:
                 await self.collection.bulk_write([op for p in batch for op in p.ops], ordered=True)
             except BulkWriteError as error:
                 self._settle_partial(batch, error)
-            except asyncio.CancelledError:
-                for pending in batch:
+            except asyncio.CancelledError:  # shutting down: no caller is left waiting for a write never sent
+                for pending in [*batch, *self._queue]:
                     pending.outcome.cancel()
+                self._queue.clear()
                 raise
             except Exception as error:  # noqa: BLE001 - every caller of this write gets it as its own
                 for pending in batch:

@@ -18,7 +18,7 @@ from pymongo import ASCENDING, IndexModel, InsertOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from infra.group_commit import GroupWriter
+from infra.group_commit import DUPLICATE_KEY, GroupWriter
 from infra.mongo import for_writes
 from reservas.domain import ConcurrencyConflict, Event, Reserva, Tipo
 
@@ -47,6 +47,13 @@ def from_document(doc: dict[str, Any]) -> Event:
     )
 
 
+def _version_taken(error: DuplicateKeyError | BulkWriteError) -> bool:
+    """Whether a failed append collided with an event already at that version (and not something else)."""
+    if isinstance(error, DuplicateKeyError):
+        return True
+    return any(e.get("code") == DUPLICATE_KEY for e in error.details.get("writeErrors") or ())
+
+
 class EventStore:
     def __init__(self, db: AsyncDatabase) -> None:
         # Appends and the reads that decide what to append go to the primary, majority-acknowledged:
@@ -71,6 +78,8 @@ class EventStore:
             # of `events`, and a stream cut after any prefix is still a valid stream.
             await self.writer.write([InsertOne(to_document(e)) for e in events])
         except (DuplicateKeyError, BulkWriteError) as error:
+            if not _version_taken(error):
+                raise  # written but not acknowledged as asked (a write concern error): the store's trouble
             raise ConcurrencyConflict(
                 f"reservation {events[0].reserva_id} changed concurrently (version {events[0].version} is taken)",
                 metadata={"reserva_id": events[0].reserva_id, "version": events[0].version},

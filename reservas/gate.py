@@ -134,7 +134,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import redis.asyncio
@@ -212,7 +212,7 @@ if redis.call('ZSCORE', pending, reserva_id) then
   return {'ADMITTED', math.max(0, disp - psum), reserva_id}  -- this admission again (a retried call)
 end
 if disp - psum < cantidad then
-  return {'SOLD_OUT', math.max(0, disp - psum), reserva_id}
+  return {'SOLD_OUT', math.max(0, disp - psum), reserva_id, redis.call('HGET', gate, 'complete') or '0'}
 end
 redis.call('HSET', gate, 'q:' .. reserva_id, cantidad)
 redis.call('HINCRBY', gate, 'psum', cantidad)
@@ -234,7 +234,10 @@ end
 local version = tonumber(ARGV[2])
 local ver = redis.call('HGET', gate, 'ver')
 local now = now_ms(ARGV[4])
-if not ver or version > tonumber(ver) then
+if not ver then
+  -- seeded by this report: its markers are complete only if no ticket was sold before (ARGV[6] = '1')
+  redis.call('HSET', gate, 'disp', ARGV[1], 'ver', ARGV[2], 'refreshed', now, 'complete', ARGV[6] == '1' and '1' or '0')
+elseif version > tonumber(ver) then
   redis.call('HSET', gate, 'disp', ARGV[1], 'ver', ARGV[2], 'refreshed', now)
 elseif version == tonumber(ver) then
   redis.call('HSET', gate, 'refreshed', now)
@@ -279,6 +282,10 @@ class Admission:
     reserva_id: str
     #: Tickets the gate still lets through after this call (ADMITTED, SOLD_OUT); None otherwise.
     disponibles: int | None = None
+    #: For SOLD_OUT: whether the gate has seen every key that bought (it was seeded before the first
+    #: sale). When not (Redis lost its data mid-sale), a key without a marker may still stand for a
+    #: recorded purchase, and the caller checks before answering SOLD_OUT.
+    markers_complete: bool = field(default=True, compare=False)
 
 
 class Inventory(NamedTuple):
@@ -286,6 +293,8 @@ class Inventory(NamedTuple):
 
     disponibles: int
     version: int
+    #: aforo_total, when read: disponibles == aforo means nothing was sold yet.
+    aforo: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,7 +440,8 @@ class AdmissionGate:
             self._warn("admit", evento_id, reserva_id, error)
             return Admission(Outcome.UNAVAILABLE, reserva_id)
         outcome, disponibles, admitted_as = Outcome(_text(reply[0])), int(reply[1]), _text(reply[2])
-        return Admission(outcome, admitted_as, None if disponibles < 0 else disponibles)
+        complete = len(reply) < 4 or _text(reply[3]) == "1"
+        return Admission(outcome, admitted_as, None if disponibles < 0 else disponibles, markers_complete=complete)
 
     async def admit_seeding(
         self,
@@ -468,23 +478,48 @@ class AdmissionGate:
                 if admission.outcome is Outcome.UNSEEDED:
                     return Admission(Outcome.UNAVAILABLE, reserva_id)
                 continue  # REFRESH: the probe is ours for refresh_seconds; admit on the snapshot
-            await self.report(evento_id, disponibles=inventory.disponibles, version=inventory.version)
+            await self.report(
+                evento_id,
+                disponibles=inventory.disponibles,
+                version=inventory.version,
+                unsold=inventory.aforo is not None and inventory.disponibles == inventory.aforo,
+            )
         return Admission(Outcome.UNAVAILABLE, reserva_id)  # the snapshot keeps vanishing: no gate
 
-    async def report(self, evento_id: str, *, disponibles: int, version: int, reserva_id: str | None = None) -> None:
+    async def report(
+        self,
+        evento_id: str,
+        *,
+        disponibles: int,
+        version: int,
+        reserva_id: str | None = None,
+        unsold: bool = False,
+    ) -> None:
         """eventos answered with the event's inventory (`disponibles` at `version`).
 
         `reserva_id`: the saga whose ReservarEntradas / LiberarEntradas this answers; its pending
-        entry is dropped (idempotent). Never raises for Redis trouble.
+        entry is dropped (idempotent). `unsold`: no ticket of the event was ever sold at this version
+        (disponibles == aforo_total), so a gate this report seeds has seen every key that bought: its
+        markers are complete. Never raises for Redis trouble.
         """
         if disponibles < 0 or version < 0:
             raise ValueError(f"disponibles and version must not be negative, got {disponibles}, {version}")
         gate, pending = self.keys(evento_id)
-        args = [int(disponibles), int(version), reserva_id or "", self._now(), self.key_ttl_ms]
+        args = [int(disponibles), int(version), reserva_id or "", self._now(), self.key_ttl_ms, "1" if unsold else "0"]
         try:
             await self._report(keys=[gate, pending], args=args)
         except (RedisError, OSError) as error:
             self._warn("report", evento_id, reserva_id, error)
+
+    async def mark(self, evento_id: str, *, reserva_id: str, usuario_id: str, idempotency_key: str) -> None:
+        """Remember that this key bought as `reserva_id`, for a purchase that went ungated (its admission
+        was UNAVAILABLE): a repeat after a sell-out is then REPEAT, not SOLD_OUT. Never raises."""
+        try:
+            await self._redis.set(
+                self.marker(evento_id, usuario_id, idempotency_key), reserva_id, nx=True, px=self.key_ttl_ms
+            )
+        except (RedisError, OSError) as error:
+            self._warn("mark", evento_id, reserva_id, error)
 
     async def forget(self, evento_id: str, reserva_id: str) -> None:
         """The saga ended before asking eventos for tickets: drop its pending entry (idempotent).

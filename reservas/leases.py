@@ -30,6 +30,7 @@ not the same process twice; the caller keeps its own in-flight sagas apart.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -104,15 +105,24 @@ class LeaseStore:
             "open": True,
             "opened_at": now,
         }
-        while True:
+        for _ in range(3):
             try:
                 await self.writer.write([InsertOne(doc)])
-                return Claim(reserva_id, won=True)
+                return Claim(str(doc["_id"]), won=True)
             except DuplicateKeyError:
                 existing = await self.collection.find_one({"clave": key}, {"huella": 1})
             if existing is not None:
                 break
-            # The key was re-pointed between our insert and our read: claim again.
+            # Nobody holds the key, so the collision was on `_id`: an earlier attempt of this key that gave
+            # it up (re-pointed away). It takes the key back if it still has none; else claim a fresh id.
+            taken_back = await self.collection.update_one(
+                {"_id": doc["_id"], "clave": {"$exists": False}, "huella": huella}, {"$set": {"clave": key}}
+            )
+            if taken_back.matched_count:
+                return Claim(str(doc["_id"]), won=False)
+            doc["_id"] = uuid.uuid4().hex
+        else:
+            raise RuntimeError(f"could not claim idempotency key {idempotency_key!r}")  # pragma: no cover
         if existing["huella"] != huella:
             raise KeyReused(
                 f"idempotency_key {idempotency_key!r} was already used by this user for a different purchase "
@@ -120,6 +130,11 @@ class LeaseStore:
                 metadata={"field": "idempotency_key", "reserva_id": existing["_id"]},
             )
         return Claim(str(existing["_id"]), won=False)
+
+    async def holder(self, usuario_id: str, idempotency_key: str) -> str | None:
+        """The reservation this key stands for, if it was claimed (one indexed read)."""
+        doc = await self.collection.find_one({"clave": clave(usuario_id, idempotency_key)}, {"_id": 1})
+        return None if doc is None else str(doc["_id"])
 
     async def repoint(self, usuario_id: str, idempotency_key: str, old_id: str, huella: str, new_id: str) -> Claim:
         """Move the key from `old_id` to a new claim `new_id`, if it is still at `old_id`; where it points after."""

@@ -34,7 +34,7 @@ from reservas.saga.validador_datos import Solicitud, check_fields
 log = logging.getLogger(__name__)
 
 #: What the admission gate reads of an event to seed or refresh itself.
-INVENTORY_FIELDS = ("entradas_disponibles", "inventario_version")
+INVENTORY_FIELDS = ("entradas_disponibles", "inventario_version", "aforo_total")
 MAX_RESERVA_ID = 128
 POLL_SECONDS = 0.05
 
@@ -100,8 +100,11 @@ class ReservasService:
             # The earlier attempt failed only because a dependency was down and was fully undone:
             # this repeat is the client's retry, so it tries again (one saga at a time per key).
             admission = await self._admit(solicitud, str(uuid.uuid4()), replacing=reserva.id)
+            # A REPEAT names the attempt the gate last admitted for this key, which may be older than the
+            # one MongoDB holds (the gate was unavailable meanwhile): the key only moves to a new id.
+            target = str(uuid.uuid4()) if admission.outcome is Outcome.REPEAT else admission.reserva_id
             claim = await self._claimed(solicitud, admission, self.keys.repoint(
-                solicitud.usuario_id, solicitud.idempotency_key, reserva.id, huella, admission.reserva_id
+                solicitud.usuario_id, solicitud.idempotency_key, reserva.id, huella, target
             ))  # fmt: skip
             reserva = None if claim.won else await self.store.get(claim.reserva_id)
         reserva_id, fresh = claim
@@ -127,6 +130,11 @@ class ReservasService:
             cantidad=solicitud.cantidad,
             replacing=replacing,
         )
+        if admission.outcome is Outcome.SOLD_OUT and not admission.markers_complete:
+            # The gate was seeded mid-sale (Redis lost its data): it may not know this key bought before.
+            holder = await self.keys.holder(solicitud.usuario_id, solicitud.idempotency_key)
+            if holder is not None:  # a repeat: answered from the recorded reservation
+                return Admission(Outcome.REPEAT, holder)
         if admission.outcome is Outcome.SOLD_OUT:
             left = admission.disponibles or 0
             raise FailedPrecondition(
@@ -139,7 +147,7 @@ class ReservasService:
 
     async def _inventory(self, evento_id: str) -> Inventory:
         evento = await self.eventos.get_evento(evento_id, INVENTORY_FIELDS)
-        return Inventory(evento.entradas_disponibles, evento.inventario_version)
+        return Inventory(evento.entradas_disponibles, evento.inventario_version, evento.aforo_total)
 
     async def _claimed(self, solicitud: Solicitud, admission: Admission, claiming: Awaitable[Claim]) -> Claim:
         """The claim of the key; an admission the claim did not use is withdrawn from the gate."""
@@ -148,8 +156,15 @@ class ReservasService:
         except BaseException:
             await self._withdraw(solicitud, admission)
             raise
-        if not claim.won or claim.reserva_id != admission.reserva_id:
+        if claim.reserva_id != admission.reserva_id:  # the key stands for another reservation
             await self._withdraw(solicitud, admission)
+        elif admission.outcome is Outcome.UNAVAILABLE:  # ungated: the gate must still learn this key bought
+            await self.gate.mark(
+                solicitud.evento_id,
+                reserva_id=claim.reserva_id,
+                usuario_id=solicitud.usuario_id,
+                idempotency_key=solicitud.idempotency_key,
+            )
         return claim
 
     async def _withdraw(self, solicitud: Solicitud, admission: Admission) -> None:

@@ -710,3 +710,16 @@ async def test_benchmark_sold_out_answers_per_second(client: redis.asyncio.Redis
     with capsys.disabled():
         print(f"\n[gate benchmark] SOLD_OUT admits/s at 64 in flight on one redis.asyncio client: {rate:,.0f}")
 
+
+
+async def test_sold_out_says_whether_the_gate_has_seen_every_key_that_bought(client: redis.asyncio.Redis) -> None:
+    """A gate seeded before the first sale knows every buyer's key; one seeded mid-sale (Redis lost its
+    data) does not, and says so with its SOLD_OUT, so the caller checks the key before answering."""
+    gate = AdmissionGate(client)
+    fresh, midsale = evento(), evento()
+    await gate.report(fresh, disponibles=0, version=0, unsold=True)  # seeded before any sale (aforo 0 left)
+    await gate.report(midsale, disponibles=0, version=9)  # seeded after sales it never saw
+    buyer = {"reserva_id": "r-1", "usuario_id": "u", "idempotency_key": "k", "cantidad": 1}
+    assert (await gate.admit(fresh, **buyer)).markers_complete
+    late = await gate.admit(midsale, **buyer)
+    assert late.outcome is Outcome.SOLD_OUT and not late.markers_complete

@@ -14,6 +14,10 @@ The simulated gateway behaves like a payment provider's test cards:
 - `tok_timeout`: the charge IS recorded, but the answer never comes: after `timeout_seconds`
   the caller gets PaymentTimeout and must settle from `entries()` (refund if charged). It
   times out on every call, retries included, as a card that always hangs would.
+
+A refund of a reservation that was never charged leaves a void (`anulado`, amount 0) in the
+charge's place, so a charge that arrives afterwards is refused (PaymentVoided) rather than taken:
+a process whose saga was taken over and undone by another cannot charge the buyer behind it.
 """
 
 from __future__ import annotations
@@ -53,6 +57,12 @@ class PaymentDeclined(FailedPrecondition):
     reason = "PAYMENT_DECLINED"
 
 
+class PaymentVoided(FailedPrecondition):
+    """The reservation's payment was voided before this charge landed (its purchase was undone): nothing taken."""
+
+    reason = "PAYMENT_VOIDED"
+
+
 class PaymentTimeout(DomainError):
     """The gateway did not answer in time: whether it charged is unknown until the ledger is read."""
 
@@ -67,6 +77,9 @@ class LedgerEntry:
     monto: int
     moneda: str
     ocurrido: datetime
+    #: A void in the charge's place: the purchase was undone before anything was charged, so a charge
+    #: that arrives later (from a process that lost the saga) collides with it and is refused.
+    anulado: bool = False
 
 
 class PaymentGateway(Protocol):
@@ -75,6 +88,15 @@ class PaymentGateway(Protocol):
     async def refund(self, reserva_id: str) -> LedgerEntry | None: ...
 
     async def entries(self, reserva_id: str) -> list[LedgerEntry]: ...
+
+
+def _not_voided(entry: LedgerEntry) -> LedgerEntry:
+    if entry.anulado:
+        raise PaymentVoided(
+            "this purchase was undone before its payment went through; nothing was charged",
+            metadata={"reserva_id": entry.reserva_id},
+        )
+    return entry
 
 
 def _now() -> datetime:
@@ -94,6 +116,7 @@ def _from_document(doc: dict[str, Any]) -> LedgerEntry:
         monto=int(doc["monto"]),
         moneda=doc["moneda"],
         ocurrido=ocurrido,
+        anulado=bool(doc.get("anulado", False)),
     )
 
 
@@ -125,7 +148,7 @@ class SimulatedGateway:
                 metadata={"reserva_id": reserva_id},
             )
         if medio_pago == "tok_timeout":
-            await self._record(reserva_id, TipoPago.CARGO, monto, moneda, medio_pago)
+            _not_voided(await self._record(reserva_id, TipoPago.CARGO, monto, moneda, medio_pago))
             await asyncio.sleep(self.timeout_seconds)
             raise PaymentTimeout(
                 f"the payment gateway did not answer within {self.timeout_seconds:g}s; the outcome is unknown",
@@ -134,12 +157,16 @@ class SimulatedGateway:
         if medio_pago == "tok_slow":
             await asyncio.sleep(self.slow_seconds)
         # Insert first: the unique (reserva_id, tipo) makes a repeat collide, and only then is it read.
-        return await self._record(reserva_id, TipoPago.CARGO, monto, moneda, medio_pago)
+        return _not_voided(await self._record(reserva_id, TipoPago.CARGO, monto, moneda, medio_pago))
 
     async def refund(self, reserva_id: str) -> LedgerEntry | None:
         """Give back the charge once; a repeat answers the first refund. None when nothing was charged."""
         charge = await self._find(reserva_id, TipoPago.CARGO)
         if charge is None:
+            # Nothing charged: void the charge's place, so a charge still on its way (a process that lost
+            # the saga's lease and does not know it yet) collides and is refused instead of taking money.
+            charge = await self._record(reserva_id, TipoPago.CARGO, 0, "", None, anulado=True)
+        if charge.anulado:
             return None
         return await self._record(reserva_id, TipoPago.REEMBOLSO, charge.monto, charge.moneda, None)
 
@@ -154,10 +181,10 @@ class SimulatedGateway:
         return None if doc is None else _from_document(doc)
 
     async def _record(
-        self, reserva_id: str, tipo: TipoPago, monto: int, moneda: str, medio_pago: str | None
+        self, reserva_id: str, tipo: TipoPago, monto: int, moneda: str, medio_pago: str | None, *, anulado: bool = False
     ) -> LedgerEntry:
         """Insert the movement, or answer the one a concurrent call (or an earlier attempt) inserted."""
-        entry = LedgerEntry(uuid.uuid4().hex, reserva_id, tipo, monto, moneda, _now())
+        entry = LedgerEntry(uuid.uuid4().hex, reserva_id, tipo, monto, moneda, _now(), anulado)
         doc = {
             "_id": entry.id,
             "reserva_id": reserva_id,
@@ -168,6 +195,8 @@ class SimulatedGateway:
         }
         if medio_pago is not None:
             doc["medio_pago"] = medio_pago
+        if anulado:
+            doc["anulado"] = True
         try:
             await self.writer.write([InsertOne(doc)])
         except DuplicateKeyError:

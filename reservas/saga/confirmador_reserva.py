@@ -14,7 +14,7 @@ import logging
 
 from infra.errors import DomainError, NotFound
 from reservas.domain import Estado, Tipo
-from reservas.saga.base import Paso, SagaContext
+from reservas.saga.base import Paso, SagaContext, SagaTakenOver
 from reservas.saga.validador_inventario import hold_keys
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,20 @@ async def release_holds(ctx: SagaContext) -> None:
         log.warning("could not release the holds; they will expire", exc_info=True)
 
 
+async def undo_if_undone_elsewhere(ctx: SagaContext) -> None:
+    """Our commit point lost to another process: our lease lapsed and it took the saga over. If it is
+    undoing the purchase (or has), the purchase we just recorded in usuarios, after its AnularCompra
+    perhaps, must go too; if it completed the purchase, nothing changes. (A late charge cannot happen:
+    an undone payment leaves a void that refuses it.)"""
+    current = await ctx.deps.store.get(ctx.reserva.id)
+    if current is not None and (current.estado is Estado.FALLIDA or current.compensando):
+        log.warning("the saga was undone by another process while this one confirmed it: annulling the purchase")
+        try:
+            await ctx.deps.usuarios.anular_compra(ctx.reserva.usuario_id, ctx.reserva.id)
+        except NotFound:
+            pass
+
+
 class ConfirmadorReserva(Paso):
     name = "ConfirmadorReserva"
 
@@ -38,7 +52,11 @@ class ConfirmadorReserva(Paso):
             await ctx.record(Tipo.COMPRA_REGISTRADA)
         if reserva.estado is not Estado.CONFIRMADA:
             await ctx.record(Tipo.RESERVA_CONFIRMADA, monto=reserva.monto, moneda=reserva.moneda)
-        await ctx.flush()  # the commit point is durable before the holds go and the buyer is answered
+        try:
+            await ctx.flush()  # the commit point is durable before the holds go and the buyer is answered
+        except SagaTakenOver:
+            await undo_if_undone_elsewhere(ctx)
+            raise
         await release_holds(ctx)
 
     async def compensate(self, ctx: SagaContext) -> None:

@@ -77,7 +77,9 @@ def error_from(reserva: Reserva) -> DomainError:
     cls = error_class(reserva)
     message = reserva.motivo or f"reservation {reserva.id} failed"
     if issubclass(cls, Unavailable):  # a retry with the same key tries again (ReservasService.reservar)
-        message += "; nothing was charged or taken: retry with the same idempotency_key"
+        message += "; retry with the same idempotency_key" if "nothing was charged" in message else (
+            "; nothing was charged or taken: retry with the same idempotency_key"
+        )
     return cls(
         message,
         reason=reserva.razon or None,

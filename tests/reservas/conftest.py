@@ -199,7 +199,8 @@ class World:
         return self.mongo[self.dbs[service]]
 
     async def ledger(self, reserva_id: str) -> list[str]:
-        cursor = self.db("reservas")["pagos"].find({"reserva_id": reserva_id}).sort("ocurrido", 1)
+        """The reservation's movements of money, oldest first (a void, which only refuses a late charge, moves none)."""
+        cursor = self.db("reservas")["pagos"].find({"reserva_id": reserva_id, "anulado": {"$ne": True}}).sort("ocurrido", 1)
         return [doc["tipo"] async for doc in cursor]
 
     def reservas_config(self, **changes: Any) -> ReservasConfig:

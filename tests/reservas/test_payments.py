@@ -15,6 +15,7 @@ from reservas.domain import TipoPago
 from reservas.payments import (
     KNOWN_TOKENS,
     PaymentDeclined,
+    PaymentVoided,
     PaymentTimeout,
     SimulatedGateway,
     validate_token,
@@ -85,10 +86,17 @@ async def test_refund_twice_refunds_once(gateway: SimulatedGateway) -> None:
     assert net(await gateway.entries(r)) == 0
 
 
-async def test_refund_with_nothing_charged_is_none(gateway: SimulatedGateway) -> None:
+async def test_refund_with_nothing_charged_is_none_and_voids_a_later_charge(gateway: SimulatedGateway) -> None:
     r = reserva()
     assert await gateway.refund(r) is None
-    assert await gateway.entries(r) == []
+    assert await gateway.refund(r) is None  # idempotent
+    [void] = await gateway.entries(r)
+    assert (void.tipo, void.monto, void.anulado) == (TipoPago.CARGO, 0, True)
+    # A charge that arrives after the purchase was undone (from a process that lost the saga) takes nothing.
+    with pytest.raises(PaymentVoided) as raised:
+        await gateway.charge(r, 1000, "EUR", "tok_visa")
+    assert raised.value.reason == "PAYMENT_VOIDED"
+    assert [(e.monto, e.anulado) for e in await gateway.entries(r)] == [(0, True)]
 
 
 async def test_declined_records_nothing(gateway: SimulatedGateway) -> None:

@@ -100,6 +100,14 @@ class Tally:
         assert not self.unexpected(), f"unexpected answers: {self.unexpected()} (all: {dict(self.outcomes)})"
 
 
+async def create_usuarios(world: World, n: int, batch: int = 100) -> list[str]:
+    """n buyers, created `batch` at a time."""
+    usuarios: list[str] = []
+    while len(usuarios) < n:
+        usuarios += await world.usuarios_n(min(batch, n - len(usuarios)))
+    return usuarios
+
+
 def one_purchase_per_key(report: Report) -> None:
     """A request repeated with its idempotency key never bought twice.
 

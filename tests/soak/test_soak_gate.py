@@ -22,17 +22,10 @@ from infra.server import GrpcApp
 from reservas.domain import Estado
 from reservas.server import create_app as create_reservas
 from tests.reservas.conftest import World
-from tests.soak.support import Tally, one_purchase_per_key, wait_all_settled
+from tests.soak.support import Tally, create_usuarios, one_purchase_per_key, wait_all_settled
 
 CONCURRENCY = 64
 SELLOUT = int(os.environ.get("EVENTFLOW_SOAK_SELLOUT", "20000"))
-
-
-async def usuarios_for(world: World, n: int, batch: int = 100) -> list[str]:
-    usuarios: list[str] = []
-    while len(usuarios) < n:
-        usuarios += await world.usuarios_n(min(batch, n - len(usuarios)))
-    return usuarios
 
 
 async def flash_sale(world: World, buyers: list[str], evento_id: str, cantidad: int) -> tuple[Tally, float]:
@@ -72,7 +65,7 @@ async def test_two_thousand_buyers_for_two_hundred_tickets(
 ) -> None:
     await stack_with_gate(world, start_app)
     evento = await world.evento(aforo=200)
-    buyers = await usuarios_for(world, 2000)
+    buyers = await create_usuarios(world, 2000)
     tally, elapsed = await flash_sale(world, buyers, evento.id, cantidad=1)
     print(f"\n2,000 buyers for 200 tickets answered in {elapsed:.1f}s ({2000 / elapsed:.0f}/s): {dict(tally.outcomes)}")
     stored = await settled_and_checked(world, tally)
@@ -89,7 +82,7 @@ async def test_a_twenty_thousand_ticket_event_sells_out(
     await stack_with_gate(world, start_app)
     evento = await world.evento(aforo=SELLOUT)
     purchases = SELLOUT // 10
-    buyers = await usuarios_for(world, purchases + 100)
+    buyers = await create_usuarios(world, purchases + 100)
     tally, elapsed = await flash_sale(world, buyers, evento.id, cantidad=10)
     print(f"\n{len(buyers)} buyers of 10 tickets for {SELLOUT} answered in {elapsed:.1f}s "
           f"({len(buyers) / elapsed:.0f}/s; first and last reservations of one event alike): {dict(tally.outcomes)}")  # fmt: skip

@@ -24,7 +24,7 @@ from infra.server import GrpcApp
 from reservas.domain import Estado
 from reservas.server import create_app as create_reservas
 from tests.reservas.conftest import World
-from tests.soak.support import Tally, one_purchase_per_key, wait_all_settled
+from tests.soak.support import Tally, create_usuarios, one_purchase_per_key, wait_all_settled
 
 BUYERS = int(os.environ.get("EVENTFLOW_SOAK_BUYERS", "3000"))
 #: No buyer starts after this many minutes (EVENTFLOW_SOAK_MINUTES): the run is bounded in time as well as
@@ -37,13 +37,6 @@ TOKENS = ["tok_visa"] * 7 + ["tok_declined", "tok_timeout", "tok_slow"]
 MAX_CANCELLATIONS = 15
 HOLD_TTL = 60.0  # seconds: no reservation may stay PENDIENTE longer than this plus a margin
 SETTLE_MARGIN = 120.0
-
-
-async def create_usuarios(world: World, n: int, batch: int = 100) -> list[str]:
-    usuarios: list[str] = []
-    while len(usuarios) < n:
-        usuarios += await world.usuarios_n(min(batch, n - len(usuarios)))
-    return usuarios
 
 
 @pytest.mark.soak

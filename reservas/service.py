@@ -2,12 +2,13 @@
 
 Reservar answers when the saga has settled: the CONFIRMADA reservation, or the error its
 saga recorded (with the reserva_id in the metadata). The request's own fields are checked
-before anything is recorded; then the idempotency key is claimed (one insert that also takes
-the saga's lease and marks it open), then the saga starts (`ReservaSolicitada`, version 1, is
-unique per stream: only one driver can start it). A
-repeat never starts a second saga: it answers the settled reservation, or waits for the one
-in flight (sharing the task in this process, polling the log across processes) up to the
-caller's deadline.
+before anything is recorded; then the event's admission gate (reservas.gate, in Redis)
+answers SOLD_OUT when too few tickets are left, recording nothing; then the idempotency key
+is claimed (one insert that also takes the saga's lease and marks it open); then the saga
+starts (`ReservaSolicitada`, version 1, is unique per stream: only one driver can start it).
+A repeat never starts a second saga: it answers the settled reservation, or waits for the
+one in flight (sharing the task in this process, polling the log across processes) up to
+the caller's deadline.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable
 from datetime import UTC, datetime
 from functools import partial
 
@@ -92,9 +92,7 @@ class ReservasService:
         deadline = self._deadline(timeout)
         admission = await self._admit(solicitud, str(uuid.uuid4()))  # SOLD_OUT here records nothing
         huella = fingerprint(solicitud)
-        claim = await self._claimed(solicitud, admission, self.keys.claim(
-            solicitud.usuario_id, solicitud.idempotency_key, huella, admission.reserva_id
-        ))  # fmt: skip
+        claim = await self._claim(solicitud, huella, admission, admission.reserva_id)
         reserva = None if claim.won else await self.store.get(claim.reserva_id)
         if reserva is not None and retryable(reserva):
             # The earlier attempt failed only because a dependency was down and was fully undone:
@@ -103,9 +101,7 @@ class ReservasService:
             # A REPEAT names the attempt the gate last admitted for this key, which may be older than the
             # one MongoDB holds (the gate was unavailable meanwhile): the key only moves to a new id.
             target = str(uuid.uuid4()) if admission.outcome is Outcome.REPEAT else admission.reserva_id
-            claim = await self._claimed(solicitud, admission, self.keys.repoint(
-                solicitud.usuario_id, solicitud.idempotency_key, reserva.id, huella, target
-            ))  # fmt: skip
+            claim = await self._claim(solicitud, huella, admission, target, replacing=reserva.id)
             reserva = None if claim.won else await self.store.get(claim.reserva_id)
         reserva_id, fresh = claim
         while True:
@@ -149,10 +145,17 @@ class ReservasService:
         evento = await self.eventos.get_evento(evento_id, INVENTORY_FIELDS)
         return Inventory(evento.entradas_disponibles, evento.inventario_version, evento.aforo_total)
 
-    async def _claimed(self, solicitud: Solicitud, admission: Admission, claiming: Awaitable[Claim]) -> Claim:
-        """The claim of the key; an admission the claim did not use is withdrawn from the gate."""
+    async def _claim(
+        self, solicitud: Solicitud, huella: str, admission: Admission, reserva_id: str, replacing: str | None = None
+    ) -> Claim:
+        """Claim the key for `reserva_id` (moving it from the failed attempt `replacing`, on a retry); an
+        admission the claim did not use is withdrawn from the gate."""
+        usuario_id, key = solicitud.usuario_id, solicitud.idempotency_key
         try:
-            claim = await claiming
+            if replacing is None:
+                claim = await self.keys.claim(usuario_id, key, huella, reserva_id)
+            else:
+                claim = await self.keys.repoint(usuario_id, key, replacing, huella, reserva_id)
         except BaseException:
             await self._withdraw(solicitud, admission)
             raise

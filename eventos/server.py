@@ -52,6 +52,8 @@ async def create_app(config: Config) -> GrpcApp:
         health_check=health_check,
     )
     app.on_stop.append(client.close)
+    app.on_stop.append(repository.close)  # run first (newest first): takes in flight abort their transactions
+
     return app
 
 

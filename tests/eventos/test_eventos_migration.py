@@ -11,7 +11,7 @@ rewritten, one that crashed half-way through the inventory, two replicas at once
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,8 +35,8 @@ def old_evento(
     *,
     aforo: int = 0,
     asientos: list[str] | None = None,
-    reservas: list[tuple[str, int, list[str]]] = (),  # type: ignore[assignment]
-    liberadas: list[str] = (),  # type: ignore[assignment]
+    reservas: Sequence[tuple[str, int, list[str]]] = (),
+    liberadas: Sequence[str] = (),
     disponibles: list[str] | None = None,
 ) -> dict[str, Any]:
     """An event document as c6109af's EventoRepository stored it (see `git show c6109af:eventos/repository.py`)."""

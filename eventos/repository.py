@@ -38,6 +38,18 @@ A take is 3 commands whatever the event's size or sales: findAndModify of the ev
 Reading an event with its seats (the seat map, and the available seats in seat-map order) reads
 its seat map document and the smaller side of its seats, the held ones or the free ones, in one
 snapshot, so the answer's seats agree with its counter.
+
+The earlier shape (up to c6109af) kept the inventory inside the event: `asientos` (the seat map),
+`asientos_disponibles`, `reservas` (the active allocations, `[{reserva_id, cantidad, asientos}]`)
+and `reservas_liberadas` (the tombstones, reserva_ids only). `migrate_legacy` moves such events to
+this shape when the service starts, before it serves. It writes the event's inventory first, as
+inserts that ignore duplicates (a seat, map, allocation or tombstone already there is left as it
+is), and rewrites the event LAST, in one update filtered on the old fields still being there. Until
+that update the event is in the old shape and nothing of this version takes from or gives back to
+it (its counters lack `inventario_version`), so a crash anywhere leaves an event that the next run
+migrates again from the start; after it, another replica's run finds nothing and its inserts, if
+late, collide with what is there. It assumes no process of the earlier version still writes: stop
+them before starting this one.
 """
 
 from __future__ import annotations
@@ -55,9 +67,10 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateMany, UpdateOne
 from pymongo.read_concern import ReadConcern
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from eventos.domain import Allocation, Evento, InventoryChange, NewEvento, ReservaRequest, Stock
+from infra.group_commit import DUPLICATE_KEY
 from infra.mongo import MAJORITY, for_reads, for_writes
 
 log = logging.getLogger(__name__)
@@ -72,6 +85,12 @@ SEAT_BATCH = 5_000
 
 #: What a take or a give-back needs of the event: never its seats.
 _COUNTERS = {"entradas_disponibles": 1, "inventario_version": 1, "con_asientos": 1}
+
+#: The fields of the earlier shape, inside the event (see the module docstring).
+_LEGACY_FIELDS = ("asientos", "asientos_disponibles", "reservas", "reservas_liberadas")
+#: An event still in the earlier shape: every such document has `reservas` (if only []), none since
+#: has. Answered by the sparse index `legacy_reservas`, which holds only those documents.
+_LEGACY = {"reservas": {"$exists": True}}
 
 
 def seat_map_id(evento_id: str) -> str:
@@ -171,6 +190,9 @@ class EventoRepository:
         await self._writes.create_index(
             [("lugar", ASCENDING), ("fecha", ASCENDING), ("_id", ASCENDING)], name="lugar_fecha_id"
         )
+        # The events still in the earlier shape (migrate_legacy), and only them: sparse, so the events
+        # written since are not in it, and finding none is one lookup in an empty index.
+        await self._writes.create_index([("reservas", ASCENDING)], sparse=True, name="legacy_reservas")
         # An event's held or free seats, its allocations (tipo "reserva"), everything of it on delete.
         await self._inventory.create_indexes(
             [
@@ -560,3 +582,112 @@ class EventoRepository:
         """The active allocations of an event (from the primary): for audits and invariant checks."""
         cursor = self._inventory.find({"evento_id": evento_id, "tipo": ALLOCATION, "liberada": False})
         return [_to_allocation(doc) async for doc in cursor]
+
+    # --- the earlier shape -------------------------------------------------------------------
+
+    async def migrate_legacy(self) -> int:
+        """Move every event still in the earlier shape to this one (see the module docstring); how many
+        this call moved. Idempotent, and safe to run from several replicas at once or again after a
+        crash. With nothing to move, one query on the `legacy_reservas` index.
+        """
+        pending = [doc["_id"] async for doc in self._writes.find(_LEGACY, {"_id": 1})]
+        migrated = 0
+        for evento_id in pending:
+            doc = await self._writes.find_one({"_id": evento_id, **_LEGACY})
+            if doc is None:
+                continue  # migrated meanwhile by another replica
+            copied = await self._copy_legacy_inventory(doc)
+            if await self._retire_legacy_fields(doc):
+                migrated += 1
+                log.info("legacy evento migrated", extra={"evento_id": evento_id, **copied})
+        if pending:
+            log.info("legacy eventos migrated", extra={"migrated": migrated, "found": len(pending)})
+        return migrated
+
+    async def _copy_legacy_inventory(self, doc: Mapping[str, Any]) -> dict[str, int]:
+        """Write what the old-shape event `doc` holds into `inventario`: seats, seat map, allocations, tombstones.
+
+        Each an insert that leaves a document already there alone, in batches of at most SEAT_BATCH.
+        Answers how many of each there were (for the log).
+        """
+        evento_id = doc["_id"]
+        asientos = list(doc.get("asientos") or ())
+        reservas = list(doc.get("reservas") or ())
+        holders = {seat: a["reserva_id"] for a in reservas for seat in a.get("asientos") or ()}
+        self._check_legacy(doc, asientos, reservas, holders)
+        seats = [
+            {"_id": seat_id(evento_id, label), "tipo": SEAT, "evento_id": evento_id, "asiento": label,
+             "reserva_id": holders.get(label)}
+            for label in asientos
+        ]  # fmt: skip
+        await self._insert_missing(seats)
+        if asientos:
+            await self._insert_missing(
+                [{"_id": seat_map_id(evento_id), "tipo": SEAT_MAP, "evento_id": evento_id, "asientos": asientos}]
+            )
+        active = {a["reserva_id"] for a in reservas}
+        allocations = [
+            {"_id": allocation_id(evento_id, a["reserva_id"]), "tipo": ALLOCATION, "evento_id": evento_id,
+             "reserva_id": a["reserva_id"], "cantidad": a["cantidad"], "asientos": list(a.get("asientos") or ()),
+             "liberada": False}
+            for a in reservas
+        ] + [
+            {"_id": allocation_id(evento_id, rid), "tipo": ALLOCATION, "evento_id": evento_id,
+             "reserva_id": rid, "cantidad": 0, "asientos": [], "liberada": True}  # as `spend` leaves them
+            for rid in dict.fromkeys(doc.get("reservas_liberadas") or ())
+            if rid not in active
+        ]  # fmt: skip
+        await self._insert_missing(allocations)
+        return {
+            "seats": len(seats),
+            "held_seats": len(holders),
+            "allocations": len(reservas),
+            "tombstones": len(allocations) - len(reservas),
+        }
+
+    async def _retire_legacy_fields(self, doc: Mapping[str, Any]) -> bool:
+        """The last step: the event takes this shape, in one update, if it is still in the old one.
+
+        False when another replica did it first.
+        """
+        result = await self._writes.update_one(
+            {"_id": doc["_id"], **_LEGACY},
+            {
+                "$unset": dict.fromkeys(_LEGACY_FIELDS, ""),
+                "$set": {"con_asientos": bool(doc.get("asientos")), "inventario_version": 0},
+            },
+        )
+        return result.modified_count == 1
+
+    async def _insert_missing(self, docs: list[dict[str, Any]]) -> None:
+        """Insert `docs` in batches of SEAT_BATCH; those whose `_id` is taken already are left as stored."""
+        for start in range(0, len(docs), SEAT_BATCH):
+            try:
+                await self._inventory.insert_many(docs[start : start + SEAT_BATCH], ordered=False)
+            except BulkWriteError as error:
+                details = error.details
+                if details.get("writeConcernErrors") or any(
+                    e.get("code") != DUPLICATE_KEY for e in details.get("writeErrors") or ()
+                ):
+                    raise
+
+    @staticmethod
+    def _check_legacy(
+        doc: Mapping[str, Any], asientos: Sequence[str], reservas: Sequence[Mapping[str, Any]], holders: Mapping[str, str]
+    ) -> None:
+        """Warn (and migrate as stored) when an old-shape event's counter and seats disagree with its allocations."""
+        held = sum(int(a["cantidad"]) for a in reservas)
+        disponibles = set(doc.get("asientos_disponibles") or ())
+        counter_ok = doc["entradas_disponibles"] + held == doc["aforo_total"]
+        seats_ok = not asientos or (disponibles.isdisjoint(holders) and disponibles | set(holders) == set(asientos))
+        if not (counter_ok and seats_ok):
+            log.warning(
+                "legacy evento inconsistent; migrated as stored",
+                extra={
+                    "evento_id": doc["_id"],
+                    "aforo_total": doc["aforo_total"],
+                    "entradas_disponibles": doc["entradas_disponibles"],
+                    "held": held,
+                    "seats_consistent": seats_ok,
+                },
+            )

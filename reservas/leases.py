@@ -25,24 +25,40 @@ skew.
 
 Within one process, "already mine" is also True: the lease keeps other processes out,
 not the same process twice; the caller keeps its own in-flight sagas apart.
+
+Keys of an earlier version (up to c6109af) live in the collection "idempotencia", one document
+per key: `{_id: clave, reserva_id, huella, creada, anteriores?}` (`anteriores`: attempts the key
+was re-pointed away from, which need nothing here). `migrate_legacy_keys` runs at startup, before
+recovery and before the service reports SERVING: it gives each key to its reservation's document
+here (an upsert of `{_id: reserva_id}` that sets `clave`, `huella` and `creada`), and only then
+deletes the old document. A crash in between leaves a key in both places, and the next run finds
+it here already and just deletes the old one; two replicas doing it at once write the same
+values. A repeat of a pre-upgrade purchase then collides on `clave` like any other.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from pymongo import ASCENDING, IndexModel, InsertOne, UpdateOne
+from pymongo import ASCENDING, DeleteOne, IndexModel, InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from infra.errors import FailedPrecondition
-from infra.group_commit import GroupWriter
+from infra.group_commit import DUPLICATE_KEY, GroupWriter
 from infra.mongo import for_writes
 
+log = logging.getLogger(__name__)
+
 COLLECTION = "saga_leases"
+#: Where an earlier version kept the idempotency keys (see the module docstring).
+LEGACY_KEYS = "idempotencia"
+#: Old keys moved per round (one read, one bulk upsert, one bulk delete).
+LEGACY_BATCH = 500
 
 
 class KeyReused(FailedPrecondition):
@@ -70,6 +86,7 @@ class LeaseStore:
         if not owner:
             raise ValueError("a lease owner needs a non-empty name")
         self.collection = for_writes(db[COLLECTION])
+        self.legacy_keys = for_writes(db[LEGACY_KEYS])
         #: Claims and settlements of concurrent sagas go in one bulk write.
         self.writer = GroupWriter(self.collection)
         self.owner = owner
@@ -143,6 +160,69 @@ class LeaseStore:
             {"_id": old_id, "clave": key}, {"$unset": {"clave": ""}, "$set": {"clave_anterior": key}}
         )
         return await self.claim(usuario_id, idempotency_key, huella, new_id)
+
+    async def migrate_legacy_keys(self, batch: int = LEGACY_BATCH) -> int:
+        """Give every key of the earlier version to its reservation here, then delete it there; how many
+        keys this call gave. Idempotent and crash-safe (see the module docstring). With nothing to
+        move, one query (on `_id`) of an empty collection.
+        """
+        moved = found = 0
+        last: str | None = None
+        while True:
+            query = {} if last is None else {"_id": {"$gt": last}}
+            docs = await self.legacy_keys.find(query).sort("_id", ASCENDING).limit(batch).to_list()
+            if not docs:
+                break
+            last = docs[-1]["_id"]
+            moved += await self._adopt_legacy_keys(docs)
+            found += len(docs)
+            if len(docs) < batch:
+                break
+        if found:
+            log.info("legacy idempotency keys migrated", extra={"found": found, "moved": moved})
+        return moved
+
+    async def _adopt_legacy_keys(self, docs: list[dict[str, Any]]) -> int:
+        """One round of `migrate_legacy_keys`: how many of `docs` were given to their reservation by this call."""
+        rids = [str(doc["reserva_id"]) for doc in docs]
+        held = {
+            lease["_id"]: lease.get("clave")
+            async for lease in self.collection.find({"_id": {"$in": rids}}, {"clave": 1})
+        }
+        giving = [(doc, rid) for doc, rid in zip(docs, rids, strict=True) if held.get(rid) != doc["_id"]]
+        writes = []
+        for doc, rid in giving:
+            fields = {"clave": doc["_id"], "huella": doc["huella"]}
+            if doc.get("creada") is not None:
+                fields["creada"] = doc["creada"]
+            # Only a document without a key takes it: one that holds another key collides on `_id`.
+            writes.append(UpdateOne({"_id": rid, "clave": {"$exists": False}}, {"$set": fields}, upsert=True))
+        refused: set[int] = set()
+        if writes:
+            try:
+                await self.collection.bulk_write(writes, ordered=False)
+            except BulkWriteError as error:
+                details = error.details
+                if details.get("writeConcernErrors") or any(
+                    e.get("code") != DUPLICATE_KEY for e in details.get("writeErrors") or ()
+                ):
+                    raise
+                refused = {e["index"] for e in details["writeErrors"]}
+        for index in sorted(refused):
+            doc, rid = giving[index]
+            holder = await self.collection.find_one({"clave": doc["_id"]}, {"_id": 1})
+            if holder is not None and holder["_id"] == rid:
+                continue  # another replica gave it meanwhile
+            # Two reservations for one key (a purchase with it reached this version before its key was moved):
+            # the one here answers repeats from now on; the other one stays in the event store.
+            log.warning(
+                "legacy idempotency key already taken; dropped",
+                extra={"clave": doc["_id"], "legacy_reserva_id": rid, "holder": None if holder is None else holder["_id"]},
+            )
+        await self.legacy_keys.bulk_write(
+            [DeleteOne({"_id": doc["_id"], "reserva_id": doc["reserva_id"]}) for doc in docs], ordered=False
+        )
+        return len(giving) - len(refused)
 
     def _takeable(self, now: datetime) -> dict[str, Any]:
         """Free (never held or released), expired, or ours."""

@@ -2,8 +2,9 @@
 
 One MongoDB client, one Redis client, one channel per dependency (usuarios, eventos), all
 created here and closed on stop; nothing connects before the server runs. Health is SERVING
-while MongoDB AND Redis answer; on the first success the indexes are ensured and the
-recovery loop starts (so recovery runs "on startup", as soon as the stores are reachable).
+while MongoDB AND Redis answer; on the first success the indexes are ensured, the idempotency
+keys an earlier version stored are moved to the saga leases (LeaseStore.migrate_legacy_keys),
+and the recovery loop starts (so recovery runs "on startup", as soon as the stores are reachable).
 """
 
 from __future__ import annotations
@@ -102,8 +103,10 @@ async def create_app(config: Config) -> GrpcApp:
             try:
                 for indexed in (store, leases, payments):
                     await indexed.ensure_indexes()
+                # Before SERVING and before recovery: a repeat of a pre-upgrade purchase must find its key.
+                await leases.migrate_legacy_keys()
             except PyMongoError:
-                log.warning("could not ensure indexes yet", exc_info=True)
+                log.warning("could not ensure indexes or migrate earlier idempotency keys yet", exc_info=True)
                 return False
             background.append(asyncio.create_task(recovery.run_forever(), name="recovery"))
             if config.projector == "embedded":  # the read models' projector (EVENTFLOW_PROJECTOR)

@@ -1,16 +1,20 @@
-"""Saga leases against a real MongoDB: one owner at a time, expiry, release, the unsettled list."""
+"""Saga leases against a real MongoDB: one owner at a time, expiry, release, the unsettled list, and the
+idempotency keys of an earlier version (collection "idempotencia") moved into them."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
-from reservas.leases import LeaseStore
+from reservas.leases import KeyReused, LeaseStore, clave
 
 
 @pytest.fixture
@@ -125,3 +129,103 @@ async def test_leases_and_open_marks_are_independent(db: AsyncDatabase) -> None:
     assert await store.renew(r)
     await store.release(r)
     assert await LeaseStore(db, "b").acquire(r)
+
+
+# ---- idempotency keys of an earlier version --------------------------------------------------------
+
+CREADA = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
+
+
+def old_key(usuario_id: str, key: str, reserva_id: str, huella: str = "h", **more: Any) -> dict[str, Any]:
+    """An idempotency key as c6109af stored it (see `git show c6109af:reservas/idempotency.py`)."""
+    return {"_id": clave(usuario_id, key), "reserva_id": reserva_id, "huella": huella, "creada": CREADA, **more}
+
+
+async def test_old_keys_are_given_to_their_reservations_and_a_repeat_finds_them(db: AsyncDatabase) -> None:
+    settled, never_started, repointed, gone = reserva(), reserva(), reserva(), reserva()
+    # c6109af's saga_leases: lease and open mark only. A claim whose starter died before the saga opened has none.
+    await db["saga_leases"].insert_many(
+        [
+            {"_id": settled, "open": False, "opened_at": CREADA, "settled_at": CREADA},
+            {"_id": repointed, "open": False, "opened_at": CREADA, "settled_at": CREADA},
+            {"_id": gone, "open": False, "opened_at": CREADA, "settled_at": CREADA},
+        ]
+    )
+    await db["idempotencia"].insert_many(
+        [
+            old_key("u1", "k1", settled, "h1"),
+            old_key("u1", "k2", never_started, "h2"),
+            old_key("u2", "k1", repointed, "h3", anteriores=[gone]),  # re-pointed after an outage: gone needs nothing
+        ]
+    )
+    store = LeaseStore(db, "a")
+    assert await store.migrate_legacy_keys() == 3
+    assert await db["idempotencia"].count_documents({}) == 0
+    moved = await db["saga_leases"].find_one({"_id": settled})
+    assert moved is not None
+    assert (moved["clave"], moved["huella"], moved["creada"], moved["settled_at"]) == (clave("u1", "k1"), "h1", CREADA, CREADA)
+    assert "clave" not in (await db["saga_leases"].find_one({"_id": gone}) or {})
+
+    # A repeat of each purchase answers its reservation; a different request with the key is refused.
+    assert tuple(await store.claim("u1", "k1", "h1", reserva())) == (settled, False)
+    assert tuple(await store.claim("u1", "k2", "h2", reserva())) == (never_started, False)
+    assert tuple(await store.claim("u2", "k1", "h3", reserva())) == (repointed, False)
+    assert await store.holder("u2", "k1") == repointed
+    with pytest.raises(KeyReused):
+        await store.claim("u1", "k1", "another purchase", reserva())
+    assert (await store.claim("u3", "k1", "h", reserva())).won  # other keys: as ever
+
+
+class Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name not in {"endSessions", "hello", "isMaster", "ismaster", "killCursors"}:
+            self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_moving_old_keys_again_or_after_a_crash_or_from_two_replicas_is_harmless(
+    db: AsyncDatabase, mongo_uri: str
+) -> None:
+    rids = [reserva() for _ in range(7)]
+    await db["idempotencia"].insert_many([old_key("u", f"k{i}", rid, f"h{i}") for i, rid in enumerate(rids)])
+    # A run that died after giving k0 its reservation, before deleting the old document.
+    await db["saga_leases"].insert_one({"_id": rids[0], "clave": clave("u", "k0"), "huella": "h0", "creada": CREADA})
+    # Two replicas at once, in small rounds.
+    a, b = LeaseStore(db, "a"), LeaseStore(db, "b")
+    moved = await asyncio.gather(a.migrate_legacy_keys(batch=2), b.migrate_legacy_keys(batch=3))
+    assert sum(moved) == 6  # k0 was given already; each other key by exactly one of them
+    assert await db["idempotencia"].count_documents({}) == 0
+    for i, rid in enumerate(rids):
+        assert await a.holder("u", f"k{i}") == rid
+    assert await db["saga_leases"].count_documents({"clave": {"$exists": True}}) == 7
+
+    # Nothing left: a run is one query.
+    commands = Commands()
+    client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True, event_listeners=[commands])
+    try:
+        assert await LeaseStore(client[db.name], "c").migrate_legacy_keys() == 0
+        assert commands.names == ["find"]
+    finally:
+        await client.close()
+
+
+async def test_an_old_key_already_taken_by_another_reservation_is_dropped_with_a_warning(
+    db: AsyncDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    old, new = reserva(), reserva()
+    store = LeaseStore(db, "a")
+    assert (await store.claim("u", "k", "h", new)).won  # a purchase with the key reached this version first
+    await db["idempotencia"].insert_one(old_key("u", "k", old))
+    with caplog.at_level(logging.WARNING, logger="reservas.leases"):
+        assert await store.migrate_legacy_keys() == 0
+    assert any(r.getMessage() == "legacy idempotency key already taken; dropped" for r in caplog.records)
+    assert await store.holder("u", "k") == new
+    assert await db["idempotencia"].count_documents({}) == 0

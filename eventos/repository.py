@@ -33,8 +33,10 @@ on a lock, so they do not waste attempts conflicting with each other. Idempotenc
 reserva_id: the allocation's `_id` (an upsert that must insert), the seats' holder (an update
 that must modify all k of them), and a tombstone that stays after the give-back.
 
-A take is 3 commands whatever the event's size or sales: findAndModify of the event, one
-`update` of `inventario` (the allocation upsert and the seats' updateMany), commitTransaction.
+A take is 4 commands whatever the event's size or sales: a read of the event's counters, an update
+of them filtered on the version read, one `update` of `inventario` (the allocation upsert and the
+seats' updateMany), commitTransaction. The takes of one event that arrive while one is written wait
+and go together in the next transaction (group commit): still 4 commands for the batch.
 Reading an event with its seats (the seat map, and the available seats in seat-map order) reads
 its seat map document and the smaller side of its seats, the held ones or the free ones, in one
 snapshot, so the answer's seats agree with its counter.

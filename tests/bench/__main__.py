@@ -295,7 +295,7 @@ async def floor_scenario(args: argparse.Namespace, results: Results) -> None:
         await stores.start()
         mongo, redis = stores.mongo(), Redis.from_url(stores.redis_url)
         prefix = f"bench_{RUN_ID}:floor:" if stores.external["redis"] else "floor:"
-        floor = Floor(mongo, redis, stores.database("floor"), prefix)
+        floor = Floor(mongo, redis, stores.database("data"), prefix)
         try:
             usuarios = await floor.create_usuarios(args.usuarios)
             for c in args.in_flight:
@@ -514,7 +514,7 @@ async def system(revision: Revision, args: argparse.Namespace, results: Results)
     """Scenarios 1 to 7 against the services of `revision`: 0, 1 (an invariant broke) or 2 (could not run)."""
     figures = Figures(revision.label, revision.commit)
     results.systems.append(figures)
-    cluster = Cluster(keep_logs=args.keep_logs, code=revision.path, name="system")
+    cluster = Cluster(keep_logs=args.keep_logs, code=revision.path, name="baseline" if revision.path else "current")
     print(f"\n== {revision.label} ({revision.commit}): {describe_stores()} + usuarios, eventos, reservas"
           f" as processes ({cluster.logs})")  # fmt: skip
     try:

@@ -288,33 +288,39 @@ def print_memory(memory: dict[str, dict[str, int]]) -> None:
 
 
 async def floor_scenario(args: argparse.Namespace, results: Results) -> None:
-    """The bare-store floor, on a fresh pair of stores (or in a database of its own on yours)."""
-    logs = Path(tempfile.mkdtemp(prefix="eventflow-bench-floor-"))
-    stores = Stores(logs, "floor")
-    try:
-        await stores.start()
-        mongo, redis = stores.mongo(), Redis.from_url(stores.redis_url)
-        prefix = f"bench_{RUN_ID}:floor:" if stores.external["redis"] else "floor:"
-        floor = Floor(mongo, redis, stores.database("data"), prefix)
+    """The bare-store floor at each number in flight, each on a fresh pair of stores (or in a database of
+    its own on yours): SecantusDB slows as its collections fill, so no level pays for the one before."""
+    for c in args.in_flight:
+        logs = Path(tempfile.mkdtemp(prefix="eventflow-bench-floor-"))
+        stores = Stores(logs, f"floor{c}")
         try:
-            usuarios = await floor.create_usuarios(args.usuarios)
-            for c in args.in_flight:
-                evento_id = await floor.create_evento(args.max_calls)
-                calls = itertools.islice(floor.purchases(usuarios, evento_id), args.max_calls)
-                run = await pool(calls, c, args.seconds)
-                results.floor[c] = level(run, c, lambda t: t.error is None and t.value != SOLD_OUT)
-                lv = results.floor[c]
-                print(f"0. floor, {c} in flight: {lv.rate:.1f} reservations/s, p50 {ms(lv.p50)} ms, p99 {ms(lv.p99)} ms")
-            results.floor_memory_kib = {f"floor {n}": memory_kib(p.proc.pid) for n, p in stores.processes.items()
-                                        if p.running and p.proc}  # fmt: skip
-            if stores.external["mongodb"] or stores.external["redis"]:
-                await floor.drop()
+            await stores.start()
+            results.floor[c] = await floor_level(stores, args, c)
+            for name, process in stores.processes.items():
+                if process.running and process.proc:
+                    results.floor_memory_kib[f"floor {name} ({c})"] = memory_kib(process.proc.pid)
         finally:
-            await mongo.close()
-            await redis.aclose()
+            await asyncio.to_thread(stores.stop)
+            shutil.rmtree(logs, ignore_errors=True)
+        lv = results.floor[c]
+        print(f"0. floor, {c} in flight: {lv.rate:.1f} reservations/s, p50 {ms(lv.p50)} ms, p99 {ms(lv.p99)} ms"
+              f" ({lv.calls} calls)")  # fmt: skip
+
+
+async def floor_level(stores: Stores, args: argparse.Namespace, c: int) -> Level:
+    mongo, redis = stores.mongo(), Redis.from_url(stores.redis_url)
+    prefix = f"bench_{RUN_ID}:{stores.name}:" if stores.external["redis"] else "floor:"
+    floor = Floor(mongo, redis, stores.database("data"), prefix)
+    try:
+        usuarios = await floor.create_usuarios(args.usuarios)
+        evento_id = await floor.create_evento(args.max_calls)
+        run = await pool(itertools.islice(floor.purchases(usuarios, evento_id), args.max_calls), c, args.seconds)
+        if stores.external["mongodb"] or stores.external["redis"]:
+            await floor.drop()
+        return level(run, c, lambda t: t.error is None and t.value != SOLD_OUT)
     finally:
-        await asyncio.to_thread(stores.stop)
-        shutil.rmtree(logs, ignore_errors=True)
+        await mongo.close()
+        await redis.aclose()
 
 
 # ---- 1 to 7. the system ----------------------------------------------------------------------
@@ -522,7 +528,7 @@ async def system(revision: Revision, args: argparse.Namespace, results: Results)
             problems = await scenarios(cluster, revision, args, figures)
     except (RuntimeError, TimeoutError, grpc.aio.AioRpcError, PyMongoError, RedisError) as error:
         cluster.keep_logs = True
-        print(f"\n{revision.label} could not run: {error}\n  dead processes: {cluster.dead() or 'none'};"
+        print(f"\n{revision.label} could not run: {error!r}\n  dead processes: {cluster.died or 'none'};"
               f" logs in {cluster.logs}")  # fmt: skip
         return 2
     finally:

@@ -138,6 +138,7 @@ class Cluster:
         self.services: dict[str, ManagedProcess] = {}
         self.ports = {name: procs.free_port() for name in SERVICES}
         self.databases = {service: self.store.database(service) for service in SERVICES}
+        self.died: list[str] = []  # processes found dead when a failed run stopped the others
 
     @property
     def mongo_uri(self) -> str:
@@ -226,5 +227,8 @@ class Cluster:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if kind is not None:  # the run failed: its logs and who had died are what explains it
+            self.keep_logs = True
+            self.died = self.dead()
         await asyncio.to_thread(self.stop)
         await self.drop_databases()

@@ -22,12 +22,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from pymongo import AsyncMongoClient
+from pymongo.errors import AutoReconnect
 
 COUNTED = ("insert", "query", "update", "delete", "command")
 
 
 async def opcounters(mongo: AsyncMongoClient) -> dict[str, int]:
-    status = await mongo.admin.command("serverStatus")
+    try:
+        status = await mongo.admin.command("serverStatus")
+    except AutoReconnect:  # a pooled connection the server closed while the benchmark ran other scenarios
+        status = await mongo.admin.command("serverStatus")
     return {kind: int(status["opcounters"].get(kind, 0)) for kind in COUNTED}
 
 

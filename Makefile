@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 PYTEST_ARGS ?=
 
 .PHONY: help venv install protos run test test-e2e soak bench clean distclean
@@ -14,8 +15,9 @@ help:
 	@echo "make test      set up and run the test suite"
 	@echo "make protos    regenerate generated/ from protos/"
 	@echo "make soak      long concurrency and crash runs (not part of make test)"
-	@echo "make bench     benchmarks that print figures"
-	@echo "make clean     remove caches; make distclean also removes .venv and .data"
+	@echo "make bench     benchmark: the floor and the system, a table, JSON and a chart (BENCH_ARGS=--quick:"
+	@echo "               a few minutes; BENCH_ARGS='--baseline main': before and after in one run; see BENCHMARKS.md)"
+	@echo "make clean     remove caches; make distclean also removes .venv, .data and .bench"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "EventFlow needs Python 3.11 or newer (set PYTHON=...)")'
@@ -43,7 +45,12 @@ test-e2e: $(STAMP)
 soak: $(STAMP)
 	EVENTFLOW_SOAK=1 $(PY) -m pytest -m soak tests/soak $(PYTEST_ARGS)
 
-bench: $(STAMP)
+# The chart needs matplotlib: a bench-only extra, installed here once (make test does not need it).
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP)
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
 clean:
@@ -51,4 +58,4 @@ clean:
 	rm -rf .pytest_cache *.egg-info build
 
 distclean: clean
-	rm -rf $(VENV) .data
+	rm -rf $(VENV) .data .bench

@@ -4,6 +4,13 @@ Started with infra.procs on free ports (the same process helpers as `eventflow u
 ephemeral (SecantusDB `:memory:`, redis-server without persistence), logs in a temporary
 directory. `Cluster` is a context manager: whatever happens, every process it started is
 stopped (SIGTERM, then SIGKILL) on exit.
+
+`Stores` are the two stores alone: the floor gets a fresh pair of its own. With MONGODB_URI or
+REDIS_URL in the environment, that store is not started but used as given (a real mongod, a real
+Redis), and everything the benchmark writes there goes to databases named for this run.
+
+A `Cluster` may run the services of another git revision (`--baseline`): its checkout is their
+working directory and comes first on their PYTHONPATH, with its `generated/` stubs.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -22,9 +30,11 @@ from pymongo import AsyncMongoClient
 
 from infra import procs
 from infra.procs import ManagedProcess
+from tests.bench.revision import pythonpath
 
 SERVICES = ("usuarios", "eventos", "reservas")
 DATABASES = {name: f"eventflow_{name}" for name in SERVICES}
+RUN_ID = uuid.uuid4().hex[:8]  # names what this run writes on servers of your own
 
 
 async def wait_serving(address: str, timeout: float = 90.0) -> None:
@@ -63,25 +73,87 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Cluster:
-    """SecantusDB + redis-server + usuarios + eventos + reservas, as processes on free ports."""
+def describe_stores(env: Mapping[str, str] = os.environ) -> str:
+    mongo = "MongoDB at MONGODB_URI" if env.get("MONGODB_URI") else "SecantusDB (:memory:)"
+    redis = "Redis at REDIS_URL" if env.get("REDIS_URL") else "redis-server"
+    return f"{mongo} + {redis}"
 
-    def __init__(self, reservas_env: Mapping[str, str] | None = None, keep_logs: bool = False) -> None:
+
+class Stores:
+    """A MongoDB and a Redis: started here on free ports (SecantusDB `:memory:`, redis-server without
+    persistence), or the servers that MONGODB_URI / REDIS_URL name, which are used and never stopped."""
+
+    def __init__(self, logs: Path, name: str, env: Mapping[str, str] = os.environ) -> None:
+        self.logs = logs
+        self.name = name
+        self.mongo_uri = env.get("MONGODB_URI", "")
+        self.redis_url = env.get("REDIS_URL", "")
+        self.external = {"mongodb": bool(self.mongo_uri), "redis": bool(self.redis_url)}
+        self.processes: dict[str, ManagedProcess] = {}
+
+    def database(self, what: str) -> str:
+        """A database name: the usual one on an embedded store, one of this run's on a server of your own."""
+        return f"bench_{RUN_ID}_{self.name}_{what}" if self.external["mongodb"] else f"eventflow_{what}"
+
+    async def start(self) -> None:
+        if not self.mongo_uri:
+            port = procs.free_port()
+            self.processes["mongodb"] = procs.mongo_process(port, ":memory:", self.logs / f"{self.name}-mongodb.log")
+            self.mongo_uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        if not self.redis_url:
+            port = procs.free_port()
+            self.processes["redis"] = procs.redis_process(port, None, self.logs / f"{self.name}-redis.log")
+            self.redis_url = f"redis://127.0.0.1:{port}/0"
+        for store in self.processes.values():
+            store.start()
+        for store in self.processes.values():
+            await asyncio.to_thread(store.wait_listening, 60)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes.values()):
+            process.stop(timeout=15)
+
+    def mongo(self) -> AsyncMongoClient:
+        return AsyncMongoClient(self.mongo_uri, tz_aware=True)
+
+
+class Cluster:
+    """SecantusDB + redis-server + usuarios + eventos + reservas, as processes on free ports.
+
+    `code`: a checkout of another revision whose services to run (None: this checkout's).
+    """
+
+    def __init__(
+        self,
+        reservas_env: Mapping[str, str] | None = None,
+        keep_logs: bool = False,
+        code: Path | None = None,
+        name: str = "system",
+    ) -> None:
         self.reservas_env = dict(reservas_env or {})
         self.keep_logs = keep_logs
+        self.code = code
         self.logs = Path(tempfile.mkdtemp(prefix="eventflow-bench-"))
-        self.stores: dict[str, ManagedProcess] = {}
+        self.store = Stores(self.logs, name)
         self.services: dict[str, ManagedProcess] = {}
         self.ports = {name: procs.free_port() for name in SERVICES}
-        self.mongo_uri = ""
-        self.redis_url = ""
+        self.databases = {service: self.store.database(service) for service in SERVICES}
+        self.died: list[str] = []  # processes found dead when a failed run stopped the others
+
+    @property
+    def mongo_uri(self) -> str:
+        return self.store.mongo_uri
+
+    @property
+    def redis_url(self) -> str:
+        return self.store.redis_url
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
 
     @property
     def processes(self) -> dict[str, ManagedProcess]:
-        return {**self.services, **self.stores}
+        return {**self.services, **self.store.processes}
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -94,27 +166,24 @@ class Cluster:
             EVENTOS_ADDR=self.address("eventos"),
             PYTHONUNBUFFERED="1",
             **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
-            **{f"{name.upper()}_MONGODB_DATABASE": db for name, db in DATABASES.items()},
+            **{f"{name.upper()}_MONGODB_DATABASE": db for name, db in self.databases.items()},
         )
+        if self.code is not None:
+            env["PYTHONPATH"] = pythonpath(self.code)
         return env
 
     async def start(self) -> None:
-        mongo_port, redis_port = procs.free_port(), procs.free_port()
-        self.stores["mongodb"] = procs.mongo_process(mongo_port, ":memory:", self.logs / "mongodb.log").start()
-        self.stores["redis"] = procs.redis_process(redis_port, None, self.logs / "redis.log").start()
-        for store in self.stores.values():
-            await asyncio.to_thread(store.wait_listening, 60)
-        self.mongo_uri = f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true"
-        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        await self.store.start()
         env = self._env()
         for name in SERVICES:
             service_env = {**env, **self.reservas_env} if name == "reservas" else env
-            process = procs.service_process(name, self.ports[name], service_env, self.logs / f"{name}.log")
+            log = self.logs / f"{name}.log"
+            process = procs.service_process(name, self.ports[name], service_env, log, cwd=self.code)
             self.services[name] = process.start()
         await asyncio.gather(*(wait_serving(self.address(name)) for name in SERVICES))
 
     def mongo(self) -> AsyncMongoClient:
-        return AsyncMongoClient(self.mongo_uri, tz_aware=True)
+        return self.store.mongo()
 
     def memory(self) -> dict[str, dict[str, int]]:
         """Peak and current RSS of every process still running."""
@@ -129,10 +198,22 @@ class Cluster:
         return [f"{name} (exit {p.proc.returncode})" for name, p in self.processes.items() if p.proc and not p.running]
 
     def stop(self) -> None:
-        for process in [*reversed(self.services.values()), *reversed(self.stores.values())]:
+        for process in reversed(self.services.values()):
             process.stop(timeout=15)
+        self.store.stop()
         if not self.keep_logs:
             shutil.rmtree(self.logs, ignore_errors=True)
+
+    async def drop_databases(self) -> None:
+        """On a MongoDB of your own, remove this run's databases (the services are stopped by then)."""
+        if not self.store.external["mongodb"]:
+            return
+        mongo = self.mongo()
+        try:
+            for database in self.databases.values():
+                await mongo.drop_database(database)
+        finally:
+            await mongo.close()
 
     async def __aenter__(self) -> Cluster:
         try:
@@ -146,4 +227,8 @@ class Cluster:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if kind is not None:  # the run failed: its logs and who had died are what explains it
+            self.keep_logs = True
+            self.died = self.dead()
         await asyncio.to_thread(self.stop)
+        await self.drop_databases()

@@ -6,7 +6,7 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,26 +78,35 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
     return {"p50": rank(50), "p95": rank(95), "p99": rank(99), "max": ordered[-1]}
 
 
-async def pool(calls: Sequence[Call], concurrency: int) -> Run:
-    """Run `calls` with at most `concurrency` in flight; gRPC errors are recorded, anything else raises."""
-    results: list[Timed | None] = [None] * len(calls)
-    queue = iter(enumerate(calls))
+async def pool(calls: Iterable[Call], concurrency: int, seconds: float | None = None) -> Run:
+    """Run `calls` with at most `concurrency` in flight; gRPC errors are recorded, anything else raises.
+
+    With `seconds`, no call starts once that much time has passed (those in flight finish and count):
+    a time budget lets one scenario measure a slow and a fast system alike, where a fixed number of
+    calls would take minutes on one and milliseconds on the other. `calls` may then be endless.
+    """
+    results: list[Timed] = []
+    queue = iter(calls)
+    workers = min(concurrency, len(calls)) if isinstance(calls, Sized) else concurrency
 
     async def worker() -> None:
-        for index, call in queue:
+        while seconds is None or time.perf_counter() - started < seconds:
+            call = next(queue, None)
+            if call is None:
+                return
             sent = time.perf_counter()
             try:
                 value = await call()
             except grpc.aio.AioRpcError as error:
                 now = time.perf_counter()
-                results[index] = Timed(now - sent, now - started, error=error)
+                results.append(Timed(now - sent, now - started, error=error))
             else:
                 now = time.perf_counter()
-                results[index] = Timed(now - sent, now - started, value)
+                results.append(Timed(now - sent, now - started, value))
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(calls))))))
-    return Run([r for r in results if r is not None], time.perf_counter() - started)
+    await asyncio.gather(*(worker() for _ in range(max(1, workers))))
+    return Run(results, time.perf_counter() - started)
 
 
 async def poll_pending(

@@ -49,10 +49,19 @@ class StreamSource:
             yield current, events
 
     async def load(self, reserva_ids: Sequence[str]) -> list[Reserva]:
-        """The current state of these reservations (those with no events are left out)."""
+        """The current state of these reservations (those with no events are left out).
+
+        The streams are put in order here, not by the server: on SecantusDB an `$in` sorted by the
+        stream index costs nearly twice the same query unsorted, and more as the store grows.
+        """
         reservas = []
         for ids in chunks(list(reserva_ids)):
-            async for reserva_id, events in self._grouped({"reserva_id": {"$in": ids}}, 1000):
+            streams: dict[str, list[Event]] = {}
+            async for doc in self.store.collection.find({"reserva_id": {"$in": ids}}, {"_id": 0}, batch_size=1000):
+                event = from_document(doc)
+                streams.setdefault(event.reserva_id, []).append(event)
+            for reserva_id, events in streams.items():
+                events.sort(key=lambda e: e.version)
                 reserva = await self._complete(reserva_id, events)
                 if reserva is not None:
                     reservas.append(reserva)

@@ -98,7 +98,7 @@ def test_json_has_the_floor_every_system_and_no_nan(tmp_path: Path) -> None:
 
 def test_table_puts_systems_side_by_side() -> None:
     lines = report.figures_lines(results(figures("this checkout", 20), Figures("baseline main", "def5678")))
-    by_label = {line[:44].rstrip(): line[44:] for line in lines}
+    by_label = {line[:46].rstrip(): line[46:] for line in lines}
     assert "this checkout (abc1234)" in by_label["code"] and "baseline main (def5678)" in by_label["code"]
     assert "20.0/s (0.10x floor)" in by_label["confirmed purchases/s, 1 in flight"]
     assert by_label["confirmed purchases/s, 1 in flight"].split()[-1] == "-"  # the baseline measured nothing

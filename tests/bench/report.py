@@ -260,7 +260,7 @@ def figures_lines(results: Results) -> list[str]:
                 order.append(key)
                 labels[key] = label
     values = [{key: value for key, _, value in column} for column in columns]
-    return [f"{labels[k]:<44}" + "".join(f"{v.get(k, '-'):<34}" for v in values) for k in order]
+    return [f"{labels[k]:<46}" + "".join(f"{v.get(k, '-'):<34}" for v in values) for k in order]
 
 
 # ---- the chart -------------------------------------------------------------------------------

@@ -126,12 +126,20 @@ class Recovery:
             await self.saga.compensate(ctx, failure, self.saga.possibly_started(reserva))
             return
         try:  # idempotent per reserva_id: success means the tickets are still taken for it
-            await ctx.deps.eventos.reservar_entradas(reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos)
+            held = await ctx.deps.eventos.reservar_entradas(
+                reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos
+            )
         except FailedPrecondition:  # RESERVA_RELEASED, SOLD_OUT, SEAT_TAKEN: not any more
             if ProcesadorPago.name not in reserva.pasos_completados:
                 await record_charge(ctx, charge, origen="ledger")
             await self.saga.compensate(ctx, interrupted(reserva.id, charged=True), self.saga.possibly_started(reserva))
             return
+        await ctx.deps.gate.report(  # the admission gate stops counting this purchase as pending
+            reserva.evento_id,
+            disponibles=held.entradas_disponibles,
+            version=held.inventario_version,
+            reserva_id=reserva.id,
+        )
         # What the log may lack of the steps that completed before the crash, re-derived above.
         if ValidadorInventario.name not in reserva.pasos_completados:
             await ctx.record(

@@ -121,6 +121,9 @@ class Recovery:
             await self.saga.compensate(ctx, error_from(reserva))
             return
         charge, refunded = await ledger_state(ctx)
+        if charge is not None and ProcesadorPago.name not in reserva.pasos_completados:
+            # The log learns what the ledger knows first, so a refund it records next nets against it.
+            await record_charge(ctx, charge, origen="ledger")
         if charge is None or refunded:
             failure = interrupted(reserva.id, charged=charge is not None)
             await self.saga.compensate(ctx, failure, self.saga.possibly_started(reserva))
@@ -130,8 +133,6 @@ class Recovery:
                 reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos
             )
         except FailedPrecondition:  # RESERVA_RELEASED, SOLD_OUT, SEAT_TAKEN: not any more
-            if ProcesadorPago.name not in reserva.pasos_completados:
-                await record_charge(ctx, charge, origen="ledger")
             await self.saga.compensate(ctx, interrupted(reserva.id, charged=True), self.saga.possibly_started(reserva))
             return
         await ctx.deps.gate.report(  # the admission gate stops counting this purchase as pending
@@ -148,8 +149,6 @@ class Recovery:
                 cantidad=reserva.cantidad,
                 asientos=list(reserva.asientos),
             )
-        if ProcesadorPago.name not in reserva.pasos_completados:
-            await record_charge(ctx, charge, origen="ledger")
         try:
             await self.saga.run(ctx, start=ConfirmadorReserva.name)
         except DomainError:

@@ -159,3 +159,31 @@ async def test_every_reservation_settles_after_crashes_at_every_step(
     report = await world.check()
     assert report.count(Estado.CONFIRMADA) == 5
     assert (await world.get_evento(evento.id)).entradas_disponibles == 20 - 2 * 5
+
+
+async def test_a_charge_already_refunded_when_recovery_comes_is_recorded_with_its_refund(
+    world: World, processes: list[procs.ManagedProcess], tmp_path: Path
+) -> None:
+    """Killed after the payment, before the log heard of it; an earlier recovery attempt refunded the charge
+    and died before recording anything. Recovery must put the charge in the log before the refund, so the
+    stream nets to zero like the ledger (the soak found a stream that said -3000)."""
+    evento, usuario = await world.evento(aforo=5), await world.usuario()
+    process, address = await start_reservas(world, processes, tmp_path, "crashed", EVENTFLOW_FAULT="crash-after:ProcesadorPago")
+    stub = world.connect(address)
+    key = "charged-then-refunded"
+    failure = await world.fails(stub.Reservar(world.request(usuario, evento.id, cantidad=2, key=key), timeout=30))
+    assert failure.code == grpc.StatusCode.UNAVAILABLE
+    assert await asyncio.to_thread(process.proc.wait, 30) == 137  # type: ignore[union-attr]
+    reserva_id = await reserva_id_of(world, key)
+    [charge] = [d async for d in world.db("reservas")["pagos"].find({"reserva_id": reserva_id})]
+    refund = {**charge, "_id": f"{charge['_id']}-r", "tipo": "REEMBOLSO"}
+    refund.pop("medio_pago", None)
+    await world.db("reservas")["pagos"].insert_one(refund)  # what the dead recovery attempt did
+
+    _, address = await start_reservas(world, processes, tmp_path, "recovery")
+    world.reservas = world.connect(address)
+    settled = await world.wait_settled(reserva_id, timeout=60)
+    assert settled.estado == FALLIDA
+    assert [p.monto for p in settled.pagos] == [3000, 3000]  # the charge, then its refund
+    assert await world.ledger(reserva_id) == ["CARGO", "REEMBOLSO"]
+    # (the world's teardown checks that every stream nets to what its ledger says)

@@ -69,11 +69,28 @@ DEFAULT_STATUS_TABLE: dict[type[DomainError], grpc.StatusCode] = {
 }
 
 
+#: How much of a message, and of each ErrorInfo value, an error echoes. A status travels in the trailers,
+#: which gRPC caps (16 KiB by default): a 1 MB bad value echoed whole would turn the answer into
+#: RESOURCE_EXHAUSTED, and it is no use to a person anyway.
+MAX_MESSAGE = 500
+MAX_VALUE = 200
+MAX_KEYS = 20
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text`, or its first `limit` characters and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
 def rich_status(
     code: grpc.StatusCode, message: str, *, reason: str, domain: str, metadata: Mapping[str, str] | None = None
 ) -> grpc.Status:
-    """A gRPC status whose details carry a google.rpc.ErrorInfo."""
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=dict(metadata or {}))
+    """A gRPC status whose details carry a google.rpc.ErrorInfo; long values are cut to a short prefix."""
+    short = {shorten(k, 64): shorten(v, MAX_VALUE) for k, v in list((metadata or {}).items())[:MAX_KEYS]}
+    message = shorten(message, MAX_MESSAGE)
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=short)
     detail = any_pb2.Any()
     detail.Pack(info)
     proto = status_pb2.Status(code=code.value[0], message=message, details=[detail])

@@ -19,6 +19,8 @@ class _Boom(health_pb2_grpc.HealthServicer):
             raise InvalidArgument("email must contain @", metadata={"field": "email"})
         if request.service == "sold-out":
             raise FailedPrecondition("only 2 tickets left", reason="SOLD_OUT", metadata={"disponibles": 2})
+        if request.service.startswith("huge"):
+            raise InvalidArgument(f"unknown thing {request.service!r}", metadata={"field": "service", "value": request.service})
         if request.service == "bug":
             raise KeyError("secret internal detail")
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
@@ -66,3 +68,14 @@ async def test_unexpected_error_is_internal_without_details(stub) -> None:
 async def test_success_passes_through(stub) -> None:
     reply = await stub.Check(health_pb2.HealthCheckRequest(service="ok"))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_huge_bad_value_is_not_echoed_whole(stub: health_pb2_grpc.HealthStub) -> None:
+    """A 1 MB value copied into the message and the ErrorInfo would not fit gRPC's header limits: the client
+    would get RESOURCE_EXHAUSTED instead of the status the call deserves. Only a short prefix is echoed."""
+    error = await _fail(stub, "huge" + "x" * 1_000_000)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("unknown thing 'hugexxx") and len(error.details()) < 1_000
+    info = error_info(error)
+    assert info is not None and info.metadata["field"] == "service"
+    assert info.metadata["value"].startswith("hugexxx") and len(info.metadata["value"]) < 300

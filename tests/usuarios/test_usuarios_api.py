@@ -260,3 +260,11 @@ async def test_delete_racing_registrar_compra_never_loses_a_purchase(usuarios, n
             assert not isinstance(deleted, BaseException)
             outcomes.add("delete first")
     assert outcomes  # which orders occur depends on scheduling; every one of them was checked
+
+
+async def test_a_megabyte_id_gets_the_status_it_deserves_not_resource_exhausted(usuarios) -> None:
+    """Issue 8's attack: a 1 MB id echoed whole into the error's trailers made the client see RESOURCE_EXHAUSTED."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await usuarios.GetUsuario(pb.GetUsuarioRequest(id="x" * 1_000_000))
+    assert caught.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), caught.value.details()
+    assert len(caught.value.details()) < 1_000

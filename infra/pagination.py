@@ -17,6 +17,8 @@ from typing import Any
 
 from infra.errors import InvalidArgument
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
@@ -55,6 +57,8 @@ def decode_token(token: str, scope: str) -> dict[str, Any] | None:
         position = json.loads(payload)
         if not isinstance(position, dict):
             raise ValueError("not an object")
+        if any(isinstance(v, int) and not _INT64_MIN <= v <= _INT64_MAX for v in position.values()):
+            raise ValueError("a number no query can hold")  # MongoDB would refuse it: INTERNAL, not the caller's answer
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidArgument(
             "page_token is not one this server issued for this query; start again with an empty page_token",

@@ -20,7 +20,10 @@ def test_negative_page_size_is_invalid_and_names_the_field() -> None:
     assert caught.value.metadata == {"field": "page_size"}
 
 
-@given(st.dictionaries(st.text(max_size=10), st.one_of(st.integers(), st.text(max_size=20)), max_size=4))
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)  # what a position can hold (a MongoDB value)
+
+
+@given(st.dictionaries(st.text(max_size=10), st.one_of(INT64, st.text(max_size=20)), max_size=4))
 def test_token_round_trips(position: dict) -> None:
     assert decode_token(encode_token(position, "scope"), "scope") == position
 
@@ -48,3 +51,12 @@ def test_edited_token_is_refused() -> None:
     edited = encode_token({"after": 99}, "other").rsplit(".", 1)[0] + "." + mac
     with pytest.raises(InvalidArgument):
         decode_token(edited, "scope")
+
+
+def test_a_token_holding_a_number_beyond_int64_is_invalid_not_internal() -> None:
+    """Issue 8's attack: a token signed with the known key, holding a huge number, reached MongoDB and became INTERNAL."""
+    token = encode_token({"orden": 10**40, "id": "x"}, "scope")
+    with pytest.raises(InvalidArgument) as refused:
+        decode_token(token, "scope")
+    assert refused.value.reason == "INVALID_PAGE_TOKEN"
+    assert decode_token(encode_token({"orden": 2**63 - 1, "id": "x"}, "scope"), "scope")

@@ -28,6 +28,9 @@ MAX_SEAT_LABEL = 20
 MAX_ASIENTOS = 50_000
 MAX_RESERVA_ID = 128
 MAX_INT32 = 2**31 - 1
+#: A ticket's price, in minor units (10,000,000.00 of a currency): the sum of every ticket of an event
+#: (aforo_total is an int32) stays inside int64, so no amount or total overflows (the read models add them up).
+MAX_PRECIO = 10**9
 DEFAULT_MONEDA = "UYU"
 _MONEDA = re.compile(r"[A-Z]{3}")
 
@@ -236,6 +239,8 @@ def validate_fecha(value: datetime | None) -> datetime:
 def validate_precio(value: int) -> int:
     if value < 0:
         raise invalid("precio", f"must be 0 or more (minor units, e.g. cents), got {value}")
+    if value > MAX_PRECIO:
+        raise invalid("precio", f"must be at most {MAX_PRECIO} (minor units, e.g. cents), got {value}")
     return value
 
 

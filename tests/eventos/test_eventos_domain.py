@@ -245,3 +245,12 @@ class TestReadMask:
 def test_seated_is_known_without_the_seats() -> None:
     assert evento(con_asientos=True).seated
     assert seated().seated and not evento().seated
+
+
+def test_a_price_whose_sums_could_overflow_is_refused() -> None:
+    """Issue 8/9: precio 9223372036854775807 made every total (and the read models' $inc) overflow."""
+    assert domain.validate_precio(domain.MAX_PRECIO) == domain.MAX_PRECIO
+    with pytest.raises(InvalidArgument) as refused:
+        domain.validate_precio(2**63 - 1)
+    assert refused.value.metadata["field"] == "precio"
+    assert domain.MAX_PRECIO * domain.MAX_INT32 < 2**63  # every ticket of the biggest event, summed

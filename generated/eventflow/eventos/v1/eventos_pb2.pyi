@@ -49,7 +49,7 @@ class Evento(_message.Message):
     entradas_disponibles: _builtins.int
     """Tickets still on sale. Output only."""
     precio: _builtins.int
-    """Price of one ticket in minor units of `moneda` (cents): 0 or more."""
+    """Price of one ticket in minor units of `moneda` (cents): 0 to 1,000,000,000."""
     moneda: _builtins.str
     """ISO 4217 currency code, three upper-case letters; empty means UYU."""
     inventario_version: _builtins.int

@@ -315,7 +315,8 @@ class EventoRepository:
         after: tuple[datetime, str] | None,
         limit: int,
     ) -> list[Evento]:
-        """Events ordered by (fecha, id), those after the position `after` (keyset pagination)."""
+        """Events ordered by (fecha, id), those after the position `after` (keyset pagination), without their
+        seat lists: a page of big seated events would otherwise be tens of megabytes (GetEvento has them)."""
         clauses: list[dict[str, Any]] = []
         if lugar is not None:
             clauses.append({"lugar": lugar})
@@ -331,9 +332,7 @@ class EventoRepository:
             clauses.append({"$or": [{"fecha": {"$gt": last_fecha}}, {"fecha": last_fecha, "_id": {"$gt": last_id}}]})
         query = {"$and": clauses} if clauses else {}
         cursor = self._reads.find(query).sort([("fecha", ASCENDING), ("_id", ASCENDING)]).limit(limit)
-        eventos = [_to_evento(doc) async for doc in cursor]
-        seated = await self._with_seats([e.id for e in eventos if e.seated]) if any(e.seated for e in eventos) else {}
-        return [seated.get(e.id, e) for e in eventos]
+        return [_to_evento(doc) async for doc in cursor]
 
     async def update(self, evento_id: str, changes: Mapping[str, Any], expected_aforo: int) -> Evento | None:
         """Apply `changes` atomically, provided aforo_total is still `expected_aforo`.

@@ -495,12 +495,13 @@ def example_ids(
     if page.usuarios:
         ids["usuario"] = page.usuarios[0].id
     listed = eventos.ListEventos(eventos_pb2.ListEventosRequest(page_size=50), timeout=10).eventos
-    seated = [e for e in listed if len(e.asientos_disponibles) >= 2]
+    seated = [e for e in listed if e.con_asientos and e.entradas_disponibles >= 2]
     chosen = seated[0] if seated else next((e for e in listed if e.entradas_disponibles >= 2), None)
     if chosen is not None:
         ids["evento"] = chosen.id
-        if chosen.asientos:
-            ids["asientos"] = ", ".join(f'"{s}"' for s in chosen.asientos_disponibles[:2])
+        if chosen.con_asientos:  # a list leaves the seats out: GetEvento has them
+            free = eventos.GetEvento(eventos_pb2.GetEventoRequest(id=chosen.id), timeout=10).asientos_disponibles
+            ids["asientos"] = ", ".join(f'"{s}"' for s in free[:2])
     return ids
 
 

@@ -234,7 +234,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackUnderTest]:
 
 def _unseated_evento(stack: StackUnderTest) -> dict[str, Any]:
     eventos = call(stack.address("eventos"), f"{EVENTOS}/ListEventos", {"page_size": 50})["eventos"]
-    return next(e for e in eventos if not e.get("asientos") and e.get("entradas_disponibles", 0) > 0)
+    return next(e for e in eventos if not e.get("con_asientos") and e.get("entradas_disponibles", 0) > 0)
 
 
 # -- the tests, in the order a person tries the system -----------------------------------------------------
@@ -267,8 +267,10 @@ def test_demo_data_is_loaded_and_the_printed_example_works(stack: StackUnderTest
     eventos = call(stack.address("eventos"), f"{EVENTOS}/ListEventos")["eventos"]
     by_name = {e["nombre"]: e for e in eventos}
     assert by_name["Concierto Arctic Monkeys"]["lugar"] == "Antel Arena"
-    seated = [e for e in eventos if e.get("asientos")]
-    assert seated and {"A-1", "B-10"} <= set(seated[0]["asientos"])
+    seated = [e for e in eventos if e.get("con_asientos")]
+    assert seated and "asientos" not in seated[0]  # a list leaves the seat maps out
+    with_seats = call(stack.address("eventos"), f"{EVENTOS}/GetEvento", {"id": seated[0]["id"]})
+    assert {"A-1", "B-10"} <= set(with_seats["asientos"])
 
     # The GetUsuario example `eventflow up` printed runs as printed, with a real id.
     printed = next(line for line in stack.launchers[0].output.splitlines() if "/GetUsuario" in line)

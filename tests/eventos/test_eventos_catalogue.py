@@ -43,6 +43,17 @@ class TestCreateAndGet:
         assert created.aforo_total == created.entradas_disponibles == 3
         assert list(created.asientos) == list(created.asientos_disponibles) == seats
 
+    async def test_a_list_leaves_the_seat_maps_out_and_stays_small(self, eventos) -> None:
+        """Issue 8's attack: six 50,000-seat events made every ListEventos a 9 MB answer."""
+        seats = [f"S-{i}" for i in range(20_000)]
+        big = await eventos.create(aforo_total=0, asientos=seats)
+        page = await eventos.stub.ListEventos(eventos_pb2.ListEventosRequest())
+        [listed] = [e for e in page.eventos if e.id == big.id]
+        assert listed.con_asientos and list(listed.asientos) == list(listed.asientos_disponibles) == []
+        assert page.ByteSize() < 2_000
+        fetched = await eventos.stub.GetEvento(eventos_pb2.GetEventoRequest(id=big.id))
+        assert len(fetched.asientos_disponibles) == 20_000  # GetEvento answers the seats
+
     @pytest.mark.parametrize(
         ("fields", "field"),
         [

@@ -101,7 +101,10 @@ class EventosServiceServicer:
 
     def ListEventos(self, request, context):
         """Lists events ordered by `fecha` (earliest first), optionally only those at
-        `lugar` and between `desde` and `hasta` (inclusive), one page at a time.
+        `lugar` and between `desde` and `hasta` (inclusive), one page at a time. The
+        seat lists (`asientos`, `asientos_disponibles`) are left out, so a page stays
+        small however big the seat maps: `con_asientos` says whether an event has one,
+        and GetEvento answers it.
         Errors: INVALID_ARGUMENT (negative page_size, a forged page_token, desde after hasta).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -49,7 +49,10 @@ class EventosServiceStub:
     """
     ListEventos: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.ListEventosRequest, _eventos_pb2.ListEventosResponse]
     """Lists events ordered by `fecha` (earliest first), optionally only those at
-    `lugar` and between `desde` and `hasta` (inclusive), one page at a time.
+    `lugar` and between `desde` and `hasta` (inclusive), one page at a time. The
+    seat lists (`asientos`, `asientos_disponibles`) are left out, so a page stays
+    small however big the seat maps: `con_asientos` says whether an event has one,
+    and GetEvento answers it.
     Errors: INVALID_ARGUMENT (negative page_size, a forged page_token, desde after hasta).
     """
     UpdateEvento: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.UpdateEventoRequest, _eventos_pb2.Evento]
@@ -106,7 +109,10 @@ class EventosServiceAsyncStub(EventosServiceStub):
     """
     ListEventos: _aio.UnaryUnaryMultiCallable[_eventos_pb2.ListEventosRequest, _eventos_pb2.ListEventosResponse]  # type: ignore[assignment]
     """Lists events ordered by `fecha` (earliest first), optionally only those at
-    `lugar` and between `desde` and `hasta` (inclusive), one page at a time.
+    `lugar` and between `desde` and `hasta` (inclusive), one page at a time. The
+    seat lists (`asientos`, `asientos_disponibles`) are left out, so a page stays
+    small however big the seat maps: `con_asientos` says whether an event has one,
+    and GetEvento answers it.
     Errors: INVALID_ARGUMENT (negative page_size, a forged page_token, desde after hasta).
     """
     UpdateEvento: _aio.UnaryUnaryMultiCallable[_eventos_pb2.UpdateEventoRequest, _eventos_pb2.Evento]  # type: ignore[assignment]
@@ -178,7 +184,10 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_eventos_pb2.ListEventosResponse, _abc.Awaitable[_eventos_pb2.ListEventosResponse]]:
         """Lists events ordered by `fecha` (earliest first), optionally only those at
-        `lugar` and between `desde` and `hasta` (inclusive), one page at a time.
+        `lugar` and between `desde` and `hasta` (inclusive), one page at a time. The
+        seat lists (`asientos`, `asientos_disponibles`) are left out, so a page stays
+        small however big the seat maps: `con_asientos` says whether an event has one,
+        and GetEvento answers it.
         Errors: INVALID_ARGUMENT (negative page_size, a forged page_token, desde after hasta).
         """
 

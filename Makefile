@@ -13,6 +13,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run       set up and run the whole system (usuarios, eventos, reservas, MongoDB, Redis)"
 	@echo "make test      set up and run the test suite"
+	@echo "make test-e2e  only the end-to-end tests: eventflow up driven by grpcurl (also part of make test)"
 	@echo "make protos    regenerate generated/ from protos/"
 	@echo "make soak      long concurrency and crash runs (not part of make test)"
 	@echo "make bench     benchmark: the floor and the system, a table, JSON and a chart (BENCH_ARGS=--quick:"

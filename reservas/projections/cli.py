@@ -13,8 +13,11 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
+from pymongo.errors import PyMongoError
+
 from infra import logs
 from infra.mongo import create_client
+from infra.stack import MONGODB_PORT_VAR
 from reservas.config import Config
 from reservas.projections.checkpoint import Checkpoints, RebuildConflict
 from reservas.projections.projector import ProjectorTask, default_owner
@@ -24,9 +27,22 @@ log = logging.getLogger(__name__)
 
 
 def database_settings(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
-    """(MongoDB URI, reservas' database), read exactly as the reservas service reads them."""
+    """(MongoDB URI, reservas' database), read as the reservas service reads them; without MONGODB_URI, the
+    embedded store of `eventflow up` on EVENTFLOW_MONGODB_PORT when that is set (not whatever answers on 27017)."""
     config = Config.from_env(env)
-    return config.mongodb_uri, config.mongodb_database
+    uri = config.mongodb_uri
+    if not env.get("MONGODB_URI") and env.get(MONGODB_PORT_VAR):
+        uri = f"mongodb://127.0.0.1:{env[MONGODB_PORT_VAR]}/?directConnection=true"
+    return uri, config.mongodb_database
+
+
+def _unreachable(uri: str, error: PyMongoError) -> int:
+    print(
+        f"MongoDB at {uri} did not answer ({type(error).__name__}); is the stack up? "
+        f"Set MONGODB_URI (or {MONGODB_PORT_VAR} for `eventflow up`'s embedded store).",
+        file=sys.stderr,
+    )
+    return 1
 
 
 async def serve_projector(uri: str, database: str) -> None:
@@ -82,7 +98,10 @@ def run_projector() -> int:
 def run_rebuild() -> int:
     logs.configure("reservas-projections")
     uri, database = database_settings()
-    return asyncio.run(rebuild_read_models(uri, database))
+    try:
+        return asyncio.run(rebuild_read_models(uri, database))
+    except PyMongoError as error:
+        return _unreachable(uri, error)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

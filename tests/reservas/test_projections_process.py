@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from reservas.projections.cli import database_settings
+
 from projections_support import (  # noqa: F401 - db and store are fixtures
     assert_models_match_event_store,
     burst,
@@ -117,3 +119,10 @@ async def _reserva_with_id(db: AsyncDatabase, reserva_id: str) -> Reserva:
     reserva = await store.get(reserva_id)
     assert reserva is not None
     return reserva
+
+
+def test_the_commands_find_eventflow_ups_store_by_its_port_not_whatever_answers_on_27017() -> None:
+    """Issue 11: with the stack on another port, a rebuild dropped the read models of the MongoDB on 27017."""
+    assert database_settings({"EVENTFLOW_MONGODB_PORT": "28017"})[0] == "mongodb://127.0.0.1:28017/?directConnection=true"
+    assert database_settings({"EVENTFLOW_MONGODB_PORT": "28017", "MONGODB_URI": "mongodb://db:1"})[0] == "mongodb://db:1"
+    assert database_settings({"RESERVAS_MONGODB_DATABASE": "mine"})[1] == "mine"

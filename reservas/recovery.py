@@ -30,8 +30,8 @@ from reservas.saga.base import SagaContext
 from reservas.saga.confirmador_reserva import ConfirmadorReserva, release_holds
 from reservas.saga.driver import Driver, NotDriving
 from reservas.saga.procesador_pago import ProcesadorPago, ledger_state, record_charge
-from reservas.saga.validador_inventario import ValidadorInventario, hold_keys
-from reservas.saga.saga import Saga, error_from
+from reservas.saga.validador_inventario import ValidadorInventario, hold_keys, report_answer
+from reservas.saga.saga import SAGA_INTERRUPTED, Saga, error_from
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def interrupted(reserva_id: str, charged: bool) -> Unavailable:
     what = "its payment was refunded" if charged else "nothing was charged"
     return Unavailable(
         f"the purchase was interrupted (reservas restarted or lost track of it); {what}",
-        reason="SAGA_INTERRUPTED",
+        reason=SAGA_INTERRUPTED,
         metadata={"reserva_id": reserva_id},
     )
 
@@ -135,12 +135,7 @@ class Recovery:
         except FailedPrecondition:  # RESERVA_RELEASED, SOLD_OUT, SEAT_TAKEN: not any more
             await self.saga.compensate(ctx, interrupted(reserva.id, charged=True), self.saga.possibly_started(reserva))
             return
-        await ctx.deps.gate.report(  # the admission gate stops counting this purchase as pending
-            reserva.evento_id,
-            disponibles=held.entradas_disponibles,
-            version=held.inventario_version,
-            reserva_id=reserva.id,
-        )
+        await report_answer(ctx.deps.gate, reserva, held)  # the gate stops counting it as pending
         # What the log may lack of the steps that completed before the crash, re-derived above.
         if ValidadorInventario.name not in reserva.pasos_completados:
             await ctx.record(

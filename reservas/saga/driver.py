@@ -101,9 +101,9 @@ class Driver:
 
     async def _finish(self, reserva_id: str, ctx: SagaContext | None) -> None:
         # Only what is durable counts: events still queued (the work stopped on an error) are not settled.
-        durable = ctx is not None and not ctx.reserva.pending and ctx.reserva.version > 0
+        settled = ctx is not None and not ctx.reserva.pending and ctx.reserva.version > 0 and ctx.reserva.settled
         with contextlib.suppress(PyMongoError):
-            if durable and ctx is not None and ctx.reserva.settled:
+            if settled:
                 await self.leases.settle_and_release(reserva_id)
             else:
                 await self.leases.release(reserva_id)

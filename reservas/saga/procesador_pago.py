@@ -22,7 +22,7 @@ async def ledger_state(ctx: SagaContext) -> tuple[LedgerEntry | None, bool]:
     before the payment's event reached the log.
     """
     entries = await ctx.deps.payments.entries(ctx.reserva.id)
-    charge = next((e for e in entries if e.tipo is TipoPago.CARGO and not getattr(e, "anulado", False)), None)
+    charge = next((e for e in entries if e.tipo is TipoPago.CARGO and not e.anulado), None)
     return charge, any(e.tipo is TipoPago.REEMBOLSO for e in entries)
 
 

@@ -40,6 +40,10 @@ from reservas.saga.base import Paso, SagaContext, SagaTakenOver, StoreUnavailabl
 log = logging.getLogger(__name__)
 
 
+#: The reason of a purchase recovery found interrupted (reservas.recovery.interrupted).
+SAGA_INTERRUPTED = "SAGA_INTERRUPTED"
+
+
 class SagaInternalError(DomainError):
     """A step failed in a way no rule foresees (a bug): undone like any failure, answered as INTERNAL."""
 
@@ -77,9 +81,10 @@ def error_from(reserva: Reserva) -> DomainError:
     cls = error_class(reserva)
     message = reserva.motivo or f"reservation {reserva.id} failed"
     if issubclass(cls, Unavailable):  # a retry with the same key tries again (ReservasService.reservar)
-        message += "; retry with the same idempotency_key" if "nothing was charged" in message else (
-            "; nothing was charged or taken: retry with the same idempotency_key"
-        )
+        if reserva.razon == SAGA_INTERRUPTED:  # its message says what became of the money
+            message += "; retry with the same idempotency_key"
+        else:  # an outage: the purchase was fully undone
+            message += "; nothing was charged or taken: retry with the same idempotency_key"
     return cls(
         message,
         reason=reserva.razon or None,

@@ -13,6 +13,8 @@ The log is flushed before this step acts (`durable_before`): it is the first wit
 
 from __future__ import annotations
 
+from typing import Any
+
 from infra.errors import FailedPrecondition, NotFound
 from reservas.domain import Reserva, Tipo
 from reservas.saga.base import GatePort, HoldsPort, Paso, SagaContext
@@ -20,6 +22,16 @@ from reservas.saga.base import GatePort, HoldsPort, Paso, SagaContext
 
 def hold_keys(holds: HoldsPort, reserva: Reserva) -> list[str]:
     return holds.keys_for(reserva.evento_id, reserva.asientos, reserva.id)
+
+
+async def report_answer(gate: GatePort, reserva: Reserva, answer: Any) -> None:
+    """Tell the admission gate the inventory eventos answered with (a take's or a give-back's reply)."""
+    await gate.report(
+        reserva.evento_id,
+        disponibles=answer.entradas_disponibles,
+        version=answer.inventario_version,
+        reserva_id=reserva.id,
+    )
 
 
 async def report_refusal(gate: GatePort, reserva: Reserva, refusal: FailedPrecondition) -> None:
@@ -54,12 +66,7 @@ class ValidadorInventario(Paso):
         except FailedPrecondition as refusal:  # SOLD_OUT, SEAT_TAKEN: eventos says what is left
             await report_refusal(deps.gate, reserva, refusal)
             raise
-        await deps.gate.report(
-            reserva.evento_id,
-            disponibles=taken.entradas_disponibles,
-            version=taken.inventario_version,
-            reserva_id=reserva.id,
-        )
+        await report_answer(deps.gate, reserva, taken)
         await ctx.record(
             Tipo.ENTRADAS_BLOQUEADAS, holds=keys, cantidad=reserva.cantidad, asientos=list(reserva.asientos)
         )
@@ -71,12 +78,7 @@ class ValidadorInventario(Paso):
         except NotFound:
             pass  # the event is gone, so nothing of it is taken
         else:
-            await deps.gate.report(
-                reserva.evento_id,
-                disponibles=given.entradas_disponibles,
-                version=given.inventario_version,
-                reserva_id=reserva.id,
-            )
+            await report_answer(deps.gate, reserva, given)
         keys = hold_keys(deps.holds, reserva)
         await deps.holds.release(keys, reserva.id)
         await ctx.record(Tipo.ENTRADAS_LIBERADAS, holds=keys)

@@ -19,7 +19,6 @@ operations may or may not have been applied, exactly as with a write of their ow
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -134,9 +133,3 @@ class GroupWriter:
                 retry.append(pending)  # not attempted: first in the next bulk write
             start = end
         self._queue.extendleft(reversed(retry))
-
-    async def close(self) -> None:
-        """Wait for the writes already queued (used at shutdown)."""
-        if self._flusher is not None:
-            with contextlib.suppress(Exception):
-                await self._flusher

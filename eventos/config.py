@@ -1,4 +1,5 @@
-"""eventos configuration: environment variables with localhost defaults (MONGODB_MAX_POOL_SIZE: 4 connections)."""
+"""eventos configuration: environment variables with localhost defaults (MONGODB_MAX_POOL_SIZE: 4 connections;
+GRPC_BIND_HOST: 127.0.0.1, loopback only, unless told otherwise, as docker-compose does with 0.0.0.0)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 @dataclass(frozen=True)
 class Config:
     port: int = 50052
-    bind_host: str = "[::]"
+    bind_host: str = "127.0.0.1"
     mongodb_uri: str = "mongodb://localhost:27017/?directConnection=true"
     mongodb_database: str = "eventflow_eventos"
     mongodb_max_pool_size: int = DEFAULT_POOL_SIZE

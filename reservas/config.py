@@ -1,8 +1,9 @@
 """reservas configuration: environment variables with localhost defaults.
 
-RESERVAS_PORT (50053), GRPC_BIND_HOST ("[::]"), MONGODB_URI, RESERVAS_MONGODB_DATABASE
-("eventflow_reservas"), REDIS_URL ("redis://localhost:6379/0"), USUARIOS_ADDR ("localhost:50051"),
-EVENTOS_ADDR ("localhost:50052"), EVENTFLOW_HOLD_TTL_SECONDS (600), EVENTFLOW_PAYMENT_SLOW_SECONDS (3),
+RESERVAS_PORT (50053), GRPC_BIND_HOST ("127.0.0.1": loopback only; "0.0.0.0" for every interface, as
+docker-compose sets it), MONGODB_URI, RESERVAS_MONGODB_DATABASE ("eventflow_reservas"), REDIS_URL
+("redis://localhost:6379/0"), USUARIOS_ADDR ("localhost:50051"), EVENTOS_ADDR ("localhost:50052"),
+EVENTFLOW_HOLD_TTL_SECONDS (600), EVENTFLOW_PAYMENT_SLOW_SECONDS (3),
 EVENTFLOW_PAYMENT_TIMEOUT_SECONDS (2), EVENTFLOW_RECOVERY_INTERVAL_SECONDS (2), EVENTFLOW_LEASE_SECONDS (15),
 EVENTFLOW_CALL_TIMEOUT_SECONDS (2: deadline of each call to usuarios/eventos), EVENTFLOW_RESERVAR_WAIT_SECONDS
 (30: how long Reservar/CancelarReserva wait for the saga when the caller sets no deadline),
@@ -24,7 +25,7 @@ from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 @dataclass(frozen=True)
 class Config:
     port: int = 50053
-    bind_host: str = "[::]"
+    bind_host: str = "127.0.0.1"
     mongodb_uri: str = "mongodb://localhost:27017/?directConnection=true"
     mongodb_database: str = "eventflow_reservas"
     redis_url: str = "redis://localhost:6379/0"

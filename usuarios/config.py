@@ -1,8 +1,8 @@
 """Configuration of the usuarios server, from environment variables with localhost defaults.
 
-USUARIOS_PORT (50051), GRPC_BIND_HOST ("[::]"), MONGODB_URI
-("mongodb://localhost:27017/?directConnection=true"), USUARIOS_MONGODB_DATABASE ("eventflow_usuarios"),
-MONGODB_MAX_POOL_SIZE (4: MongoDB connections of this process).
+USUARIOS_PORT (50051), GRPC_BIND_HOST ("127.0.0.1": loopback only; "0.0.0.0" for every interface, as
+docker-compose sets it), MONGODB_URI ("mongodb://localhost:27017/?directConnection=true"),
+USUARIOS_MONGODB_DATABASE ("eventflow_usuarios"), MONGODB_MAX_POOL_SIZE (4: MongoDB connections of this process).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 @dataclass(frozen=True)
 class Config:
     port: int = 50051
-    bind_host: str = "[::]"
+    bind_host: str = "127.0.0.1"
     mongodb_uri: str = "mongodb://localhost:27017/?directConnection=true"
     mongodb_database: str = "eventflow_usuarios"
     mongodb_max_pool_size: int = DEFAULT_POOL_SIZE

@@ -48,7 +48,7 @@ async def wait_serving(address: str, timeout: float = 60) -> None:
 def test_config_defaults_and_environment() -> None:
     assert Config.from_env({}) == Config(
         port=50051,
-        bind_host="[::]",
+        bind_host="127.0.0.1",
         mongodb_uri="mongodb://localhost:27017/?directConnection=true",
         mongodb_database="eventflow_usuarios",
     )

@@ -41,6 +41,7 @@ from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
 from infra import procs
 from infra.procs import ManagedProcess
+from infra.redact import redact_uri
 
 
 @dataclass(frozen=True)
@@ -295,9 +296,9 @@ class Stack:
                         del pending[name]
                 if pending and time.monotonic() > deadline:
                     name, proc = next(iter(pending.items()))
-                    stores = f"MongoDB at {self.mongodb_uri}"
+                    stores = f"MongoDB at {redact_uri(self.mongodb_uri)}"
                     if name == "reservas":
-                        stores += f" or Redis at {self.redis_url}"
+                        stores += f" or Redis at {redact_uri(self.redis_url)}"
                     raise StackError(
                         self._describe(
                             proc,
@@ -382,8 +383,8 @@ class Stack:
         mongo_note = f"SecantusDB, data in {self.data_dir / 'mongodb'}" if self.mongo else "MONGODB_URI"
         redis_note = f"redis-server, data in {self.data_dir / 'redis'}" if self.redis else "REDIS_URL"
         lines += [
-            f"  {'MongoDB':<9} {self.mongodb_uri}  ({mongo_note})",
-            f"  {'Redis':<9} {self.redis_url}  ({redis_note})",
+            f"  {'MongoDB':<9} {redact_uri(self.mongodb_uri)}  ({mongo_note})",  # a given URI may hold a password
+            f"  {'Redis':<9} {redact_uri(self.redis_url)}  ({redis_note})",
             f"  {'logs':<9} {self.logs_dir}",
             "",
             "Try (through server reflection, no .proto files needed):",

@@ -91,14 +91,20 @@ async def create_app(config: Config) -> GrpcApp:
         wait_seconds=config.reservar_wait_seconds,
     )
     background: list[asyncio.Task[None]] = []
+    redis_failure: list[str] = []  # the cause last logged: one line per cause (a wrong password, no server)
 
     async def health_check() -> bool:
         if not await ping(db):
             return False
         try:
             await redis_client.ping()
-        except (RedisError, OSError):
+        except (RedisError, OSError) as error:
+            cause = f"{type(error).__name__}: {error}"
+            if redis_failure != [cause]:
+                redis_failure[:] = [cause]
+                log.warning("Redis does not answer", extra={"error": cause})
             return False
+        redis_failure.clear()
         if not background:
             try:
                 for indexed in (store, leases, payments):

@@ -13,7 +13,7 @@ import logging
 from pymongo.errors import PyMongoError
 
 from eventflow.usuarios.v1 import usuarios_pb2_grpc
-from infra.mongo import create_client, ping
+from infra.mongo import create_client, error_summary, ping
 from infra.server import GrpcApp, ServiceBinding, create_server
 from usuarios.config import Config
 from usuarios.repository import MongoUsuarioRepository
@@ -38,7 +38,7 @@ async def create_app(config: Config) -> GrpcApp:
         try:
             await repository.ensure_indexes()
         except PyMongoError as error:
-            log.warning("cannot create the usuarios indexes yet", extra={"error": str(error)})
+            log.warning("cannot create the usuarios indexes yet", extra={"error": error_summary(error)})
             return False
         return True
 

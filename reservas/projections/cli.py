@@ -17,6 +17,7 @@ from pymongo.errors import PyMongoError
 
 from infra import logs
 from infra.mongo import create_client
+from infra.redact import redact_uri
 from infra.stack import MONGODB_PORT_VAR
 from reservas.config import Config
 from reservas.projections.checkpoint import Checkpoints, RebuildConflict
@@ -38,7 +39,7 @@ def database_settings(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
 
 def _unreachable(uri: str, error: PyMongoError) -> int:
     print(
-        f"MongoDB at {uri} did not answer ({type(error).__name__}); is the stack up? "
+        f"MongoDB at {redact_uri(uri)} did not answer ({type(error).__name__}); is the stack up? "
         f"Set MONGODB_URI (or {MONGODB_PORT_VAR} for `eventflow up`'s embedded store).",
         file=sys.stderr,
     )

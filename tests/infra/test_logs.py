@@ -122,3 +122,59 @@ def test_sensitive_names() -> None:
 @given(st.emails())
 def test_any_email_is_redacted_in_text(email: str) -> None:
     assert email not in redact_text(f"user {email} created")
+
+
+# -- call sites: what the code itself logs and prints ------------------------------------------------------
+
+
+def test_a_failed_commands_message_is_not_logged_only_its_code() -> None:
+    from pymongo.errors import AutoReconnect, DuplicateKeyError  # noqa: PLC0415
+
+    from infra.mongo import error_summary  # noqa: PLC0415
+
+    duplicate = DuplicateKeyError(
+        "E11000 duplicate key error collection: eventflow_usuarios.usuarios index: email_1 "
+        'dup key: { email: "ana@x.uy" }',
+        11000,
+        {"code": 11000, "codeName": "DuplicateKey"},
+    )
+    assert error_summary(duplicate) == "DuplicateKeyError (code 11000 DuplicateKey)"
+    assert error_summary(AutoReconnect("mongo:27017: connection refused")) == "AutoReconnect: mongo:27017: connection refused"
+
+
+async def test_ping_says_why_mongodb_does_not_answer_once_per_cause(caplog: pytest.LogCaptureFixture) -> None:
+    from pymongo import AsyncMongoClient  # noqa: PLC0415
+
+    from infra import procs  # noqa: PLC0415
+    from infra.mongo import ping  # noqa: PLC0415
+
+    uri = f"mongodb://app:s3cr3t-Passw0rd@127.0.0.1:{procs.free_port()}/?serverSelectionTimeoutMS=100"
+    client: AsyncMongoClient = AsyncMongoClient(uri)
+    try:
+        with caplog.at_level(logging.WARNING, logger="infra.mongo"):
+            assert not await ping(client["eventflow_test_ping"])
+            assert not await ping(client["eventflow_test_ping"])
+    finally:
+        await client.close()
+    lines = [r for r in caplog.records if r.getMessage() == "MongoDB does not answer"]
+    assert len(lines) == 1 and "ServerSelectionTimeoutError" in lines[0].error  # type: ignore[attr-defined]
+    assert_clean(json.loads(JsonFormatter("test").format(lines[0])))
+
+
+def test_eventflow_up_prints_store_uris_without_their_passwords(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pathlib import Path  # noqa: PLC0415
+
+    from infra.stack import Options, Stack  # noqa: PLC0415
+
+    env = {
+        "MONGODB_URI": "mongodb://eventflow:s3cr3t-Passw0rd@db.internal:27017/?authSource=admin",
+        "REDIS_URL": "redis://reservas:s3cr3t-Passw0rd@cache.internal:6379/0",
+    }
+    stack = Stack(Options(data_dir=Path(str(tmp_path))), env=env)
+    stack._print_ready({})
+    printed = capsys.readouterr().out
+    assert f"mongodb://eventflow:{REDACTED}@db.internal:27017/?authSource=admin" in printed
+    assert f"redis://reservas:{REDACTED}@cache.internal:6379/0" in printed
+    assert "s3cr3t-Passw0rd" not in printed

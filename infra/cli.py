@@ -96,11 +96,40 @@ def _run_projections_rebuild(args: argparse.Namespace) -> int:
     return run_rebuild()
 
 
+def add_compose_secrets(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "compose-secrets",
+        help="make the passwords and keys docker-compose.yml needs (.env and secrets/)",
+        description=(
+            "Write .env (the MongoDB users' and Redis' passwords) and secrets/ (MongoDB's root password, Redis' "
+            "users, the deployment's keys) beside docker-compose.yml, with random values. What exists is kept; "
+            "what is missing is added. docker compose refuses to start without them."
+        ),
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=Path("."), help="the directory of docker-compose.yml (default: the current one)"
+    )
+    parser.set_defaults(handler=_run_compose_secrets)
+
+
+def _run_compose_secrets(args: argparse.Namespace) -> int:
+    from infra.compose_secrets import ComposeSecretsError, ensure_compose_secrets  # noqa: PLC0415
+
+    try:
+        files = ensure_compose_secrets(args.dir)
+    except (ComposeSecretsError, OSError) as error:
+        print(f"eventflow compose-secrets: {error}", file=sys.stderr)
+        return 1
+    print(f"compose secrets ready: {files.env_file} and {files.secrets_dir}/ (kept private: do not commit them)")
+    return 0
+
+
 #: Every subcommand, in the order `eventflow --help` lists them.
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     add_up,
     add_projector,
     add_projections,
+    add_compose_secrets,
 ]
 
 

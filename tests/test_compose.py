@@ -1,12 +1,15 @@
 """docker-compose.yml and the Dockerfile, checked by reading them (no Docker engine runs the tests).
 
 The compose file must start what the code expects: the service names, ports and environment variables
-the Config classes read, MongoDB as an initiated replica set, Redis with an append-only file, and the
-image's health check must really speak the gRPC health protocol (it is run here against a real server).
+the Config classes read, MongoDB as an initiated replica set with a user per service, Redis with an
+append-only file and a password, neither published on the host, every secret from `eventflow
+compose-secrets` (no default in the file), and the image's health check must really speak the gRPC health
+protocol (it is run here against a real server). tests/test_compose_stores.py runs the services against
+stores set up as compose sets them up.
 
-PyYAML is not a dependency, so a small parser reads the subset of YAML the compose file uses (block
-mappings and sequences, quoted and plain scalars, JSON-style flow sequences, `|` block scalars); when
-PyYAML happens to be importable, the parser is checked against it.
+A small parser reads the subset of YAML the compose files use (block mappings and sequences, quoted and
+plain scalars, JSON-style flow sequences, `|` block scalars), which keeps them plain; it is checked against
+PyYAML (a development dependency) on every compose file of the repository.
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from infra.compose_secrets import ENV_PASSWORDS, MONGO_PASSWORDS, REDIS_USER, ComposeSecrets, ensure_compose_secrets
+from infra.compose_secrets import read_env_file
+from infra.keys import KeyFiles
 from infra.procs import free_port
 from infra.stack import SERVICES
 
@@ -126,9 +133,30 @@ def compose() -> dict[str, Any]:
     return parse_compose(COMPOSE.read_text(encoding="utf-8"))
 
 
-def test_the_parser_agrees_with_pyyaml(compose: dict[str, Any]) -> None:
-    yaml = pytest.importorskip("yaml")
-    assert compose == yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("path", sorted(ROOT.glob("docker-compose*.yml")), ids=lambda p: p.name)
+def test_the_parser_agrees_with_pyyaml(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert parse_compose(text) == yaml.safe_load(text)
+
+
+#: ${NAME:?message}: compose stops with the message when NAME is unset or empty.
+REQUIRED = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):\?(?P<message>[^}]+)\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """What compose makes of `value` with the variables `env` (only the ${NAME:?message} form is used)."""
+    return REQUIRED.sub(lambda m: env[m["name"]], value)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> ComposeSecrets:
+    """What `eventflow compose-secrets` writes, in a directory of its own."""
+    return ensure_compose_secrets(tmp_path_factory.mktemp("compose"))
+
+
+@pytest.fixture(scope="module")
+def dotenv(made: ComposeSecrets) -> dict[str, str]:
+    return read_env_file(made.env_file)
 
 
 # -- docker-compose.yml -------------------------------------------------------------------------------------
@@ -139,16 +167,66 @@ def test_services(compose: dict[str, Any]) -> None:
     assert set(compose["volumes"]) == {"mongo-data", "redis-data"}
 
 
-def test_mongo_is_an_initiated_single_node_replica_set(compose: dict[str, Any]) -> None:
+def test_no_store_is_published_on_the_host(compose: dict[str, Any]) -> None:
+    for name in ("mongo", "mongo-init", "redis"):
+        assert "ports" not in compose["services"][name], f"{name} must be reachable only on compose's network"
+
+
+def test_every_variable_is_required_and_made_by_compose_secrets(dotenv: dict[str, str]) -> None:
+    """No password has a default: each ${...} is ${NAME:?message}, and compose-secrets writes every NAME."""
+    lines = COMPOSE.read_text(encoding="utf-8").splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))  # compose reads no comment
+    assert text.count("${") == len(REQUIRED.findall(text)), "every ${...} must be ${NAME:?message}"
+    names = {m["name"] for m in REQUIRED.finditer(text)}
+    assert names == set(ENV_PASSWORDS)
+    for m in REQUIRED.finditer(text):
+        assert "compose-secrets" in m["message"], "the message says how to make the variable"
+    assert set(dotenv) == set(ENV_PASSWORDS) and all(dotenv.values())
+
+
+def test_every_secret_file_is_made_by_compose_secrets(compose: dict[str, Any], made: ComposeSecrets) -> None:
+    declared = compose["secrets"]
+    for name, secret in declared.items():
+        assert set(secret) == {"file"}, name
+        assert (made.directory / secret["file"]).is_file(), f"compose-secrets does not make {secret['file']}"
+    used = {s for service in compose["services"].values() for s in service.get("secrets", [])}
+    assert used == set(declared)
+    # The key that signs people's tokens is no container's business.
+    assert str(made.keys.issuer_private.relative_to(made.directory)) not in {
+        str(Path(s["file"])) for s in declared.values()
+    }
+
+
+def test_mongo_is_an_initiated_single_node_replica_set_with_authentication(compose: dict[str, Any]) -> None:
     mongo, init = compose["services"]["mongo"], compose["services"]["mongo-init"]
     assert mongo["image"] == "mongo:7"
-    assert mongo["command"][mongo["command"].index("--replSet") + 1] == "rs0"
+    command = mongo["command"]
+    assert command[0] == "mongod"
+    assert command[command.index("--replSet") + 1] == "rs0"
+    # Authentication on a replica set needs a key file: the wrapper makes it where --keyFile says.
+    entrypoint = ROOT / mongo["volumes"][1].split(":")[0]
+    wrapper = entrypoint.read_text(encoding="utf-8")
+    assert mongo["entrypoint"] == ["bash", mongo["volumes"][1].split(":")[1]]
+    assert command[command.index("--keyFile") + 1] == "/run/eventflow/keyfile" and '"$private/keyfile"' in wrapper
+    assert "/run/eventflow" in mongo["tmpfs"]
+    assert wrapper.rstrip().endswith('exec docker-entrypoint.sh "$@"')
+    # Root credentials: the image's entrypoint reads the password from a file (the wrapper's readable copy).
+    assert mongo["environment"]["MONGO_INITDB_ROOT_USERNAME"] == "root"
+    assert "MONGO_INITDB_ROOT_PASSWORD" not in mongo["environment"]
+    assert "export MONGO_INITDB_ROOT_PASSWORD_FILE=" in wrapper and "/run/secrets/mongo_root_password" in wrapper
+    assert mongo["secrets"] == ["mongo_root_password"]
     assert "mongo-data:/data/db" in mongo["volumes"]
-    assert mongo["healthcheck"]["test"][0] == "CMD"
+    assert "./compose/mongo/initdb:/docker-entrypoint-initdb.d:ro" in mongo["volumes"]
+    # Healthy only as a replica-set member: not the image's temporary mongod that runs the init script.
+    assert mongo["healthcheck"]["test"][0] == "CMD" and "isreplicaset" in mongo["healthcheck"]["test"][-1]
 
     assert init["image"] == "mongo:7"
     assert init["depends_on"] == {"mongo": {"condition": "service_healthy"}}
+    assert init["entrypoint"] == ["mongosh"] and init["secrets"] == ["mongo_root_password"]
     script = init["command"][-1]
+    # As root, with the password read from the mounted secret, not from the command line.
+    root = mongo["environment"]["MONGO_INITDB_ROOT_USERNAME"]
+    assert f".auth('{root}', fs.readFileSync('/run/secrets/mongo_root_password', 'utf8').trim())" in script
     # Idempotent: initiate only when the replica set is not initiated yet, then wait for a primary.
     assert "NotYetInitialized" in script and "rs.initiate(" in script
     assert "_id: 'rs0'" in script and "host: 'mongo:27017'" in script
@@ -156,12 +234,77 @@ def test_mongo_is_an_initiated_single_node_replica_set(compose: dict[str, Any]) 
     assert "$" not in script, "compose would interpolate $ in the script"
 
 
-def test_redis_keeps_an_append_only_file(compose: dict[str, Any]) -> None:
+def test_redis_keeps_an_append_only_file_and_requires_its_user(compose: dict[str, Any], made: ComposeSecrets) -> None:
     redis = compose["services"]["redis"]
     assert redis["image"] == "redis:7"
-    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--aclfile") + 1] == "/run/secrets/redis_acl"
+    assert redis["secrets"] == ["redis_acl"]
+    assert compose["secrets"]["redis_acl"]["file"] == f"./{made.redis_acl.relative_to(made.directory)}"
     assert "redis-data:/data" in redis["volumes"]
-    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    # The check needs no password: unauthenticated, a live Redis answers NOAUTH.
+    assert redis["healthcheck"]["test"][0] == "CMD-SHELL" and "NOAUTH" in redis["healthcheck"]["test"][1]
+    acl = made.redis_acl.read_text(encoding="utf-8").splitlines()
+    assert acl[0] == "user default off"
+    assert acl[1].startswith(f"user {REDIS_USER} on #") and acl[1].endswith(" -@dangerous")
+
+
+def _node() -> str:
+    import shutil  # noqa: PLC0415
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the init script cannot be run here")
+    return node
+
+
+#: What mongosh gives the init script, enough of it to run it: the calls are printed as JSON lines.
+MONGOSH_SHIM = """
+const calls = [];
+globalThis.print = (...args) => {};
+globalThis.db = { getSiblingDB: (name) => ({ createUser: (spec) => calls.push({ db: name, ...spec }) }) };
+try {
+  require('vm').runInThisContext(require('fs').readFileSync(process.argv[1], 'utf8'));
+} finally {
+  console.log(JSON.stringify(calls));
+}
+"""
+
+
+def run_init_script(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    script = ROOT / "compose" / "mongo" / "initdb" / "10-eventflow-users.js"
+    return subprocess.run(  # noqa: S603
+        [_node(), "-e", MONGOSH_SHIM, str(script)], env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def mongo_users(env: dict[str, str]) -> list[dict[str, Any]]:
+    """The createUser calls of compose's MongoDB init script, run with `env` as its environment."""
+    result = run_init_script(env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_mongo_init_script_gives_each_service_its_own_database_only(
+    compose: dict[str, Any], dotenv: dict[str, str]
+) -> None:
+    mongo_env = {k: interpolate(str(v), dotenv) for k, v in compose["services"]["mongo"]["environment"].items()}
+    users = {u["user"]: u for u in mongo_users(mongo_env)}
+    assert set(users) == set(APP_SERVICES) == set(MONGO_PASSWORDS)
+    for name, user in users.items():
+        database = importlib.import_module(f"{name}.config").Config.mongodb_database
+        assert user["db"] == "admin"
+        assert user["roles"] == [{"role": "readWrite", "db": database}]
+        assert user["pwd"] == dotenv[MONGO_PASSWORDS[name]]
+
+
+@pytest.mark.parametrize("password", ["", "short", "with space in it", "dollar$dollar$dollar", "p@ss:w0rd/0123456789"])
+def test_mongo_init_script_refuses_a_password_a_uri_cannot_carry(dotenv: dict[str, str], password: str) -> None:
+    result = run_init_script({**dotenv, MONGO_PASSWORDS["eventos"]: password})
+    assert result.returncode != 0
+    assert MONGO_PASSWORDS["eventos"] in result.stderr and "compose-secrets" in result.stderr
 
 
 def _read_env_vars(config_class: type, env: dict[str, str]) -> tuple[Any, set[str]]:
@@ -189,21 +332,40 @@ def _read_env_vars(config_class: type, env: dict[str, str]) -> tuple[Any, set[st
 
 
 @pytest.mark.parametrize("name", list(APP_SERVICES))
-def test_service_matches_its_config(compose: dict[str, Any], name: str) -> None:
+def test_service_matches_its_config(compose: dict[str, Any], dotenv: dict[str, str], name: str) -> None:
     services = compose["services"]
     service, spec = services[name], APP_SERVICES[name]
-    env = {key: str(value) for key, value in service["environment"].items()}
+    env = {key: interpolate(str(value), dotenv) for key, value in service["environment"].items()}
 
     assert service["build"] == "." and service["image"] == services["usuarios"]["image"]
     assert service["command"] == ["python", "-m", name]
     assert env[spec.port_var] == str(spec.default_port)
     assert service["ports"] == [f"{spec.default_port}:{spec.default_port}"]
     assert env[HEALTH_PORT_VAR] == str(spec.default_port)
-    assert env["MONGODB_URI"] == "mongodb://mongo:27017/?replicaSet=rs0"
+    # Containers listen on every interface of their own network namespace; the default is loopback.
+    assert env["GRPC_BIND_HOST"] == "0.0.0.0"  # noqa: S104
+    # Its own MongoDB user, whose password is the one the init script gave that user.
+    password = dotenv[MONGO_PASSWORDS[name]]
+    assert env["MONGODB_URI"] == f"mongodb://{name}:{password}@mongo:27017/?replicaSet=rs0&authSource=admin"
     assert service["depends_on"]["mongo"] == {"condition": "service_healthy"}
     assert service["depends_on"]["mongo-init"] == {"condition": "service_completed_successfully"}
+    # The keys, as files mounted from secrets/keys; reservas' private key only in reservas.
+    key_files = KeyFiles(Path("/run/secrets")).env(service_private=name == "reservas")
+    key_env = {k: v for k, v in env.items() if k.startswith("EVENTFLOW_") and k.endswith("_KEY_FILE")}
+    assert set(key_env) == set(key_files)
+    made = ComposeSecrets(Path(".")).keys
+    local = {
+        "EVENTFLOW_ISSUER_PUBLIC_KEY_FILE": made.issuer_public,
+        "EVENTFLOW_SERVICE_PUBLIC_KEY_FILE": made.service_public,
+        "EVENTFLOW_SERVICE_PRIVATE_KEY_FILE": made.service_private,
+        "EVENTFLOW_PAGE_TOKEN_KEY_FILE": made.page_token,
+    }
+    for variable, path in key_env.items():
+        secret = path.removeprefix("/run/secrets/")
+        assert secret in service["secrets"], f"{name} reads {path} but does not mount the secret {secret}"
+        assert Path(compose["secrets"][secret]["file"]) == local[variable]
     if name == "reservas":
-        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["REDIS_URL"] == f"redis://{REDIS_USER}:{dotenv['EVENTFLOW_REDIS_PASSWORD']}@redis:6379/0"
         assert env["USUARIOS_ADDR"] == f"usuarios:{APP_SERVICES['usuarios'].default_port}"
         assert env["EVENTOS_ADDR"] == f"eventos:{APP_SERVICES['eventos'].default_port}"
         for dependency in ("redis", "usuarios", "eventos"):
@@ -214,7 +376,7 @@ def test_service_matches_its_config(compose: dict[str, Any], name: str) -> None:
     except ModuleNotFoundError:
         pytest.skip(f"{name}/config.py does not exist yet")
     config, read = _read_env_vars(config_module.Config, env)
-    unknown = set(env) - read - {HEALTH_PORT_VAR}
+    unknown = set(env) - read - {HEALTH_PORT_VAR} - set(key_env)  # the keys: read through infra.keys
     assert not unknown, f"docker-compose.yml sets variables {name}'s Config never reads: {sorted(unknown)}"
     assert config.port == spec.default_port
     assert config.mongodb_uri == env["MONGODB_URI"]

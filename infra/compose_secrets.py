@@ -134,9 +134,10 @@ def _ensure_env(path: Path, make: Callable[[], str]) -> dict[str, str]:
                 f.write(("" if not text or text.endswith("\n") else "\n") + added)
         else:
             header = (
-                "# Made by `eventflow compose-secrets`: the passwords docker-compose.yml gives MongoDB's users, Redis'\n"
-                "# user and the services. Keep it private. MongoDB creates its users once, on an empty volume: a\n"
-                "# password changed here afterwards no longer matches (see README, Deployment with docker-compose).\n"
+                "# Made by `eventflow compose-secrets`: the passwords docker-compose.yml gives MongoDB's users,\n"
+                "# Redis' user and the services. Keep it private. MongoDB creates its users once, on an empty\n"
+                "# volume: a password changed here afterwards no longer matches (README, Deployment with\n"
+                "# docker-compose).\n"
             )
             _write_new(path, header + added, 0o600)
     path.chmod(0o600)

@@ -101,7 +101,10 @@ def test_what_logs_need_survives() -> None:
 @pytest.mark.parametrize(
     ("uri", "shown"),
     [
-        ("mongodb://usuarios:p%40ss@mongo:27017/?authSource=admin", f"mongodb://usuarios:{REDACTED}@mongo:27017/?authSource=admin"),
+        (
+            "mongodb://usuarios:p%40ss@mongo:27017/?authSource=admin",
+            f"mongodb://usuarios:{REDACTED}@mongo:27017/?authSource=admin",
+        ),
         ("redis://reservas:pw@redis:6379/0", f"redis://reservas:{REDACTED}@redis:6379/0"),
         ("redis://:pw@redis:6379/0", f"redis://:{REDACTED}@redis:6379/0"),
         ("mongodb://127.0.0.1:27017/?directConnection=true", "mongodb://127.0.0.1:27017/?directConnection=true"),
@@ -113,7 +116,8 @@ def test_redact_uri_hides_only_the_password(uri: str, shown: str) -> None:
 
 
 def test_sensitive_names() -> None:
-    for name in ("email", "Authorization", "x-api-token", "nro_documento", "medio_pago", "token_pago", "MONGO_PASSWORD"):
+    names = ("email", "Authorization", "x-api-token", "nro_documento", "medio_pago", "token_pago", "MONGO_PASSWORD")
+    for name in names:
         assert sensitive(name), name
     for name in ("usuario_id", "reserva_id", "evento_id", "fields", "error", "cantidad", "estado", "clave"):
         assert not sensitive(name), name
@@ -139,7 +143,8 @@ def test_a_failed_commands_message_is_not_logged_only_its_code() -> None:
         {"code": 11000, "codeName": "DuplicateKey"},
     )
     assert error_summary(duplicate) == "DuplicateKeyError (code 11000 DuplicateKey)"
-    assert error_summary(AutoReconnect("mongo:27017: connection refused")) == "AutoReconnect: mongo:27017: connection refused"
+    refused = AutoReconnect("mongo:27017: connection refused")  # a connection error names hosts only: kept
+    assert error_summary(refused) == "AutoReconnect: mongo:27017: connection refused"
 
 
 async def test_ping_says_why_mongodb_does_not_answer_once_per_cause(caplog: pytest.LogCaptureFixture) -> None:

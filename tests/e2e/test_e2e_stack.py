@@ -12,6 +12,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -330,6 +331,57 @@ def test_errors_reach_grpcurl_as_status_codes(stack: StackUnderTest) -> None:
     missing = grpcurl(stack.address("eventos"), f"{EVENTOS}/GetEvento", data={"id": "no-such-evento"})
     assert missing.returncode != 0
     assert "Code: NotFound" in missing.stderr or "Code: InvalidArgument" in missing.stderr
+
+
+def test_logs_hold_no_personal_data_payment_token_or_bearer_token(stack: StackUnderTest) -> None:
+    """A person with a known e-mail and document number signs up, changes e-mail, and buys: approved, declined,
+    with a payment token that does not exist and with a card number; errors on the way (a duplicate user, the
+    refusals). Then no file under the data directory's logs/ (the three services, SecantusDB, Redis) holds any
+    of those values, nor a bearer token: the `authorization` header, `Bearer `, or a JWT (`eyJ`)."""
+    usuarios, reservas = stack.address("usuarios"), stack.address("reservas")
+    tag = secrets.token_hex(4)
+    email, new_email, documento = f"privada.{tag}@example.com", f"otra.{tag}@example.com", f"SD{tag.upper()}7"
+    card, unknown_token = "4111 1111 1111 1111", f"tok_live_{tag}"
+    persona = {"tipo_documento": "PASAPORTE", "nro_documento": documento, "nombre": "Eva", "apellido": "Rey",
+               "email": email}  # fmt: skip
+    usuario = call(usuarios, f"{USUARIOS}/CreateUsuario", {"usuario": persona})
+    taken = grpcurl(usuarios, f"{USUARIOS}/CreateUsuario", data={"usuario": {**persona, "nro_documento": "X1"}})
+    assert "Code: AlreadyExists" in taken.stderr  # a unique index refused the e-mail
+    call(usuarios, f"{USUARIOS}/UpdateUsuario",
+         {"usuario": {"id": usuario["id"], "email": new_email}, "update_mask": {"paths": ["email"]}})  # fmt: skip
+    # A request carrying a bearer token (refused once tokens are checked; ignored before that).
+    jwt = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJlMmUifQ.c2lnbmF0dXJl"
+    with_token = [GRPCURL, "-plaintext", "-max-time", "20", "-H", f"authorization: Bearer {jwt}",
+                  "-d", json.dumps({"id": usuario["id"]}), usuarios, f"{USUARIOS}/GetUsuario"]  # fmt: skip
+    subprocess.run(with_token, capture_output=True, timeout=30, check=False)  # noqa: S603
+
+    evento_id = _unseated_evento(stack)["id"]
+
+    def reservar(medio_pago: str, key: str) -> subprocess.CompletedProcess[str]:
+        compra = {"usuario_id": usuario["id"], "evento_id": evento_id, "cantidad": 1, "medio_pago": medio_pago,
+                  "idempotency_key": f"e2e-logs-{tag}-{key}"}  # fmt: skip
+        return grpcurl(reservas, f"{SERVICE_NAMES['reservas']}/Reservar", data=compra)
+
+    approved = reservar("tok_visa", "approved")
+    assert approved.returncode == 0, approved.stderr
+    assert "PAYMENT_DECLINED" in reservar("tok_declined", "declined").stderr
+    for bad in (unknown_token, card, card.replace(" ", "")):
+        assert "UNKNOWN_PAYMENT_METHOD" in reservar(bad, bad.replace(" ", "")).stderr
+    cancelled = call(reservas, f"{SERVICE_NAMES['reservas']}/CancelarReserva", {"id": json.loads(approved.stdout)["id"]})
+    assert cancelled["estado"] == "ESTADO_RESERVA_CANCELADA"  # a refund, logged too
+
+    forbidden = [email, new_email, documento, card, card.replace(" ", ""), unknown_token, "tok_visa", "tok_declined",
+                 jwt, '"authorization"', "authorization:", "Bearer ", "eyJ"]  # fmt: skip
+    logs = sorted(p for p in (stack.data_dir / "logs").rglob("*") if p.is_file())
+    assert {p.name for p in logs} >= {"usuarios.log", "eventos.log", "reservas.log", "mongodb.log", "redis.log"}
+    found = [
+        f"{path.name}:{number}: {value!r}"
+        for path in logs
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        for value in forbidden
+        if value.lower() in line.lower()
+    ]
+    assert not found, "secrets or personal data in the logs:\n" + "\n".join(found[:20])
 
 
 def test_sigterm_stops_everything_and_data_survives(stack: StackUnderTest) -> None:

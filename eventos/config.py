@@ -1,10 +1,15 @@
-"""eventos configuration: environment variables with localhost defaults (MONGODB_MAX_POOL_SIZE: 4 connections)."""
+"""eventos configuration: environment variables with localhost defaults (MONGODB_MAX_POOL_SIZE: 4 connections).
+
+Keys, without defaults (infra/keys.py): EVENTFLOW_ISSUER_PUBLIC_KEY[_FILE], EVENTFLOW_SERVICE_PUBLIC_KEY[_FILE].
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from infra.auth import AuthSettings
 
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 
@@ -16,6 +21,8 @@ class Config:
     mongodb_uri: str = "mongodb://localhost:27017/?directConnection=true"
     mongodb_database: str = "eventflow_eventos"
     mongodb_max_pool_size: int = DEFAULT_POOL_SIZE
+    #: The keys it verifies tokens with (infra/auth.py); None only in a Config not built from the environment.
+    auth: AuthSettings | None = field(default=None, compare=False, repr=False)
 
     @property
     def address(self) -> str:
@@ -29,4 +36,5 @@ class Config:
             mongodb_uri=env.get("MONGODB_URI", cls.mongodb_uri),
             mongodb_max_pool_size=pool_size(env),
             mongodb_database=env.get("EVENTOS_MONGODB_DATABASE", cls.mongodb_database),
+            auth=AuthSettings.from_env(env, trusts_service=True, signs_service=False),
         )

@@ -25,6 +25,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from callers import KEYS
 from infra.procs import free_port
 from infra.stack import SERVICES
 
@@ -213,6 +214,15 @@ def test_service_matches_its_config(compose: dict[str, Any], name: str) -> None:
         config_module = importlib.import_module(f"{name}.config")
     except ModuleNotFoundError:
         pytest.skip(f"{name}/config.py does not exist yet")
+    # The key files are compose secrets, mounted under /run/secrets: read this session's keys in their place.
+    secrets = compose["secrets"]
+    local = {"issuer.pub": KEYS.issuer_public, "reservas.pub": KEYS.service_public,
+             "reservas.key": KEYS.service_private, "page-token.key": KEYS.page_token}  # fmt: skip
+    for key, value in env.items():
+        if key.endswith("_FILE") and value.startswith("/run/secrets/"):
+            secret = value.removeprefix("/run/secrets/")
+            assert secret in service["secrets"], f"{name} reads {value} but does not mount the secret {secret}"
+            env[key] = str(local[secrets[secret]["file"].rsplit("/", 1)[1]])
     config, read = _read_env_vars(config_module.Config, env)
     unknown = set(env) - read - {HEALTH_PORT_VAR}
     assert not unknown, f"docker-compose.yml sets variables {name}'s Config never reads: {sorted(unknown)}"

@@ -49,6 +49,7 @@ async def create_app(config: Config) -> GrpcApp:
             domain=ERROR_DOMAIN,
             health_check=health_check,
             error_table=ERROR_TABLE,
+            auth=config.auth,
         )
     except BaseException:
         await client.close()

@@ -241,6 +241,8 @@ class AuthSettings:
 #: What the interceptor asks of the access table: may this caller make this call with this request?
 #: It may fill the request in (a cliente's own usuario_id) and raises PermissionDenied when not.
 Authorize = Callable[[str, Principal, Any], Awaitable[None]]
+#: The rate limiter's question: may this principal make one more call now? Raises ResourceExhausted when not.
+Admit = Callable[[Principal], Awaitable[None]]
 
 
 def bearer(metadata: Any) -> str:
@@ -258,14 +260,16 @@ def bearer(metadata: Any) -> str:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates every call but health and reflection, then asks `authorize` whether it is allowed.
+    """Authenticates every call but health and reflection, takes it from the caller's rate limit (`limiter`),
+    then asks `authorize` whether it is allowed.
 
     Mounted inside the error-mapping interceptor, so its refusals become rich statuses like any domain error.
     """
 
-    def __init__(self, verifier: TokenVerifier, authorize: Authorize) -> None:
+    def __init__(self, verifier: TokenVerifier, authorize: Authorize, limiter: Admit | None = None) -> None:
         self.verifier = verifier
         self.authorize = authorize
+        self.limiter = limiter
 
     async def intercept_service(
         self,
@@ -283,6 +287,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
             principal = self.verifier.verify(bearer(metadata))
+            if self.limiter is not None:  # an identity over its rate is refused before it costs anything more
+                await self.limiter(principal)
             await self.authorize(method, principal, request)
             token = _principal.set(principal)
             try:

@@ -109,6 +109,32 @@ def _duration(text: str) -> float:
     return seconds
 
 
+def add_keys(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "keys",
+        help="make this deployment's keys (once; existing keys are kept)",
+        description=(
+            "Make the keys a deployment needs, unless they exist: the issuer's Ed25519 key pair (signs people's "
+            "tokens), reservas' key pair (signs its own calls) and the page-token key. The directory is 0700 and "
+            "private keys 0600. `eventflow up` does this by itself in <data dir>/keys; docker-compose mounts them."
+        ),
+    )
+    parser.add_argument("--dir", type=Path, default=Path(".data/keys"), help="where (default: .data/keys)")
+    parser.set_defaults(handler=_run_keys)
+
+
+def _run_keys(args: argparse.Namespace) -> int:
+    from infra import keys  # noqa: PLC0415
+
+    try:
+        files = keys.ensure_keys(args.dir)
+    except (OSError, ValueError) as error:
+        print(f"eventflow keys: {error}", file=sys.stderr)
+        return 1
+    print(f"keys in {files.directory}: issuer.pub and reservas.pub are public; the rest stays private")
+    return 0
+
+
 def add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "token",
@@ -169,6 +195,7 @@ def _run_token(args: argparse.Namespace) -> int:
 #: Every subcommand, in the order `eventflow --help` lists them.
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     add_up,
+    add_keys,
     add_token,
     add_projector,
     add_projections,

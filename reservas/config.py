@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from infra.auth import AuthSettings
+from infra.ratelimit import DEFAULT_LIMITS, Limits, limits_from_env
 
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 
@@ -44,6 +45,8 @@ class Config:
     gate_refresh_seconds: float = 2.0
     mongodb_max_pool_size: int = DEFAULT_POOL_SIZE
     projector: str = "embedded"
+    #: EVENTFLOW_RATE_LIMIT_<ROLE> (infra/ratelimit.py): calls per identity, kept in Redis.
+    rate_limits: Limits = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     #: The keys it verifies tokens with and signs its own calls with; None only in a Config not built from the environment.
     auth: AuthSettings | None = field(default=None, compare=False, repr=False)
 
@@ -79,6 +82,7 @@ class Config:
         }
         values: dict[str, object] = {
             "mongodb_max_pool_size": pool_size(env),
+            "rate_limits": limits_from_env(env),
             "auth": AuthSettings.from_env(env, trusts_service=False, signs_service=True) if keys else None,
         }
         for f in fields(cls):

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from eventflow.reservas.v1 import reservas_pb2_grpc
 from infra.auth import BearerAuth
 from infra.mongo import create_client, ping
+from infra.ratelimit import RateLimiter
 from infra.server import GrpcApp, ServiceBinding, create_server
 from reservas.clients import EventosClient, UsuariosClient
 from reservas.config import Config
@@ -63,6 +64,7 @@ async def create_app(config: Config) -> GrpcApp:
     )
     gate_redis = gate_client(config.redis_url)  # short timeouts: without an answer, no gate
     gate = AdmissionGate(gate_redis, refresh_seconds=config.gate_refresh_seconds)
+    limiter = RateLimiter(gate_redis, config.rate_limits)  # the gate's client: short timeouts, a large pool
     if config.auth is None or config.auth.service_token is None:
         raise ValueError("reservas: no key to sign its calls to usuarios and eventos with (see infra/keys.py)")
     # reservas calls the other two as itself: its own short-lived servicio token on every call.
@@ -133,6 +135,7 @@ async def create_app(config: Config) -> GrpcApp:
             error_table=ERROR_TABLE,
             auth=config.auth,
             owner_of=store.owner,
+            limiter=limiter,
         )
     except BaseException:
         await mongo.close()

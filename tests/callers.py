@@ -39,6 +39,10 @@ def token(role: Role, usuario_id: str = "", ttl_seconds: float = 3600) -> str:
                        ttl_seconds=ttl_seconds)  # fmt: skip
 
 
+#: Tests that hammer the services (races, soak) are about something else than the rate limits.
+NO_LIMITS = {role: None for role in Role}
+NO_LIMITS_ENV = {f"EVENTFLOW_RATE_LIMIT_{role.name}": "off" for role in Role}
+
 ADMIN = token(Role.ADMIN, ttl_seconds=24 * 3600)
 SERVICIO = token(Role.SERVICIO, ttl_seconds=24 * 3600)
 

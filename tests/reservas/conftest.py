@@ -35,7 +35,7 @@ from reservas.server import create_app as create_reservas
 from invariants import Report, check_invariants
 from usuarios.config import Config as UsuariosConfig
 from usuarios.server import create_app as create_usuarios
-from callers import AUTH, KEY_ENV, open_channel
+from callers import AUTH, KEY_ENV, NO_LIMITS, NO_LIMITS_ENV, open_channel
 
 FUTURE = datetime.now(UTC).replace(microsecond=0) + timedelta(days=60)
 PRECIO = 1500
@@ -207,6 +207,7 @@ class World:
     def reservas_config(self, **changes: Any) -> ReservasConfig:
         values: dict[str, Any] = {
             "auth": AUTH,
+            "rate_limits": NO_LIMITS,
             "port": 0,
             "bind_host": "127.0.0.1",
             "mongodb_uri": self.mongo_uri,
@@ -226,7 +227,7 @@ class World:
 
     def reservas_env(self, port: int, **extra: str) -> dict[str, str]:
         """The environment of a `python -m reservas` subprocess wired to this world."""
-        env = dict(os.environ, **KEY_ENV)
+        env = dict(os.environ, **KEY_ENV, **NO_LIMITS_ENV)
         env.update(
             RESERVAS_PORT=str(port),
             GRPC_BIND_HOST="127.0.0.1",

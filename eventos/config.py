@@ -1,11 +1,17 @@
 """eventos configuration: environment variables with localhost defaults (MONGODB_MAX_POOL_SIZE: 4 connections;
-GRPC_BIND_HOST: 127.0.0.1, loopback only, unless told otherwise, as docker-compose does with 0.0.0.0)."""
+GRPC_BIND_HOST: 127.0.0.1, loopback only, unless told otherwise, as docker-compose does with 0.0.0.0).
+
+Keys, without defaults (infra/keys.py): EVENTFLOW_ISSUER_PUBLIC_KEY[_FILE], EVENTFLOW_SERVICE_PUBLIC_KEY[_FILE].
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from infra.auth import AuthSettings
+from infra.ratelimit import DEFAULT_LIMITS, Limits, limits_from_env
 
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 
@@ -17,6 +23,12 @@ class Config:
     mongodb_uri: str = "mongodb://localhost:27017/?directConnection=true"
     mongodb_database: str = "eventflow_eventos"
     mongodb_max_pool_size: int = DEFAULT_POOL_SIZE
+    #: REDIS_URL: where the per-identity rate limits live; empty, no rate limit (`eventflow up` always sets it).
+    redis_url: str = ""
+    #: EVENTFLOW_RATE_LIMIT_<ROLE> (infra/ratelimit.py).
+    rate_limits: Limits = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    #: The keys it verifies tokens with (infra/auth.py); None only in a Config not built from the environment.
+    auth: AuthSettings | None = field(default=None, compare=False, repr=False)
 
     @property
     def address(self) -> str:
@@ -30,4 +42,7 @@ class Config:
             mongodb_uri=env.get("MONGODB_URI", cls.mongodb_uri),
             mongodb_max_pool_size=pool_size(env),
             mongodb_database=env.get("EVENTOS_MONGODB_DATABASE", cls.mongodb_database),
+            redis_url=env.get("REDIS_URL", ""),
+            rate_limits=limits_from_env(env),
+            auth=AuthSettings.from_env(env, trusts_service=True, signs_service=False),
         )

@@ -12,6 +12,7 @@ from eventos.repository import EventoRepository
 from eventos.service import EventoService
 from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer
 from infra.mongo import create_client, ping
+from infra.ratelimit import limiter_for
 from infra.server import GrpcApp, ServiceBinding, create_server
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ async def create_app(config: Config) -> GrpcApp:
             indexes_ready = True
         return True
 
+    limiter = limiter_for(config.redis_url, config.rate_limits)
     app = await create_server(
         bindings=[
             ServiceBinding(
@@ -53,8 +55,12 @@ async def create_app(config: Config) -> GrpcApp:
         address=config.address,
         domain=DOMAIN,
         health_check=health_check,
+        auth=config.auth,
+        limiter=limiter,
     )
     app.on_stop.append(client.close)
+    if limiter is not None:
+        app.on_stop.append(limiter.close)
     app.on_stop.append(repository.close)  # run first (newest first): takes in flight abort their transactions
 
     return app

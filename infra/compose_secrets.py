@@ -3,14 +3,14 @@
 Into the directory of docker-compose.yml (default: the current one) it writes:
 
   .env (0600)                   the passwords compose puts into each service's MONGODB_URI and REDIS_URL and
-                                gives MongoDB's init script: EVENTFLOW_MONGO_USUARIOS_PASSWORD,
-                                EVENTFLOW_MONGO_EVENTOS_PASSWORD, EVENTFLOW_MONGO_RESERVAS_PASSWORD,
-                                EVENTFLOW_REDIS_PASSWORD
+                                gives MongoDB's init script: EVENTFLOW_MONGO_{USUARIOS,EVENTOS,RESERVAS}_PASSWORD,
+                                EVENTFLOW_REDIS_{USUARIOS,EVENTOS,RESERVAS}_PASSWORD
   secrets/ (0700)               no other user of this machine can enter it
     mongo-root-password (0600)  MongoDB's root user (MONGO_INITDB_ROOT_PASSWORD_FILE), for administration only:
                                 no service holds it
-    redis-users.acl (0644)      Redis' users (--aclfile): `default` off, `reservas` with the SHA-256 of its
-                                password (not the password), every command but @dangerous ones
+    redis-users.acl (0644)      Redis' users (--aclfile): `default` off, one per service with the SHA-256 of
+                                its password (not the password), every command but the @dangerous ones;
+                                usuarios and eventos (rate limits only) on the rate limits' keys alone
     keys/                       the deployment's keys, as infra.keys.ensure_keys makes them; the ones a
                                 container reads (issuer.pub, reservas.pub, reservas.key, page-token.key) are
                                 0644, because the containers' user (uid 10001) is not the owner of the files
@@ -40,11 +40,16 @@ MONGO_PASSWORDS = {
     "eventos": "EVENTFLOW_MONGO_EVENTOS_PASSWORD",
     "reservas": "EVENTFLOW_MONGO_RESERVAS_PASSWORD",
 }
-REDIS_PASSWORD = "EVENTFLOW_REDIS_PASSWORD"
-ENV_PASSWORDS = (*MONGO_PASSWORDS.values(), REDIS_PASSWORD)
+REDIS_PASSWORDS = {
+    "usuarios": "EVENTFLOW_REDIS_USUARIOS_PASSWORD",
+    "eventos": "EVENTFLOW_REDIS_EVENTOS_PASSWORD",
+    "reservas": "EVENTFLOW_REDIS_RESERVAS_PASSWORD",
+}
+ENV_PASSWORDS = (*MONGO_PASSWORDS.values(), *REDIS_PASSWORDS.values())
 
-#: The one Redis user: only reservas uses Redis.
-REDIS_USER = "reservas"
+#: The keys each service's Redis user may touch: reservas all (holds, the admission gate, its rate limits);
+#: usuarios and eventos only their rate limits' buckets (infra.ratelimit.RateLimiter.key: `ratelimit:{...}`).
+REDIS_KEYS = {"usuarios": "ratelimit:*", "eventos": "ratelimit:*", "reservas": "*"}
 
 #: What a password may be: it goes into URIs unescaped, and compose must not interpolate it (no `$`).
 #: compose/mongo/initdb/10-eventflow-users.js checks the same rule.
@@ -144,12 +149,16 @@ def _ensure_env(path: Path, make: Callable[[], str]) -> dict[str, str]:
     return read_env_file(path)
 
 
-def redis_acl(password: str) -> str:
-    """The users.acl of compose's Redis: the default user off, reservas with the password's SHA-256 and every
-    command but the @dangerous ones (FLUSHALL, CONFIG, KEYS, DEBUG, SHUTDOWN...), no Pub/Sub channel.
-    Redis' ACL files take no comments."""
-    digest = hashlib.sha256(password.encode()).hexdigest()
-    return f"user default off\nuser {REDIS_USER} on #{digest} resetchannels ~* +@all -@dangerous\n"
+def redis_acl(passwords: dict[str, str]) -> str:
+    """The users.acl of compose's Redis: the default user off; a user per service (`passwords`: service ->
+    password), known by its password's SHA-256, allowed every command but the @dangerous ones (FLUSHALL,
+    CONFIG, KEYS, DEBUG, SHUTDOWN...) on its keys (REDIS_KEYS), no Pub/Sub channel. Redis' ACL files take no
+    comments."""
+    lines = ["user default off"]
+    for service, password in passwords.items():
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        lines.append(f"user {service} on #{digest} resetchannels ~{REDIS_KEYS[service]} +@all -@dangerous")
+    return "\n".join(lines) + "\n"
 
 
 def ensure_compose_secrets(directory: Path, make_password: Callable[[], str] = new_password) -> ComposeSecrets:
@@ -166,7 +175,8 @@ def ensure_compose_secrets(directory: Path, make_password: Callable[[], str] = n
     _check_password("the MongoDB root password", root, files.mongo_root_password)
 
     files.redis_acl.unlink(missing_ok=True)
-    _write_new(files.redis_acl, redis_acl(env[REDIS_PASSWORD]), 0o644)
+    passwords = {service: env[name] for service, name in REDIS_PASSWORDS.items()}
+    _write_new(files.redis_acl, redis_acl(passwords), 0o644)
 
     made = keys.ensure_keys(files.keys.directory)
     for readable in (made.issuer_public, made.service_public, made.service_private, made.page_token):

@@ -39,7 +39,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
-from infra import procs
+from infra import keys, procs
+from infra.auth import Role, TokenIssuer
 from infra.procs import ManagedProcess
 from infra.redact import redact_uri
 
@@ -64,6 +65,8 @@ REDIS_PORT_VAR, DEFAULT_REDIS_PORT = "EVENTFLOW_REDIS_PORT", 6379
 
 #: Printed once every service is SERVING; tests and scripts may wait for it.
 READY_LINE = "EventFlow is up."
+#: The life of the admin token `eventflow up` prints: a working day.
+ADMIN_TOKEN_TTL_SECONDS = 8 * 3600
 
 
 class StackError(Exception):
@@ -152,6 +155,8 @@ class Stack:
         self._hurry = threading.Event()
         self._stopping = False
         self._lock_file: IO[bytes] | None = None
+        self.keys: keys.KeyFiles | None = None
+        self.admin_token = ""
 
     def address(self, service: str) -> str:
         return f"{self.client_host}:{self.ports[service]}"
@@ -221,6 +226,10 @@ class Stack:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise StackError(f"another `eventflow up` is already using {self.data_dir}") from None
+        # The deployment's keys, made at the first run and kept: tokens minted earlier stay valid.
+        self.keys = keys.ensure_keys(self.data_dir / "keys")
+        issuer = TokenIssuer(keys.load_private_key(self.keys.issuer_private.read_bytes(), str(self.keys.issuer_private)))
+        self.admin_token = issuer.mint(Role.ADMIN, "eventflow-up", ttl_seconds=ADMIN_TOKEN_TTL_SECONDS)
 
     @staticmethod
     def _module_runnable(name: str) -> bool:
@@ -260,8 +269,11 @@ class Stack:
                     raise StackError(self._describe(store, f"did not open port {store.port} in time"))
                 time.sleep(0.05)
 
-    def service_env(self) -> dict[str, str]:
+    def service_env(self, name: str) -> dict[str, str]:
+        """The environment of one service: ports, stores, and the keys it holds (reservas' private key: only it)."""
         env = dict(self.env)
+        if self.keys is not None:
+            env.update(self.keys.env(service_private=name == "reservas"))
         env.update({spec.port_var: str(self.ports[spec.name]) for spec in SERVICES})
         env.update(
             GRPC_BIND_HOST=self.bind_host,
@@ -274,9 +286,9 @@ class Stack:
         return env
 
     def _start_services(self) -> None:
-        env = self.service_env()
         for spec in SERVICES:
             self._check_interrupted()
+            env = self.service_env(spec.name)
             proc = procs.service_process(spec.name, self.ports[spec.name], env, self._log(spec.name))
             self.services[spec.name] = proc.start()
 
@@ -365,16 +377,23 @@ class Stack:
             usuarios = usuarios_pb2_grpc.UsuariosServiceStub(u)
             eventos = eventos_pb2_grpc.EventosServiceStub(e)
             try:
-                empty = not usuarios.ListUsuarios(usuarios_pb2.ListUsuariosRequest(page_size=1), timeout=10).usuarios
+                auth = self.auth_metadata
+                request = usuarios_pb2.ListUsuariosRequest(page_size=1)
+                empty = not usuarios.ListUsuarios(request, timeout=10, metadata=auth).usuarios
                 if empty and self.options.demo:
-                    load_demo(usuarios, eventos)
+                    load_demo(usuarios, eventos, auth)
                     _say("loaded the demo data (users and events); --no-demo skips it")
-                return example_ids(usuarios, eventos)
+                return example_ids(usuarios, eventos, auth)
             except grpc.RpcError as err:
                 raise StackError(
                     f"loading the demo data failed: {err.code().name}: {err.details()} "  # type: ignore[attr-defined]
                     f"(see {self.logs_dir}; --no-demo skips the demo data)"
                 ) from None
+
+    @property
+    def auth_metadata(self) -> tuple[tuple[str, str]]:
+        """The metadata of this stack's own calls: its admin token."""
+        return (("authorization", f"Bearer {self.admin_token}"),)
 
     def _print_ready(self, ids: Mapping[str, str]) -> None:
         lines = [READY_LINE, ""]
@@ -386,6 +405,11 @@ class Stack:
             f"  {'MongoDB':<9} {redact_uri(self.mongodb_uri)}  ({mongo_note})",  # a given URI may hold a password
             f"  {'Redis':<9} {redact_uri(self.redis_url)}  ({redis_note})",
             f"  {'logs':<9} {self.logs_dir}",
+            f"  {'keys':<9} {self.data_dir / 'keys'}  (owner-only; the issuer key signs tokens)",
+            "",
+            f"An admin token for {ADMIN_TOKEN_TTL_SECONDS // 3600} hours (`eventflow token --help` makes others, "
+            "for a cliente too):",
+            f"  export TOKEN={self.admin_token}",
             "",
             "Try (through server reflection, no .proto files needed):",
             *("  " + " ".join(cmd) for cmd in self.grpcurl_examples(ids)),
@@ -400,7 +424,8 @@ class Stack:
         def call(service: str, method: str, body: str | None = None) -> list[str]:
             spec = next(s for s in SERVICES if s.name == service)
             data = ["-d", shlex.quote(body)] if body is not None else []
-            return [grpcurl, "-plaintext", *data, self.address(service), f"{spec.full_name}/{method}"]
+            auth = ["-H", '"authorization: Bearer $TOKEN"']
+            return [grpcurl, "-plaintext", *auth, *data, self.address(service), f"{spec.full_name}/{method}"]
 
         yield [grpcurl, "-plaintext", self.address("usuarios"), "list"]
         yield call("usuarios", "ListUsuarios", '{"page_size": 5}')
@@ -475,33 +500,37 @@ def demo_eventos() -> list[eventos_pb2.Evento]:
     ]  # fmt: skip
 
 
+Metadata = Sequence[tuple[str, str]]
+
+
 def load_demo(
-    usuarios: usuarios_pb2_grpc.UsuariosServiceStub, eventos: eventos_pb2_grpc.EventosServiceStub
+    usuarios: usuarios_pb2_grpc.UsuariosServiceStub, eventos: eventos_pb2_grpc.EventosServiceStub, auth: Metadata
 ) -> None:
     for tipo, nro, nombre, apellido, email in DEMO_USUARIOS:
         usuario = usuarios_pb2.Usuario(
             tipo_documento=tipo, nro_documento=nro, nombre=nombre, apellido=apellido, email=email
         )
-        usuarios.CreateUsuario(usuarios_pb2.CreateUsuarioRequest(usuario=usuario), timeout=10)
+        usuarios.CreateUsuario(usuarios_pb2.CreateUsuarioRequest(usuario=usuario), timeout=10, metadata=auth)
     for evento in demo_eventos():
-        eventos.CreateEvento(eventos_pb2.CreateEventoRequest(evento=evento), timeout=10)
+        eventos.CreateEvento(eventos_pb2.CreateEventoRequest(evento=evento), timeout=10, metadata=auth)
 
 
 def example_ids(
-    usuarios: usuarios_pb2_grpc.UsuariosServiceStub, eventos: eventos_pb2_grpc.EventosServiceStub
+    usuarios: usuarios_pb2_grpc.UsuariosServiceStub, eventos: eventos_pb2_grpc.EventosServiceStub, auth: Metadata
 ) -> dict[str, str]:
     """Real ids for the printed grpcurl examples: the first user, and an event with free seats if any."""
     ids: dict[str, str] = {}
-    page = usuarios.ListUsuarios(usuarios_pb2.ListUsuariosRequest(page_size=1), timeout=10)
+    page = usuarios.ListUsuarios(usuarios_pb2.ListUsuariosRequest(page_size=1), timeout=10, metadata=auth)
     if page.usuarios:
         ids["usuario"] = page.usuarios[0].id
-    listed = eventos.ListEventos(eventos_pb2.ListEventosRequest(page_size=50), timeout=10).eventos
+    listed = eventos.ListEventos(eventos_pb2.ListEventosRequest(page_size=50), timeout=10, metadata=auth).eventos
     seated = [e for e in listed if e.con_asientos and e.entradas_disponibles >= 2]
     chosen = seated[0] if seated else next((e for e in listed if e.entradas_disponibles >= 2), None)
     if chosen is not None:
         ids["evento"] = chosen.id
         if chosen.con_asientos:  # a list leaves the seats out: GetEvento has them
-            free = eventos.GetEvento(eventos_pb2.GetEventoRequest(id=chosen.id), timeout=10).asientos_disponibles
+            request = eventos_pb2.GetEventoRequest(id=chosen.id)
+            free = eventos.GetEvento(request, timeout=10, metadata=auth).asientos_disponibles
             ids["asientos"] = ", ".join(f'"{s}"' for s in free[:2])
     return ids
 

@@ -11,13 +11,18 @@ EVENTFLOW_GATE_REFRESH_SECONDS (2: how often the admission gate re-reads an even
 so changes made outside the saga reach it), MONGODB_MAX_POOL_SIZE (4: MongoDB connections of this process).
 EVENTFLOW_PROJECTOR (embedded: the read models' projector runs in this process; off: it runs elsewhere,
 as `eventflow projector`). EVENTFLOW_FAULT (fault injection) is read by reservas.faults itself.
+Keys, without defaults (infra/keys.py): EVENTFLOW_ISSUER_PUBLIC_KEY[_FILE] (verifies callers' tokens),
+EVENTFLOW_SERVICE_PRIVATE_KEY[_FILE] (signs reservas' own calls to usuarios and eventos).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+
+from infra.auth import AuthSettings
+from infra.ratelimit import DEFAULT_LIMITS, Limits, limits_from_env
 
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 
@@ -41,6 +46,10 @@ class Config:
     gate_refresh_seconds: float = 2.0
     mongodb_max_pool_size: int = DEFAULT_POOL_SIZE
     projector: str = "embedded"
+    #: EVENTFLOW_RATE_LIMIT_<ROLE> (infra/ratelimit.py): calls per identity, kept in Redis.
+    rate_limits: Limits = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    #: The keys it verifies tokens with and signs its own calls with; None only in a Config not built from the environment.
+    auth: AuthSettings | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.projector not in ("embedded", "off"):
@@ -51,7 +60,8 @@ class Config:
         return f"{self.bind_host}:{self.port}"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
+    def from_env(cls, env: Mapping[str, str] = os.environ, *, keys: bool = True) -> Config:
+        """The configuration the environment gives; `keys=False` for tools that only reach the store (no auth)."""
         names = {
             "port": "RESERVAS_PORT",
             "bind_host": "GRPC_BIND_HOST",
@@ -71,7 +81,11 @@ class Config:
             "mongodb_max_pool_size": "MONGODB_MAX_POOL_SIZE",
             "projector": "EVENTFLOW_PROJECTOR",
         }
-        values: dict[str, object] = {"mongodb_max_pool_size": pool_size(env)}
+        values: dict[str, object] = {
+            "mongodb_max_pool_size": pool_size(env),
+            "rate_limits": limits_from_env(env),
+            "auth": AuthSettings.from_env(env, trusts_service=False, signs_service=True) if keys else None,
+        }
         for f in fields(cls):
             if f.name in values:
                 continue

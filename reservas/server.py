@@ -22,7 +22,9 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from eventflow.reservas.v1 import reservas_pb2_grpc
+from infra.auth import BearerAuth
 from infra.mongo import create_client, ping
+from infra.ratelimit import RateLimiter
 from infra.server import GrpcApp, ServiceBinding, create_server
 from reservas.clients import EventosClient, UsuariosClient
 from reservas.config import Config
@@ -62,8 +64,13 @@ async def create_app(config: Config) -> GrpcApp:
     )
     gate_redis = gate_client(config.redis_url)  # short timeouts: without an answer, no gate
     gate = AdmissionGate(gate_redis, refresh_seconds=config.gate_refresh_seconds)
-    usuarios_channel = grpc.aio.insecure_channel(config.usuarios_addr, options=CHANNEL_OPTIONS)
-    eventos_channel = grpc.aio.insecure_channel(config.eventos_addr, options=CHANNEL_OPTIONS)
+    limiter = RateLimiter(gate_redis, config.rate_limits)  # the gate's client: short timeouts, a large pool
+    if config.auth is None or config.auth.service_token is None:
+        raise ValueError("reservas: no key to sign its calls to usuarios and eventos with (see infra/keys.py)")
+    # reservas calls the other two as itself: its own short-lived servicio token on every call.
+    interceptors = [BearerAuth(config.auth.service_token)]
+    usuarios_channel = grpc.aio.insecure_channel(config.usuarios_addr, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    eventos_channel = grpc.aio.insecure_channel(config.eventos_addr, options=CHANNEL_OPTIONS, interceptors=interceptors)
 
     store = EventStore(db)
     leases = LeaseStore(db, lease_owner(), ttl_seconds=config.lease_seconds)
@@ -132,6 +139,9 @@ async def create_app(config: Config) -> GrpcApp:
             domain=DOMAIN,
             health_check=health_check,
             error_table=ERROR_TABLE,
+            auth=config.auth,
+            owner_of=store.owner,
+            limiter=limiter,
         )
     except BaseException:
         await mongo.close()

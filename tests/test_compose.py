@@ -29,9 +29,9 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from infra.compose_secrets import ENV_PASSWORDS, MONGO_PASSWORDS, REDIS_USER, ComposeSecrets, ensure_compose_secrets
-from infra.compose_secrets import read_env_file
-from infra.keys import KeyFiles
+from infra.compose_secrets import ENV_PASSWORDS, MONGO_PASSWORDS, REDIS_KEYS, REDIS_PASSWORDS, ComposeSecrets
+from infra.compose_secrets import ensure_compose_secrets, read_env_file
+from infra.keys import PAGE_TOKEN_KEY
 from infra.procs import free_port
 from infra.stack import SERVICES
 
@@ -247,7 +247,11 @@ def test_redis_keeps_an_append_only_file_and_requires_its_user(compose: dict[str
     assert redis["healthcheck"]["test"][0] == "CMD-SHELL" and "NOAUTH" in redis["healthcheck"]["test"][1]
     acl = made.redis_acl.read_text(encoding="utf-8").splitlines()
     assert acl[0] == "user default off"
-    assert acl[1].startswith(f"user {REDIS_USER} on #") and acl[1].endswith(" -@dangerous")
+    users = {line.split()[1]: line for line in acl[1:]}
+    assert set(users) == set(APP_SERVICES) == set(REDIS_PASSWORDS)
+    for service, line in users.items():
+        assert line.startswith(f"user {service} on #") and line.endswith(" +@all -@dangerous")
+        assert f" ~{REDIS_KEYS[service]} " in line
 
 
 def _node() -> str:
@@ -332,7 +336,9 @@ def _read_env_vars(config_class: type, env: dict[str, str]) -> tuple[Any, set[st
 
 
 @pytest.mark.parametrize("name", list(APP_SERVICES))
-def test_service_matches_its_config(compose: dict[str, Any], dotenv: dict[str, str], name: str) -> None:
+def test_service_matches_its_config(
+    compose: dict[str, Any], made: ComposeSecrets, dotenv: dict[str, str], name: str
+) -> None:
     services = compose["services"]
     service, spec = services[name], APP_SERVICES[name]
     env = {key: interpolate(str(value), dotenv) for key, value in service["environment"].items()}
@@ -349,23 +355,19 @@ def test_service_matches_its_config(compose: dict[str, Any], dotenv: dict[str, s
     assert env["MONGODB_URI"] == f"mongodb://{name}:{password}@mongo:27017/?replicaSet=rs0&authSource=admin"
     assert service["depends_on"]["mongo"] == {"condition": "service_healthy"}
     assert service["depends_on"]["mongo-init"] == {"condition": "service_completed_successfully"}
-    # The keys, as files mounted from secrets/keys; reservas' private key only in reservas.
-    key_files = KeyFiles(Path("/run/secrets")).env(service_private=name == "reservas")
+    # Its own Redis user (rate limits in all three; holds and the gate in reservas).
+    assert env["REDIS_URL"] == f"redis://{name}:{dotenv[REDIS_PASSWORDS[name]]}@redis:6379/0"
+    assert service["depends_on"]["redis"] == {"condition": "service_healthy"}
+    # The keys, as files mounted from secrets/keys (read here where compose-secrets made them); a service mounts
+    # no secret it does not read, and reservas' private key is mounted in reservas only.
     key_env = {k: v for k, v in env.items() if k.startswith("EVENTFLOW_") and k.endswith("_KEY_FILE")}
-    assert set(key_env) == set(key_files)
-    made = ComposeSecrets(Path(".")).keys
-    local = {
-        "EVENTFLOW_ISSUER_PUBLIC_KEY_FILE": made.issuer_public,
-        "EVENTFLOW_SERVICE_PUBLIC_KEY_FILE": made.service_public,
-        "EVENTFLOW_SERVICE_PRIVATE_KEY_FILE": made.service_private,
-        "EVENTFLOW_PAGE_TOKEN_KEY_FILE": made.page_token,
-    }
     for variable, path in key_env.items():
         secret = path.removeprefix("/run/secrets/")
         assert secret in service["secrets"], f"{name} reads {path} but does not mount the secret {secret}"
-        assert Path(compose["secrets"][secret]["file"]) == local[variable]
+        env[variable] = str(made.directory / compose["secrets"][secret]["file"])
+    assert set(service["secrets"]) == {path.removeprefix("/run/secrets/") for path in key_env.values()}
+    assert ("EVENTFLOW_SERVICE_PRIVATE_KEY_FILE" in key_env) == (name == "reservas")
     if name == "reservas":
-        assert env["REDIS_URL"] == f"redis://{REDIS_USER}:{dotenv['EVENTFLOW_REDIS_PASSWORD']}@redis:6379/0"
         assert env["USUARIOS_ADDR"] == f"usuarios:{APP_SERVICES['usuarios'].default_port}"
         assert env["EVENTOS_ADDR"] == f"eventos:{APP_SERVICES['eventos'].default_port}"
         for dependency in ("redis", "usuarios", "eventos"):
@@ -376,10 +378,13 @@ def test_service_matches_its_config(compose: dict[str, Any], dotenv: dict[str, s
     except ModuleNotFoundError:
         pytest.skip(f"{name}/config.py does not exist yet")
     config, read = _read_env_vars(config_module.Config, env)
-    unknown = set(env) - read - {HEALTH_PORT_VAR} - set(key_env)  # the keys: read through infra.keys
+    # The page-token key is read by infra.pagination, not by Config.
+    unknown = set(env) - read - {HEALTH_PORT_VAR, f"{PAGE_TOKEN_KEY}_FILE"}
     assert not unknown, f"docker-compose.yml sets variables {name}'s Config never reads: {sorted(unknown)}"
     assert config.port == spec.default_port
     assert config.mongodb_uri == env["MONGODB_URI"]
+    # Every key its Config looks for, it gets (as a file).
+    assert {v for v in read if v.endswith("_KEY_FILE")} <= set(key_env)
 
 
 # -- Dockerfile ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventflow.reservas.v1 import reservas_pb2, reservas_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
 from infra import procs
-from infra.compose_secrets import REDIS_USER, ComposeSecrets, ensure_compose_secrets, read_env_file
+from infra.compose_secrets import ComposeSecrets, ensure_compose_secrets, read_env_file
 from infra.logs import JsonFormatter
 from infra.mongo import create_client, ping
 from infra.server import GrpcApp
@@ -140,15 +140,39 @@ def test_redis_has_no_default_user_and_refuses_dangerous_commands(stores: Stores
     with socket.create_connection(("127.0.0.1", stores.redis_port), timeout=5) as anonymous:
         anonymous.sendall(b"PING\r\n")
         assert anonymous.recv(100).startswith(b"-NOAUTH")
-    client = redis.Redis.from_url(stores.env("reservas")["REDIS_URL"])
+    for service in SERVICES:
+        client = redis.Redis.from_url(stores.env(service)["REDIS_URL"])
+        try:
+            assert client.set("ratelimit:{probe}", "1")
+            for command in (("FLUSHALL",), ("CONFIG", "GET", "*"), ("KEYS", "*"), ("DEBUG", "SLEEP", "0"), ("SHUTDOWN",)):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    client.execute_command(*command)
+            if service == "reservas":  # holds and the admission gate: every key
+                assert client.set("probe", "1") and client.eval("return redis.call('GET', KEYS[1])", 1, "probe") == b"1"
+            else:  # the rate limits' keys only: not reservas' holds
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    client.get("probe")
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_each_service_rate_limits_through_its_redis_user(stores: Stores, service: str) -> None:
+    """The limiter's Lua script runs under the service's ACL: a second call over a 1-call burst is refused
+    (a script the ACL refused would let every call through instead)."""
+    from infra.auth import Principal, Role  # noqa: PLC0415
+    from infra.errors import ResourceExhausted  # noqa: PLC0415
+    from infra.ratelimit import Limit, limiter_for  # noqa: PLC0415
+
+    limiter = limiter_for(stores.env(service)["REDIS_URL"], {Role.CLIENTE: Limit(0.001, 1)})
+    assert limiter is not None
+    caller = Principal(sub=f"usuario:{uuid.uuid4().hex}", role=Role.CLIENTE, usuario_id="u")
     try:
-        assert f"//{REDIS_USER}:" in stores.env("reservas")["REDIS_URL"]  # the only user there is
-        assert client.set("probe", "1") and client.eval("return redis.call('GET', KEYS[1])", 1, "probe") == b"1"
-        for command in (("FLUSHALL",), ("CONFIG", "GET", "*"), ("KEYS", "*"), ("DEBUG", "SLEEP", "0"), ("SHUTDOWN",)):
-            with pytest.raises(redis.exceptions.NoPermissionError):
-                client.execute_command(*command)
+        await limiter.admit(caller)
+        with pytest.raises(ResourceExhausted):
+            await limiter.admit(caller)
     finally:
-        client.close()
+        await limiter.close()
 
 
 async def test_the_redis_health_check_passes_without_a_password(stores: Stores) -> None:
@@ -192,8 +216,16 @@ async def test_a_purchase_runs_through_the_services_as_compose_connects_them(
     from usuarios.config import Config as UsuariosConfig  # noqa: PLC0415
     from usuarios.server import create_app as create_usuarios  # noqa: PLC0415
 
+    from infra.auth import Role, TokenIssuer  # noqa: PLC0415
+    from infra.keys import load_private_key  # noqa: PLC0415
+
     def env(service: str, **changes: str) -> dict[str, str]:
         return {**stores.env(service), f"{service.upper()}_PORT": "0", **changes}
+
+    # An admin's token, signed with the issuer key compose-secrets made (`eventflow token --data-dir secrets`).
+    issuer = stores.made.keys.issuer_private
+    admin = TokenIssuer(load_private_key(issuer.read_bytes(), str(issuer))).mint(Role.ADMIN, "compose-test")
+    auth = [("authorization", f"Bearer {admin}")]
 
     usuarios_address = await start_app(create_usuarios(UsuariosConfig.from_env(env("usuarios"))))
     eventos_address = await start_app(create_eventos(EventosConfig.from_env(env("eventos"))))
@@ -209,17 +241,18 @@ async def test_a_purchase_runs_through_the_services_as_compose_connects_them(
             usuarios_pb2.CreateUsuarioRequest(usuario=usuarios_pb2.Usuario(
                 tipo_documento="CI", nro_documento="41234567", nombre="Ana", apellido="Pérez",
                 email=f"ana.{uuid.uuid4().hex[:6]}@example.com",
-            )), timeout=10,
+            )), timeout=10, metadata=auth,
         )  # fmt: skip
         evento = eventos_pb2.Evento(nombre="Hamlet", lugar="Teatro Solís", aforo_total=10, precio=1500, moneda="UYU")
         evento.fecha.FromDatetime(datetime.now(UTC) + timedelta(days=30))
         evento = await eventos_pb2_grpc.EventosServiceStub(e).CreateEvento(
-            eventos_pb2.CreateEventoRequest(evento=evento), timeout=10
+            eventos_pb2.CreateEventoRequest(evento=evento), timeout=10, metadata=auth
         )
         reservas = reservas_pb2_grpc.ReservasServiceStub(r)
         reserva = await reservas.Reservar(
             reservas_pb2.ReservarRequest(usuario_id=usuario.id, evento_id=evento.id, cantidad=2,
-                                         medio_pago="tok_visa", idempotency_key="compose-1"), timeout=30,
+                                         medio_pago="tok_visa", idempotency_key="compose-1"),
+            timeout=30, metadata=auth,
         )  # fmt: skip
         assert reserva.estado == reservas_pb2.ESTADO_RESERVA_CONFIRMADA
 
@@ -227,11 +260,15 @@ async def test_a_purchase_runs_through_the_services_as_compose_connects_them(
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20
         while True:
-            listed = await reservas.ListReservas(reservas_pb2.ListReservasRequest(usuario_id=usuario.id), timeout=10)
+            listed = await reservas.ListReservas(
+                reservas_pb2.ListReservasRequest(usuario_id=usuario.id), timeout=10, metadata=auth
+            )
             if [x.id for x in listed.reservas] == [reserva.id]:
                 break
             assert loop.time() < deadline, "the projector did not build the read model"
             await asyncio.sleep(0.2)
 
-        cancelled = await reservas.CancelarReserva(reservas_pb2.CancelarReservaRequest(id=reserva.id), timeout=30)
+        cancelled = await reservas.CancelarReserva(
+            reservas_pb2.CancelarReservaRequest(id=reserva.id), timeout=30, metadata=auth
+        )
         assert cancelled.estado == reservas_pb2.ESTADO_RESERVA_CANCELADA

@@ -14,6 +14,7 @@ from pymongo.errors import PyMongoError
 
 from eventflow.usuarios.v1 import usuarios_pb2_grpc
 from infra.mongo import create_client, error_summary, ping
+from infra.ratelimit import limiter_for
 from infra.server import GrpcApp, ServiceBinding, create_server
 from usuarios.config import Config
 from usuarios.repository import MongoUsuarioRepository
@@ -42,6 +43,7 @@ async def create_app(config: Config) -> GrpcApp:
             return False
         return True
 
+    limiter = limiter_for(config.redis_url, config.rate_limits)
     try:
         app = await create_server(
             bindings=[ServiceBinding(SERVICE_NAME, usuarios_pb2_grpc.add_UsuariosServiceServicer_to_server, servicer)],
@@ -49,11 +51,15 @@ async def create_app(config: Config) -> GrpcApp:
             domain=ERROR_DOMAIN,
             health_check=health_check,
             error_table=ERROR_TABLE,
+            auth=config.auth,
+            limiter=limiter,
         )
     except BaseException:
         await client.close()
         raise
     app.on_stop.append(client.close)
+    if limiter is not None:
+        app.on_stop.append(limiter.close)
     return app
 
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def database_settings(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
     """(MongoDB URI, reservas' database), read as the reservas service reads them; without MONGODB_URI, the
     embedded store of `eventflow up` on EVENTFLOW_MONGODB_PORT when that is set (not whatever answers on 27017)."""
-    config = Config.from_env(env)
+    config = Config.from_env(env, keys=False)  # the projector serves no RPC: it needs no keys
     uri = config.mongodb_uri
     if not env.get("MONGODB_URI") and env.get(MONGODB_PORT_VAR):
         uri = f"mongodb://127.0.0.1:{env[MONGODB_PORT_VAR]}/?directConnection=true"

@@ -31,6 +31,7 @@ from pymongo import AsyncMongoClient
 from infra import procs
 from infra.procs import ManagedProcess
 from tests.bench.revision import pythonpath
+from tests.callers import KEY_ENV, NO_LIMITS_ENV
 
 SERVICES = ("usuarios", "eventos", "reservas")
 DATABASES = {name: f"eventflow_{name}" for name in SERVICES}
@@ -156,7 +157,8 @@ class Cluster:
         return {**self.services, **self.store.processes}
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # The keys of this run (a revision without auth ignores them); no rate limits: the bench measures purchases.
+        env = dict(os.environ, **KEY_ENV, **NO_LIMITS_ENV)
         env.pop("EVENTFLOW_FAULT", None)
         env.update(
             GRPC_BIND_HOST="127.0.0.1",

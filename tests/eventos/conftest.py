@@ -15,6 +15,7 @@ from eventos.config import Config
 from eventos.repository import EventoRepository
 from eventos.server import create_app
 from infra.errors import error_info
+from callers import AUTH, open_channel
 
 @dataclass
 class EventosEnv:
@@ -94,7 +95,7 @@ class EventosEnv:
 @pytest.fixture
 def eventos_config(mongo_uri: str, db_name: Callable[[str], str]) -> Config:
     """An in-process server on a free port, with a database of this test's own."""
-    return Config(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("eventos"))
+    return Config(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("eventos"))
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ async def eventos(mongo_uri: str, eventos_config: Config, eventos_address: str) 
     """A stub on a real channel to a fresh eventos server, with helpers and an auditor of its database."""
     client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
     database = client[eventos_config.mongodb_database]
-    async with grpc.aio.insecure_channel(eventos_address) as channel:
+    async with open_channel(eventos_address) as channel:
         yield EventosEnv(eventos_pb2_grpc.EventosServiceStub(channel), EventoRepository(database))
     await client.drop_database(database)
     await client.close()

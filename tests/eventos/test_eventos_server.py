@@ -15,13 +15,15 @@ from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventos.config import Config
 from eventos.domain import NewEvento
 from infra import procs
+from callers import KEY_ENV, open_channel
 
 
 def test_config_from_env() -> None:
-    assert Config.from_env({}) == Config()
+    assert Config.from_env(KEY_ENV) == Config()
     assert Config().port == 50052 and Config().mongodb_database == "eventflow_eventos"
     config = Config.from_env(
         {
+            **KEY_ENV,
             "EVENTOS_PORT": "6000",
             "GRPC_BIND_HOST": "127.0.0.1",
             "MONGODB_URI": "mongodb://db:27017",
@@ -33,7 +35,7 @@ def test_config_from_env() -> None:
 
 
 async def test_reflection_lists_the_service(eventos_address: str) -> None:
-    async with grpc.aio.insecure_channel(eventos_address) as channel:
+    async with open_channel(eventos_address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         async for reply in stub.ServerReflectionInfo(iter([request])):
@@ -58,6 +60,7 @@ async def test_runs_as_a_process_and_stops_on_sigterm(mongo_uri: str, db_name, l
     port = procs.free_port()
     env = dict(
         os.environ,
+        **KEY_ENV,
         EVENTOS_PORT=str(port),
         GRPC_BIND_HOST="127.0.0.1",
         MONGODB_URI=mongo_uri,
@@ -66,7 +69,7 @@ async def test_runs_as_a_process_and_stops_on_sigterm(mongo_uri: str, db_name, l
     process = procs.service_process("eventos", port, env, logs_dir / "eventos-process.log").start()
     try:
         await asyncio.to_thread(process.wait_listening)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             check = health_pb2.HealthCheckRequest(service="eventflow.eventos.v1.EventosService")
             while (await health.Check(check, timeout=5)).status != health_pb2.HealthCheckResponse.SERVING:

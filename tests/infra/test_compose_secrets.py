@@ -12,7 +12,7 @@ from infra.cli import main
 from infra.compose_secrets import (
     ENV_PASSWORDS,
     PASSWORD_RULE,
-    REDIS_PASSWORD,
+    REDIS_PASSWORDS,
     ComposeSecretsError,
     ensure_compose_secrets,
     read_env_file,
@@ -41,12 +41,15 @@ def test_makes_every_password_and_key_with_private_modes(tmp_path: Path) -> None
         assert mode(readable) == 0o644, readable  # read in containers by their own user; secrets/ guards them
 
 
-def test_redis_acl_holds_a_hash_of_the_password_not_the_password(tmp_path: Path) -> None:
+def test_redis_acl_holds_a_hash_of_each_password_not_the_password(tmp_path: Path) -> None:
     files = ensure_compose_secrets(tmp_path)
-    password = read_env_file(files.env_file)[REDIS_PASSWORD]
-    acl = files.redis_acl.read_text()
-    assert password not in acl
-    assert f"#{hashlib.sha256(password.encode()).hexdigest()}" in acl
+    env, acl = read_env_file(files.env_file), files.redis_acl.read_text()
+    for service, name in REDIS_PASSWORDS.items():
+        assert env[name] not in acl
+        assert f"user {service} on #{hashlib.sha256(env[name].encode()).hexdigest()} " in acl
+
+
+REDIS_PASSWORD = REDIS_PASSWORDS["reservas"]
 
 
 def test_a_second_run_keeps_what_exists_and_adds_what_is_missing(tmp_path: Path) -> None:

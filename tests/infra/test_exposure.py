@@ -87,7 +87,9 @@ async def test_a_service_started_with_its_defaults_listens_on_loopback_only(mong
     from usuarios.config import Config  # noqa: PLC0415
     from usuarios.server import create_app  # noqa: PLC0415
 
-    app = await create_app(Config.from_env({"USUARIOS_PORT": "0", "MONGODB_URI": mongo_uri}))
+    from callers import KEY_ENV  # noqa: PLC0415 - this session's keys: a service has no default ones
+
+    app = await create_app(Config.from_env({"USUARIOS_PORT": "0", "MONGODB_URI": mongo_uri, **KEY_ENV}))
     await app.start()
     try:
         assert listening_addresses(app.port) == {LOOPBACK}

@@ -35,6 +35,7 @@ from reservas.server import create_app as create_reservas
 from invariants import Report, check_invariants
 from usuarios.config import Config as UsuariosConfig
 from usuarios.server import create_app as create_usuarios
+from callers import AUTH, KEY_ENV, NO_LIMITS, NO_LIMITS_ENV, open_channel
 
 FUTURE = datetime.now(UTC).replace(microsecond=0) + timedelta(days=60)
 PRECIO = 1500
@@ -205,6 +206,8 @@ class World:
 
     def reservas_config(self, **changes: Any) -> ReservasConfig:
         values: dict[str, Any] = {
+            "auth": AUTH,
+            "rate_limits": NO_LIMITS,
             "port": 0,
             "bind_host": "127.0.0.1",
             "mongodb_uri": self.mongo_uri,
@@ -224,7 +227,7 @@ class World:
 
     def reservas_env(self, port: int, **extra: str) -> dict[str, str]:
         """The environment of a `python -m reservas` subprocess wired to this world."""
-        env = dict(os.environ)
+        env = dict(os.environ, **KEY_ENV, **NO_LIMITS_ENV)
         env.update(
             RESERVAS_PORT=str(port),
             GRPC_BIND_HOST="127.0.0.1",
@@ -245,12 +248,12 @@ class World:
     async def restart_usuarios(self) -> None:
         """A new usuarios server on the same address and database (after `usuarios_app.stop()`)."""
         port = int(self.usuarios_address.rsplit(":", 1)[1])
-        config = UsuariosConfig(port=port, bind_host="127.0.0.1", mongodb_uri=self.mongo_uri, mongodb_database=self.dbs["usuarios"])
+        config = UsuariosConfig(auth=AUTH, port=port, bind_host="127.0.0.1", mongodb_uri=self.mongo_uri, mongodb_database=self.dbs["usuarios"])
         self.usuarios_app = await create_usuarios(config)
         await self.start_app(_ready(self.usuarios_app))
 
     def connect(self, address: str) -> reservas_pb2_grpc.ReservasServiceStub:
-        channel = grpc.aio.insecure_channel(address)
+        channel = open_channel(address)
         self.channels.append(channel)
         return reservas_pb2_grpc.ReservasServiceStub(channel)
 
@@ -268,16 +271,16 @@ async def world(
 ) -> AsyncIterator[World]:
     dbs = {service: db_name(service) for service in ("usuarios", "eventos", "reservas")}
     usuarios_app = await create_usuarios(
-        UsuariosConfig(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["usuarios"])
+        UsuariosConfig(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["usuarios"])
     )
     usuarios_address = await start_app(_ready(usuarios_app))
     eventos_app = await create_eventos(
-        EventosConfig(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["eventos"])
+        EventosConfig(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["eventos"])
     )
     eventos_address = await start_app(_ready(eventos_app))
     mongo: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
-    usuarios_channel = grpc.aio.insecure_channel(usuarios_address)
-    eventos_channel = grpc.aio.insecure_channel(eventos_address)
+    usuarios_channel = open_channel(usuarios_address)
+    eventos_channel = open_channel(eventos_address)
     w = World(
         mongo=mongo,
         mongo_uri=mongo_uri,

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from eventflow.reservas.v1 import reservas_pb2
 from infra import procs
 from reservas.domain import Estado
+from callers import open_channel
 
 # fault -> how the reservation must end after recovery
 FAULTS = {
@@ -39,7 +40,7 @@ FAULTS = {
 async def wait_serving(address: str, timeout: float = 60) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:

@@ -378,9 +378,12 @@ def capacity_below_sold(current: Evento, aforo: int) -> CapacityBelowSold:
 
 
 def has_sold_tickets(current: Evento) -> HasSoldTickets:
+    """Why an event with tickets taken cannot be deleted: its buyers would lose their way to a refund."""
     return HasSoldTickets(
-        f"evento {current.id!r} cannot be deleted: {current.tomadas} of its tickets are sold or held",
-        metadata={"evento_id": current.id, "tomadas": current.tomadas},
+        f"evento {current.id!r} cannot be deleted: {current.tomadas} of its {current.aforo_total} tickets are "
+        "sold or held by purchases in flight; cancel those reservations first (a cancellation refunds the buyer "
+        "and gives the tickets back), then delete it",
+        metadata={"evento_id": current.id, "tomadas": current.tomadas, "aforo_total": current.aforo_total},
     )
 
 

@@ -358,7 +358,11 @@ class EventoRepository:
         allocations and tombstones.
 
         The event goes first, in one conditional operation: once it is gone nothing can take from it,
-        and what a crash leaves of its inventory belongs to an id no new event will have.
+        and what a crash leaves of its inventory belongs to an id no new event will have. Against a
+        concurrent take: a take commits its decrement of the event's counter before the delete (the
+        delete then matches nothing: the caller is told tickets are taken), or its transaction's update
+        of the event meets the deletion (a write conflict: retried, it finds no event, EVENTO_NOT_FOUND),
+        so no take outlives the event.
         """
         result = await self._writes.delete_one(
             {"_id": evento_id, "$expr": {"$eq": ["$entradas_disponibles", "$aforo_total"]}}

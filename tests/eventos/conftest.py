@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import pytest
@@ -20,6 +21,8 @@ from infra.errors import error_info
 class EventosEnv:
     stub: eventos_pb2_grpc.EventosServiceStub
     repository: EventoRepository
+    #: eventos' database, read directly by audits.
+    database: Any
 
     async def create(self, **fields: object) -> eventos_pb2.Evento:
         values: dict[str, object] = {
@@ -109,6 +112,6 @@ async def eventos(mongo_uri: str, eventos_config: Config, eventos_address: str) 
     client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
     database = client[eventos_config.mongodb_database]
     async with grpc.aio.insecure_channel(eventos_address) as channel:
-        yield EventosEnv(eventos_pb2_grpc.EventosServiceStub(channel), EventoRepository(database))
+        yield EventosEnv(eventos_pb2_grpc.EventosServiceStub(channel), EventoRepository(database), database)
     await client.drop_database(database)
     await client.close()

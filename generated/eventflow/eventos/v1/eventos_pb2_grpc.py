@@ -124,8 +124,13 @@ class EventosServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteEvento(self, request, context):
-        """Deletes an event (and its seats), only while none of its tickets is sold or held.
-        Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason HAS_SOLD_TICKETS).
+        """Deletes an event (and its seats), only while none of its tickets is sold or held
+        (by a CONFIRMADA reservation or a purchase in flight): cancel those reservations first,
+        so their buyers keep a way to a refund. The check and the delete are one atomic
+        operation: a concurrent ReservarEntradas either lands first (the delete is refused)
+        or finds no event (NOT_FOUND).
+        Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason
+        HAS_SOLD_TICKETS, with `tomadas`, the tickets taken, in the metadata).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,8 +64,13 @@ class EventosServiceStub:
     already sold, reason CAPACITY_BELOW_SOLD; or aforo_total of a seated event, reason SEATED_EVENT).
     """
     DeleteEvento: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.DeleteEventoRequest, _empty_pb2.Empty]
-    """Deletes an event (and its seats), only while none of its tickets is sold or held.
-    Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason HAS_SOLD_TICKETS).
+    """Deletes an event (and its seats), only while none of its tickets is sold or held
+    (by a CONFIRMADA reservation or a purchase in flight): cancel those reservations first,
+    so their buyers keep a way to a refund. The check and the delete are one atomic
+    operation: a concurrent ReservarEntradas either lands first (the delete is refused)
+    or finds no event (NOT_FOUND).
+    Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason
+    HAS_SOLD_TICKETS, with `tomadas`, the tickets taken, in the metadata).
     """
     ReservarEntradas: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.ReservarEntradasRequest, _eventos_pb2.ReservarEntradasResponse]
     """Takes `cantidad` tickets (or, for a seated event, exactly the named `asientos`)
@@ -124,8 +129,13 @@ class EventosServiceAsyncStub(EventosServiceStub):
     already sold, reason CAPACITY_BELOW_SOLD; or aforo_total of a seated event, reason SEATED_EVENT).
     """
     DeleteEvento: _aio.UnaryUnaryMultiCallable[_eventos_pb2.DeleteEventoRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Deletes an event (and its seats), only while none of its tickets is sold or held.
-    Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason HAS_SOLD_TICKETS).
+    """Deletes an event (and its seats), only while none of its tickets is sold or held
+    (by a CONFIRMADA reservation or a purchase in flight): cancel those reservations first,
+    so their buyers keep a way to a refund. The check and the delete are one atomic
+    operation: a concurrent ReservarEntradas either lands first (the delete is refused)
+    or finds no event (NOT_FOUND).
+    Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason
+    HAS_SOLD_TICKETS, with `tomadas`, the tickets taken, in the metadata).
     """
     ReservarEntradas: _aio.UnaryUnaryMultiCallable[_eventos_pb2.ReservarEntradasRequest, _eventos_pb2.ReservarEntradasResponse]  # type: ignore[assignment]
     """Takes `cantidad` tickets (or, for a seated event, exactly the named `asientos`)
@@ -211,8 +221,13 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _eventos_pb2.DeleteEventoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Deletes an event (and its seats), only while none of its tickets is sold or held.
-        Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason HAS_SOLD_TICKETS).
+        """Deletes an event (and its seats), only while none of its tickets is sold or held
+        (by a CONFIRMADA reservation or a purchase in flight): cancel those reservations first,
+        so their buyers keep a way to a refund. The check and the delete are one atomic
+        operation: a concurrent ReservarEntradas either lands first (the delete is refused)
+        or finds no event (NOT_FOUND).
+        Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason
+        HAS_SOLD_TICKETS, with `tomadas`, the tickets taken, in the metadata).
         """
 
     @_abc_1.abstractmethod

@@ -70,6 +70,9 @@ class TestCreateAndGet:
             ({"asientos": ["A-1", ""], "aforo_total": 0}, "asientos"),
             ({"asientos": ["A-" + "9" * 19], "aforo_total": 0}, "asientos"),
             ({"asientos": ["A-1", "A-2"], "aforo_total": 3}, "aforo_total"),
+            ({"max_por_usuario": -1}, "max_por_usuario"),
+            ({"max_por_usuario": 11}, "max_por_usuario"),
+            ({"asientos": ["A-1", "A-2"], "aforo_total": 0, "max_por_usuario": 3}, "max_por_usuario"),
         ],
     )
     async def test_each_validation_rule(self, eventos, fields: dict[str, object], field: str) -> None:
@@ -214,6 +217,33 @@ class TestUpdate:
                 assert eventos.reason(result) in ("SOLD_OUT", "CAPACITY_BELOW_SOLD")
         final = await eventos.check_invariant(created.id)
         assert final.aforo_total in (10, 20)
+
+    async def test_max_por_usuario(self, eventos) -> None:
+        created = await eventos.create(aforo_total=10, max_por_usuario=4)
+        assert created.max_por_usuario == 4 and (await eventos.get(created.id)).max_por_usuario == 4
+        listed = await eventos.stub.ListEventos(eventos_pb2.ListEventosRequest())
+        assert [e.max_por_usuario for e in listed.eventos] == [4]
+        lowered = await self.update(eventos, eventos_pb2.Evento(id=created.id, max_por_usuario=2), "max_por_usuario")
+        assert lowered.max_por_usuario == 2 and lowered.inventario_version == created.inventario_version
+        error = await eventos.fails(
+            self.update(eventos, eventos_pb2.Evento(id=created.id, max_por_usuario=11), "max_por_usuario"),
+            INVALID,
+            "VALIDATION_FAILED",
+        )
+        assert "max_por_usuario" in error.details()
+        await eventos.fails(
+            self.update(eventos, eventos_pb2.Evento(id=created.id, max_por_usuario=-3), "max_por_usuario"),
+            INVALID,
+            "VALIDATION_FAILED",
+        )
+        below = eventos_pb2.Evento(id=created.id, aforo_total=1)  # the capacity cannot go below the limit
+        error = await eventos.fails(self.update(eventos, below, "aforo_total"), INVALID, "VALIDATION_FAILED")
+        assert "max_por_usuario (2)" in error.details()
+        change = eventos_pb2.Evento(id=created.id, aforo_total=1, max_por_usuario=1)
+        both = await self.update(eventos, change, "aforo_total", "max_por_usuario")
+        assert (both.aforo_total, both.max_por_usuario) == (1, 1)
+        removed = await self.update(eventos, eventos_pb2.Evento(id=created.id), "max_por_usuario")
+        assert removed.max_por_usuario == 0
 
     async def test_seated_capacity_cannot_change(self, eventos) -> None:
         created = await eventos.create(aforo_total=0, asientos=["A-1", "A-2"])

@@ -90,6 +90,23 @@ async def test_a_confirmed_purchase_stays_within_the_command_budget(quiet: World
     assert len(seen) <= PURCHASE_BUDGET, COUNTER.table()
 
 
+async def test_a_limit_per_buyer_costs_a_purchase_no_command_more(quiet: World) -> None:
+    """max_por_usuario is checked by the take's own transaction (the buyer's count is one more write in
+    its one `update` of inventario): a purchase of a limited event keeps the same budget."""
+    usuario, evento = await quiet.usuario(), await quiet.evento(aforo=10, max_por_usuario=3)
+    assert (await quiet.reservar(quiet.request(usuario, evento.id))).estado == CONFIRMADA
+
+    reply: list[object] = []
+
+    async def buy() -> None:
+        reply.append(await quiet.reservar(quiet.request(usuario, evento.id)))
+
+    seen = await count(quiet, buy)
+    print(f"\nMongoDB commands of one confirmed purchase of a limited event: {len(seen)}\n{COUNTER.table()}")
+    assert reply[0].estado == CONFIRMADA  # type: ignore[attr-defined]
+    assert len(seen) <= PURCHASE_BUDGET, COUNTER.table()
+
+
 async def test_a_sold_out_answer_costs_no_database_command(quiet: World) -> None:
     usuario, evento = await quiet.usuario(), await quiet.evento(aforo=2)
     assert (await quiet.reservar(quiet.request(usuario, evento.id, cantidad=2))).estado == CONFIRMADA

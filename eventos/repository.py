@@ -28,14 +28,15 @@ whatever the strings hold, and unique: a reserva_id takes from an event once):
                   "usuario_id": str, "entradas": int}   # tickets the buyer's active allocations hold
 
 Atomicity: a take or a give-back changes the event's counter, one allocation, its k seats and
-its buyer's count in one multi-document transaction, so there is no intermediate state for a crash to leave
-behind: an uncommitted transaction is discarded. Its first write is the conditional update of
-the event (enough tickets left, seats named iff it has a seat map), so concurrent transactions
-conflict at once, before doing more work; a write conflict is a TransientTransactionError that
-`with_transaction` retries with backoff. Within this process, writers of one event also queue
-on a lock, so they do not waste attempts conflicting with each other. Idempotency per
-reserva_id: the allocation's `_id` (an upsert that must insert), the seats' holder (an update
-that must modify all k of them), and a tombstone that stays after the give-back.
+its buyer's count in one multi-document transaction, so there is no intermediate state for a
+crash to leave behind: an uncommitted transaction is discarded. Its first write is the
+conditional update of the event (enough tickets left, seats named iff it has a seat map), so
+concurrent transactions conflict at once, before doing more work; a write conflict is a
+TransientTransactionError that `with_transaction` retries with backoff. Within this process,
+writers of one event also queue on a lock, so they do not waste attempts conflicting with each
+other. Idempotency per reserva_id: the allocation's `_id` (an upsert that must insert), the
+seats' holder (an update that must modify all k of them), and a tombstone that stays after the
+give-back.
 
 Tickets per buyer: every take that names its buyer adds to the buyer's count, and its give-back
 subtracts, whether or not the event has a limit, so a limit set later counts what each buyer

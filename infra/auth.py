@@ -29,7 +29,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from infra import keys
-from infra.errors import Unauthenticated
+from infra.errors import DomainError, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -286,10 +286,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         metadata = handler_call_details.invocation_metadata
 
         async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            principal = self.verifier.verify(bearer(metadata))
-            if self.limiter is not None:  # an identity over its rate is refused before it costs anything more
-                await self.limiter(principal)
-            await self.authorize(method, principal, request)
+            principal = None
+            try:
+                principal = self.verifier.verify(bearer(metadata))
+                if self.limiter is not None:  # an identity over its rate is refused before it costs anything more
+                    await self.limiter(principal)
+                await self.authorize(method, principal, request)
+            except DomainError as refusal:  # an audit line per refusal: who, what, why (never the token)
+                who = {"role": str(principal.role), "sub": principal.sub} if principal else {}
+                log.info("call refused", extra={"method": method, "reason": refusal.reason, "peer": context.peer(), **who})
+                raise
             token = _principal.set(principal)
             try:
                 return await inner(request, context)

@@ -155,11 +155,13 @@ class EventosClient(_Client):
         return await self._call(self._stub.GetEvento, request)
 
     async def reservar_entradas(
-        self, evento_id: str, reserva_id: str, cantidad: int, asientos: Sequence[str]
+        self, evento_id: str, reserva_id: str, cantidad: int, asientos: Sequence[str], usuario_id: str = ""
     ) -> eventos_pb2.ReservarEntradasResponse:
-        """What reserva_id holds (also on a retry), with the event's tickets left and inventory version."""
+        """What reserva_id holds (also on a retry), with the event's tickets left and inventory version.
+
+        `usuario_id`, the buyer, is counted against the event's max_por_usuario (LIMIT_PER_BUYER_EXCEEDED)."""
         request = eventos_pb2.ReservarEntradasRequest(
-            evento_id=evento_id, reserva_id=reserva_id, cantidad=cantidad, asientos=list(asientos)
+            evento_id=evento_id, reserva_id=reserva_id, cantidad=cantidad, asientos=list(asientos), usuario_id=usuario_id
         )
         return await self._call(self._stub.ReservarEntradas, request)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import pytest
@@ -21,6 +22,8 @@ from callers import AUTH, open_channel
 class EventosEnv:
     stub: eventos_pb2_grpc.EventosServiceStub
     repository: EventoRepository
+    #: eventos' database, read directly by audits.
+    database: Any
 
     async def create(self, **fields: object) -> eventos_pb2.Evento:
         values: dict[str, object] = {
@@ -37,13 +40,12 @@ class EventosEnv:
         return await self.stub.CreateEvento(eventos_pb2.CreateEventoRequest(evento=evento))
 
     async def reservar(
-        self, evento_id: str, reserva_id: str, cantidad: int = 1, asientos: list[str] | None = None
+        self, evento_id: str, reserva_id: str, cantidad: int = 1, asientos: list[str] | None = None, usuario: str = ""
     ) -> eventos_pb2.ReservarEntradasResponse:
-        return await self.stub.ReservarEntradas(
-            eventos_pb2.ReservarEntradasRequest(
-                evento_id=evento_id, reserva_id=reserva_id, cantidad=cantidad, asientos=asientos or []
-            )
+        request = eventos_pb2.ReservarEntradasRequest(
+            evento_id=evento_id, reserva_id=reserva_id, cantidad=cantidad, asientos=asientos or [], usuario_id=usuario
         )
+        return await self.stub.ReservarEntradas(request)
 
     async def liberar(self, evento_id: str, reserva_id: str) -> eventos_pb2.LiberarEntradasResponse:
         return await self.stub.LiberarEntradas(
@@ -75,13 +77,23 @@ class EventosEnv:
     async def get(self, evento_id: str) -> eventos_pb2.Evento:
         return await self.stub.GetEvento(eventos_pb2.GetEventoRequest(id=evento_id))
 
+    async def bought(self, evento_id: str) -> dict[str, int]:
+        """What eventos counts per buyer of the event (usuario_id -> tickets held), those holding none left out."""
+        cursor = self.database["inventario"].find({"tipo": "comprador", "evento_id": evento_id})
+        return {doc["usuario_id"]: doc["entradas"] async for doc in cursor if doc["entradas"]}
+
     async def check_invariant(self, evento_id: str) -> eventos_pb2.Evento:
-        """Assert the inventory invariant on the stored event; return it."""
+        """Assert the inventory invariant on the stored event (its per-buyer counts included); return it."""
         evento = await self.stub.GetEvento(eventos_pb2.GetEventoRequest(id=evento_id))
         allocations = await self.repository.allocations(evento_id)
         assert 0 <= evento.entradas_disponibles <= evento.aforo_total
         assert evento.entradas_disponibles + sum(a.cantidad for a in allocations) == evento.aforo_total
         assert len({a.reserva_id for a in allocations}) == len(allocations)
+        per_buyer: dict[str, int] = {}
+        for a in allocations:
+            if a.usuario_id:
+                per_buyer[a.usuario_id] = per_buyer.get(a.usuario_id, 0) + a.cantidad
+        assert await self.bought(evento_id) == per_buyer, "the per-buyer counts disagree with the allocations"
         if evento.asientos:
             held = [seat for a in allocations for seat in a.asientos]
             assert len(held) == len(set(held)), "a seat is held twice"
@@ -110,6 +122,6 @@ async def eventos(mongo_uri: str, eventos_config: Config, eventos_address: str) 
     client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
     database = client[eventos_config.mongodb_database]
     async with open_channel(eventos_address) as channel:
-        yield EventosEnv(eventos_pb2_grpc.EventosServiceStub(channel), EventoRepository(database))
+        yield EventosEnv(eventos_pb2_grpc.EventosServiceStub(channel), EventoRepository(database), database)
     await client.drop_database(database)
     await client.close()

@@ -96,6 +96,7 @@ class World:
         asientos: Sequence[str] = (),
         precio: int = PRECIO,
         fecha: datetime = FUTURE,
+        max_por_usuario: int = 0,
     ) -> eventos_pb2.Evento:
         evento = eventos_pb2.Evento(
             nombre="Concierto",
@@ -104,6 +105,7 @@ class World:
             precio=precio,
             moneda="UYU",
             asientos=list(asientos),
+            max_por_usuario=max_por_usuario,
         )
         evento.fecha.FromDatetime(fecha)
         return await self.eventos.CreateEvento(eventos_pb2.CreateEventoRequest(evento=evento), timeout=10)

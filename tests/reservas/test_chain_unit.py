@@ -104,7 +104,9 @@ class FakeEventos:
         self.failures.check("GetEvento")
         return self.evento
 
-    async def reservar_entradas(self, evento_id: str, reserva_id: str, cantidad: int, asientos: Sequence[str]) -> Any:
+    async def reservar_entradas(
+        self, evento_id: str, reserva_id: str, cantidad: int, asientos: Sequence[str], usuario_id: str = ""
+    ) -> Any:
         self.calls.append("ReservarEntradas")
         self.failures.check("ReservarEntradas")
         return self.evento

@@ -22,7 +22,6 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from eventflow.reservas.v1 import reservas_pb2_grpc
-from infra.auth import BearerAuth
 from infra.mongo import create_client, ping
 from infra.ratelimit import RateLimiter
 from infra.server import GrpcApp, ServiceBinding, create_server
@@ -67,10 +66,8 @@ async def create_app(config: Config) -> GrpcApp:
     limiter = RateLimiter(gate_redis, config.rate_limits)  # the gate's client: short timeouts, a large pool
     if config.auth is None or config.auth.service_token is None:
         raise ValueError("reservas: no key to sign its calls to usuarios and eventos with (see infra/keys.py)")
-    # reservas calls the other two as itself: its own short-lived servicio token on every call.
-    interceptors = [BearerAuth(config.auth.service_token)]
-    usuarios_channel = grpc.aio.insecure_channel(config.usuarios_addr, options=CHANNEL_OPTIONS, interceptors=interceptors)
-    eventos_channel = grpc.aio.insecure_channel(config.eventos_addr, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    usuarios_channel = grpc.aio.insecure_channel(config.usuarios_addr, options=CHANNEL_OPTIONS)
+    eventos_channel = grpc.aio.insecure_channel(config.eventos_addr, options=CHANNEL_OPTIONS)
 
     store = EventStore(db)
     leases = LeaseStore(db, lease_owner(), ttl_seconds=config.lease_seconds)
@@ -78,8 +75,9 @@ async def create_app(config: Config) -> GrpcApp:
         db, slow_seconds=config.payment_slow_seconds, timeout_seconds=config.payment_timeout_seconds
     )
     deps = SagaDeps(
-        usuarios=UsuariosClient(usuarios_channel, timeout=config.call_timeout_seconds),
-        eventos=EventosClient(eventos_channel, timeout=config.call_timeout_seconds),
+        # reservas calls the other two as itself: its own short-lived servicio token on every call.
+        usuarios=UsuariosClient(usuarios_channel, timeout=config.call_timeout_seconds, token=config.auth.service_token),
+        eventos=EventosClient(eventos_channel, timeout=config.call_timeout_seconds, token=config.auth.service_token),
         holds=HoldStore(redis_client, ttl_ms=int(config.hold_ttl_seconds * 1000)),
         payments=payments,
         store=store,

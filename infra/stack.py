@@ -3,9 +3,12 @@
 Starts SecantusDB and redis-server (unless MONGODB_URI / REDIS_URL point at servers already running),
 then usuarios, eventos and reservas as `python -m <service>`, waits until each reports SERVING through
 the standard health service, loads a small demo data set into an empty system (through the services'
-own gRPC APIs), prints the endpoints, and supervises: on Ctrl-C or SIGTERM, or when any process dies,
-it stops every process it started (SIGTERM, then SIGKILL after a timeout). Data lives under the data
-directory (default .data/) and survives to the next run; logs go to <data dir>/logs/<name>.log.
+own gRPC APIs), prints the endpoints, and supervises: a process that exits unexpectedly (a service or a
+store) is started again on the same port and data after a backoff (0.5 s, doubling up to 10 s), with a line
+that says what died and how; after 5 crashes of one process within 60 s it stops everything, with that
+reason. On Ctrl-C or SIGTERM it stops every process it started (SIGTERM, then SIGKILL after a timeout).
+Data lives under the data directory (default .data/) and survives to the next run; logs go to
+<data dir>/logs/<name>.log (a restarted process appends to its log).
 
 Environment (besides what the services read themselves):
   USUARIOS_PORT, EVENTOS_PORT, RESERVAS_PORT   service ports (50051, 50052, 50053)
@@ -67,6 +70,29 @@ REDIS_PORT_VAR, DEFAULT_REDIS_PORT = "EVENTFLOW_REDIS_PORT", 6379
 READY_LINE = "EventFlow is up."
 #: The life of the admin token `eventflow up` prints: a working day.
 ADMIN_TOKEN_TTL_SECONDS = 8 * 3600
+
+
+class RestartPolicy:
+    """When to start a crashed process again: exponential backoff, and giving up on a crash loop.
+
+    The n-th crash of a process within `window` seconds is restarted after `first` * 2^(n-1) seconds (at
+    most `ceiling`); the `limit`-th crash within the window is not restarted: the stack stops.
+    """
+
+    def __init__(self, first: float = 0.5, ceiling: float = 10.0, limit: int = 5, window: float = 60.0) -> None:
+        self.first, self.ceiling, self.limit, self.window = first, ceiling, limit, window
+        self._crashes: dict[str, list[float]] = {}
+
+    def crashed(self, name: str, now: float) -> float | None:
+        """Record a crash of `name` at `now`; the delay before restarting it, or None to give up."""
+        recent = [t for t in self._crashes.get(name, []) if now - t < self.window] + [now]
+        self._crashes[name] = recent
+        if len(recent) >= self.limit:
+            return None
+        return float(min(self.ceiling, self.first * 2 ** (len(recent) - 1)))
+
+    def recent(self, name: str) -> int:
+        return len(self._crashes.get(name, []))
 
 
 class StackError(Exception):
@@ -155,6 +181,7 @@ class Stack:
         self._hurry = threading.Event()
         self._stopping = False
         self._lock_file: IO[bytes] | None = None
+        self.restarts = RestartPolicy()
         self.keys: keys.KeyFiles | None = None
         self.admin_token = ""
 
@@ -332,14 +359,41 @@ class Stack:
         return f"{proc.name} {what}; see {proc.log_path}" + (f", which ends with:\n{tail}" if tail else "")
 
     def _supervise(self) -> int:
+        """Restart what dies (see RestartPolicy) until a signal; 1 when a process keeps crashing."""
+        due: dict[str, float] = {}  # name -> when to start it again
         while not self._stop.wait(0.25):
+            now = time.monotonic()
             for proc in [*self.stores, *self.services.values()]:
-                if not proc.running:
-                    message = self._describe(proc, f"exited unexpectedly ({_exit_reason(proc)})")
+                if proc.name in due:
+                    if now >= due[proc.name]:
+                        del due[proc.name]
+                        self._restart(proc)
+                    continue
+                if proc.running:
+                    continue
+                how = _exit_reason(proc)
+                proc.stop()  # reap it, close its log
+                delay = self.restarts.crashed(proc.name, now)
+                if delay is None:
+                    limit, window = self.restarts.limit, self.restarts.window
+                    message = self._describe(proc, f"exited unexpectedly ({how}), {limit} times within {window:g} s")
                     _say(f"error: {message}", sys.stderr)
-                    _say("stopping everything else", sys.stderr)
+                    _say("it keeps crashing: stopping everything else", sys.stderr)
                     return 1
+                _say(f"{proc.name} exited unexpectedly ({how}); restarting it in {delay:g} s "
+                     f"(crash {self.restarts.recent(proc.name)} of at most {self.restarts.limit - 1} "
+                     f"within {self.restarts.window:g} s; see {proc.log_path})", sys.stderr)  # fmt: skip
+                due[proc.name] = now + delay
         return 0
+
+    def _restart(self, proc: ManagedProcess) -> None:
+        """Start a dead process again, same command, port, data and log. Its dependents notice by themselves:
+        services report NOT_SERVING while a store is away and SERVING once it answers again."""
+        if proc.log_path is not None:
+            with proc.log_path.open("a", encoding="utf-8") as f:
+                f.write(f"--- restarted by eventflow up, {datetime.now(UTC).isoformat(timespec='seconds')} ---\n")
+        proc.start()
+        _say(f"{proc.name} restarted (pid {proc.proc.pid if proc.proc else '?'})", sys.stderr)
 
     # -- stopping ------------------------------------------------------------------------------------
 

@@ -511,6 +511,24 @@ def test_reservas_killed_mid_purchase_is_restarted_and_the_purchase_settles(stac
     assert reserva_id not in historial or settled["id"] == reserva_id
 
 
+def test_a_store_killed_is_restarted_and_the_services_serve_again_by_themselves(stack: StackUnderTest) -> None:
+    launcher = stack.launchers[-1]
+    for store, marker in (("redis", "redis-server"), ("mongodb", "secantusd")):
+        os.kill(current_pid(launcher, marker), signal.SIGKILL)
+        launcher.wait_for(f"{store} restarted")
+
+    def serving() -> None:
+        for service in SERVICE_NAMES:
+            assert stack.call(service, "grpc.health.v1.Health/Check")["status"] == "SERVING"
+
+    eventually(serving, timeout=60)
+    buyer = stack.call("usuarios", f"{USUARIOS}/ListUsuarios", {"page_size": 1})["usuarios"][0]["id"]
+    compra = {"usuario_id": buyer, "evento_id": _unseated_evento(stack)["id"], "cantidad": 1,
+              "medio_pago": "tok_visa", "idempotency_key": "e2e-after-store-restarts"}  # fmt: skip
+    bought = eventually(lambda: stack.call("reservas", f"{SERVICE_NAMES['reservas']}/Reservar", compra), 30)
+    assert bought["estado"] == "ESTADO_RESERVA_CONFIRMADA"
+
+
 def test_sigterm_stops_everything_and_data_survives(stack: StackUnderTest) -> None:
     before = stack.call("usuarios", f"{USUARIOS}/ListUsuarios", {"page_size": 500})["usuarios"]
     compra = {"usuario_id": before[0]["id"], "evento_id": _unseated_evento(stack)["id"], "cantidad": 1,

@@ -43,6 +43,10 @@ def add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--start-timeout", type=float, default=90.0, metavar="SECONDS",
         help="how long each piece may take to start (default: 90)",
     )  # fmt: skip
+    parser.add_argument(
+        "--replicas-reservas", type=int, default=1, metavar="N", dest="reservas_replicas",
+        help="run N reservas processes, on RESERVAS_PORT and the ports after it (default: 1)",
+    )  # fmt: skip
     parser.set_defaults(handler=_run_up)
 
 
@@ -50,7 +54,8 @@ def _run_up(args: argparse.Namespace) -> int:
     from infra import stack  # noqa: PLC0415
 
     options = stack.Options(
-        data_dir=args.data_dir, host=args.host, demo=args.demo, start_timeout=args.start_timeout
+        data_dir=args.data_dir, host=args.host, demo=args.demo, start_timeout=args.start_timeout,
+        reservas_replicas=args.reservas_replicas,
     )
     return stack.up(options)
 

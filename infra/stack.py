@@ -19,6 +19,7 @@ Environment (besides what the services read themselves):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import importlib.util
 import os
@@ -110,6 +111,8 @@ class Options:
     demo: bool = True
     start_timeout: float = 90.0
     stop_timeout: float = 15.0
+    #: reservas processes: the first on RESERVAS_PORT, each further one on the next port.
+    reservas_replicas: int = 1
 
 
 def _say(message: str, stream: IO[str] | None = None) -> None:
@@ -170,6 +173,12 @@ class Stack:
         ipv6 = ":" in options.host and not options.host.startswith("[")
         self.bind_host = f"[{options.host}]" if ipv6 else options.host
         self.ports = {s.name: _port_from_env(self.env, s.port_var, s.default_port) for s in SERVICES}
+        if options.reservas_replicas < 1:
+            raise StackError(f"--replicas-reservas must be at least 1, got {options.reservas_replicas}")
+        #: The further reservas replicas, "reservas-2", ...: one process each, on the ports after RESERVAS_PORT.
+        self.replicas = [f"reservas-{k}" for k in range(2, options.reservas_replicas + 1)]
+        for offset, name in enumerate(self.replicas, start=1):
+            self.ports[name] = self.ports["reservas"] + offset
         self.mongodb_port = _port_from_env(self.env, MONGODB_PORT_VAR, DEFAULT_MONGODB_PORT)
         self.redis_port = _port_from_env(self.env, REDIS_PORT_VAR, DEFAULT_REDIS_PORT)
         self.mongodb_uri = self.env.get("MONGODB_URI", "")
@@ -234,6 +243,7 @@ class Stack:
                 raise StackError(f"`python -m {spec.name}` is not available ({spec.name}/__main__.py is missing)")
         busy: list[str] = []
         wanted = [(self.options.host, self.ports[s.name], s.name, s.port_var) for s in SERVICES]
+        wanted += [(self.options.host, self.ports[name], name, "RESERVAS_PORT") for name in self.replicas]
         if not self.mongodb_uri:
             wanted.append(("127.0.0.1", self.mongodb_port, "MongoDB (SecantusDB)", MONGODB_PORT_VAR))
         if not self.redis_url:
@@ -318,6 +328,10 @@ class Stack:
             env = self.service_env(spec.name)
             proc = procs.service_process(spec.name, self.ports[spec.name], env, self._log(spec.name))
             self.services[spec.name] = proc.start()
+        for name in self.replicas:  # the same service on its own port; the saga lease coordinates them
+            env = {**self.service_env("reservas"), "RESERVAS_PORT": str(self.ports[name])}
+            proc = dataclasses.replace(procs.service_process("reservas", self.ports[name], env, self._log(name)), name=name)
+            self.services[name] = proc.start()
 
     def _wait_serving(self) -> None:
         _say("waiting for " + ", ".join(f"{n} ({self.address(n)})" for n in self.services) + " to report SERVING")
@@ -453,6 +467,8 @@ class Stack:
         lines = [READY_LINE, ""]
         for spec in SERVICES:
             lines.append(f"  {spec.name:<9} {self.address(spec.name):<22} {spec.full_name}")
+        for name in self.replicas:
+            lines.append(f"  {name:<9} {self.address(name):<22} eventflow.reservas.v1.ReservasService (replica)")
         mongo_note = f"SecantusDB, data in {self.data_dir / 'mongodb'}" if self.mongo else "MONGODB_URI"
         redis_note = f"redis-server, data in {self.data_dir / 'redis'}" if self.redis else "REDIS_URL"
         lines += [
@@ -465,12 +481,23 @@ class Stack:
             "for a cliente too):",
             f"  export TOKEN={self.admin_token}",
             "",
+            *self._replicas_hint(),
             "Try (through server reflection, no .proto files needed):",
             *("  " + " ".join(cmd) for cmd in self.grpcurl_examples(ids)),
             "",
             "Ctrl-C stops everything; the data stays for the next run.",
         ]
         print("\n".join(lines), flush=True)
+
+    def _replicas_hint(self) -> list[str]:
+        if not self.replicas:
+            return []
+        addresses = ",".join(self.address(n) for n in ["reservas", *self.replicas])
+        return [
+            "reservas runs as several replicas: a client spreads its calls over all of them with gRPC's round_robin:",
+            f"  grpc.aio.insecure_channel(\"ipv4:{addresses}\", options=[(\"grpc.lb_policy_name\", \"round_robin\")])",
+            "",
+        ]
 
     def grpcurl_examples(self, ids: Mapping[str, str]) -> Iterator[list[str]]:
         grpcurl = _grpcurl_command()

@@ -594,3 +594,42 @@ def test_one_stack_per_data_directory(tmp_path: Path) -> None:
         code = launcher.wait_exit(timeout=30)
     assert code == 1
     assert f"another `eventflow up` is already using {data}" in launcher.output
+
+
+def test_two_reservas_replicas_serve_on_consecutive_ports(tmp_path: Path) -> None:
+    """`eventflow up --replicas-reservas 2`: a second reservas on RESERVAS_PORT + 1, supervised like the first."""
+    _require_all_services()
+    ports = {name: free_port() for name in ["mongodb", "redis", *SERVICE_NAMES]}
+    with socket.socket() as probe:  # the replica's port, RESERVAS_PORT + 1, must be free too
+        while True:
+            try:
+                probe.bind(("127.0.0.1", ports["reservas"] + 1))
+                break
+            except OSError:
+                ports["reservas"] = free_port()
+    stack = StackUnderTest(_stack_env(ports), tmp_path / "data", ports)
+    launcher = stack.launch("--no-demo", "--replicas-reservas", "2")
+    try:
+        replica = f"127.0.0.1:{ports['reservas'] + 1}"
+        assert f"reservas-2 {replica}" in " ".join(launcher.output.split())
+        assert "round_robin" in launcher.output
+        for address in (stack.address("reservas"), replica):
+            listed = call(address, f"{SERVICE_NAMES['reservas']}/ListReservas", {}, stack.token)
+            assert listed.get("reservas", []) == []
+        os.kill(_replica_pid(launcher, ports["reservas"] + 1), signal.SIGKILL)
+        launcher.wait_for("reservas-2 restarted")
+        eventually(lambda: call(replica, f"{SERVICE_NAMES['reservas']}/ListReservas", {}, stack.token))
+        assert launcher.terminate() == 0
+    finally:
+        launcher.cleanup()
+
+
+def _replica_pid(launcher: Launcher, port: int) -> int:
+    """The reservas process serving on `port` (its RESERVAS_PORT)."""
+    assert launcher.proc is not None
+    for pid in descendants(launcher.proc.pid):
+        if "-m reservas" in cmdline(pid) and alive(pid):
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if f"RESERVAS_PORT={port}".encode() in environ:
+                return pid
+    raise AssertionError(f"no reservas process on port {port}")

@@ -6,7 +6,8 @@ docker-compose sets it), MONGODB_URI, RESERVAS_MONGODB_DATABASE ("eventflow_rese
 EVENTFLOW_HOLD_TTL_SECONDS (600), EVENTFLOW_PAYMENT_SLOW_SECONDS (3),
 EVENTFLOW_PAYMENT_TIMEOUT_SECONDS (2), EVENTFLOW_RECOVERY_INTERVAL_SECONDS (2), EVENTFLOW_LEASE_SECONDS (15),
 EVENTFLOW_CALL_TIMEOUT_SECONDS (2: deadline of each call to usuarios/eventos), EVENTFLOW_RESERVAR_WAIT_SECONDS
-(30: how long Reservar/CancelarReserva wait for the saga when the caller sets no deadline),
+(120: the ceiling of how long Reservar/CancelarReserva wait for the saga: the caller's deadline, never more
+than this, and this when the caller sets none),
 EVENTFLOW_GATE_REFRESH_SECONDS (2: how often the admission gate re-reads an event's inventory from eventos,
 so changes made outside the saga reach it), MONGODB_MAX_POOL_SIZE (4: MongoDB connections of this process).
 EVENTFLOW_PROJECTOR (embedded: the read models' projector runs in this process; off: it runs elsewhere,
@@ -42,7 +43,7 @@ class Config:
     recovery_interval_seconds: float = 2.0
     lease_seconds: float = 15.0
     call_timeout_seconds: float = 2.0
-    reservar_wait_seconds: float = 30.0
+    reservar_wait_seconds: float = 120.0
     gate_refresh_seconds: float = 2.0
     mongodb_max_pool_size: int = DEFAULT_POOL_SIZE
     projector: str = "embedded"

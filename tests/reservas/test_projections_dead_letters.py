@@ -11,7 +11,12 @@ straight into the event store with a `monto` of the wrong type (the aggregate ca
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import logging
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from infra import procs
 from projections_support import (  # noqa: F401 - db and store are fixtures
     PRECIO,
     assert_models_match_event_store,
+    cancelar,
     confirmar,
     current_to,
     db,
@@ -36,9 +42,10 @@ from projections_support import (  # noqa: F401 - db and store are fixtures
     solicitar,
     store,
 )
-from reservas.domain import Event, Reserva, Tipo
+from reservas.domain import Estado, Event, Reserva, Tipo
 from reservas.event_store import EventStore, to_document
 from reservas.projections.checkpoint import Checkpoints
+from reservas.projections.cli import list_dead_letters, rebuild_read_models, replay_dead_letters
 from reservas.projections.dead_letters import DeadLetter, DeadLetters
 from reservas.projections.poison import is_transient
 from reservas.projections.queries import ReservasQueries
@@ -46,6 +53,7 @@ from reservas.projections.read_models import VIEWS, ReadModels
 from reservas.projections.rebuild import rebuild
 
 INT64_MAX = 2**63 - 1
+EVENTFLOW = str(Path(sys.executable).parent / "eventflow")
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ def poison_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
 
 
 async def test_poison_streams_are_set_aside_and_the_good_ones_around_them_projected(
-    db: AsyncDatabase, store: EventStore, caplog: pytest.LogCaptureFixture
+    mongo_uri: str, db: AsyncDatabase, store: EventStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     async with running(db) as projector:
@@ -152,6 +160,22 @@ async def test_poison_streams_are_set_aside_and_the_good_ones_around_them_projec
         # The stream after the poison is not projected "without it": the view still holds version 1.
         assert (await view(db, s.unreadable.id))["version"] == 1  # type: ignore[index]
 
+    # `eventflow projections dead-letters`: a table, and JSON with the errors whole.
+    out = io.StringIO()
+    assert await list_dead_letters(mongo_uri, db.name, out=out) == 0
+    table = out.getvalue().splitlines()
+    assert table[0].split() == ["RESERVA", "VERSION", "TIPO", "ATTEMPTS", "FIRST", "FAILURE", "LAST", "FAILURE", "ERROR"]
+    rows = {line.split()[0]: line.split() for line in table[1:3]}
+    assert rows[s.overflow.id][1:3] == ["6", "PagoProcesado"]
+    assert rows[s.unreadable.id][1:3] == ["2", "DatosValidados"]
+    assert "replay-dead-letters" in table[-1]
+    out = io.StringIO()
+    assert await list_dead_letters(mongo_uri, db.name, as_json=True, out=out) == 0
+    assert {(d["reserva_id"], d["version"], d["tipo"]) for d in json.loads(out.getvalue())} == {
+        (s.overflow.id, 6, "PagoProcesado"), (s.unreadable.id, 2, "DatosValidados"),
+    }  # fmt: skip
+
+
 async def test_an_event_with_no_reserva_id_does_not_stop_the_projector(db: AsyncDatabase, store: EventStore) -> None:
     async with running(db):
         await current_to(db, now())
@@ -164,7 +188,7 @@ async def test_an_event_with_no_reserva_id_does_not_stop_the_projector(db: Async
 
 
 async def test_rebuild_sets_poison_aside_reports_it_and_ends_where_the_projector_did(
-    db: AsyncDatabase, store: EventStore
+    mongo_uri: str, db: AsyncDatabase, store: EventStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with running(db):
         s = await write_scenario(store)
@@ -174,6 +198,55 @@ async def test_rebuild_sets_poison_aside_reports_it_and_ends_where_the_projector
     assert (result.streams, result.dead_letters) == (5, 2)
     assert await ReadModels(db).snapshot() == incremental  # the same views, held at the same versions
     assert_listed(await DeadLetters(db).list(), s)
+    # The command says how many were set aside and where to look.
+    assert await rebuild_read_models(mongo_uri, db.name) == 0
+    err = capsys.readouterr().err
+    assert "from 5 streams" in err
+    assert "2 of them could not be applied" in err and "eventflow projections dead-letters" in err
+
+
+async def test_replay_after_a_fix_removes_what_applies_and_keeps_what_still_fails(
+    mongo_uri: str, db: AsyncDatabase, store: EventStore, tmp_path: Path
+) -> None:
+    s = await write_scenario(store)
+    await rebuild(db, owner="test", expected=None)
+    before = {d.reserva_id: d for d in await DeadLetters(db).list()}
+    assert set(before) == {s.overflow.id, s.unreadable.id}
+    # As a subprocess: the command, configured like reservas.
+    listed = _eventflow(["projections", "dead-letters", "--json"], mongo_uri, db.name)
+    assert listed.returncode == 0, listed.stderr
+    assert {d["reserva_id"] for d in json.loads(listed.stdout)} == {s.overflow.id, s.unreadable.id}
+
+    # Fix the data of one (the bad monto), replay both: that one applies, the other still fails.
+    await store.collection.update_one({"reserva_id": s.unreadable.id, "version": 2}, {"$set": {"datos.monto": PRECIO}})
+    out = io.StringIO()
+    assert await replay_dead_letters(mongo_uri, db.name, out=out) == 1
+    assert "1 apply now and were removed, 1 still fail" in out.getvalue()
+    after = {d.reserva_id: d for d in await DeadLetters(db).list()}
+    assert set(after) == {s.overflow.id}
+    assert after[s.overflow.id].attempts == before[s.overflow.id].attempts + 1
+    assert after[s.overflow.id].last_failure > before[s.overflow.id].last_failure
+    unreadable = await view(db, s.unreadable.id)
+    assert unreadable is not None and (unreadable["version"], unreadable["monto"]) == (2, PRECIO)
+
+    # Make the other applicable (the first purchase of `caro` is refunded), replay it through the command.
+    await cancelar(store, s.caro)
+    await ReadModels(db).apply([await store.get(s.caro.id)])  # type: ignore[list-item]
+    replayed = _eventflow(["projections", "replay-dead-letters", s.overflow.id], mongo_uri, db.name)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "1 apply now and were removed, 0 still fail" in replayed.stdout
+    assert await DeadLetters(db).count() == 0
+    assert (await view(db, s.overflow.id))["estado"] == Estado.CONFIRMADA  # type: ignore[index]
+    await assert_models_match_event_store(db)
+    nothing = _eventflow(["projections", "dead-letters"], mongo_uri, db.name)
+    assert nothing.returncode == 0 and "no dead letters" in nothing.stdout
+
+
+def _eventflow(args: list[str], mongo_uri: str, database: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MONGODB_URI": mongo_uri, "RESERVAS_MONGODB_DATABASE": database}
+    return subprocess.run([EVENTFLOW, *args], env=env, capture_output=True, text=True, timeout=60)  # noqa: S603
+
+
 async def test_a_mongodb_outage_sets_nothing_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A SecantusDB of this test's own, stopped while the projector has a batch in hand and started again on the
     same port and data. Stopped with SIGTERM: SecantusDB may lose its last seconds of writes to a SIGKILL, and

@@ -37,7 +37,8 @@ Later events of that stream are still tried (step 3): usually they fail the same
 letter; if a later state does apply (a refund brings a sum back in range, a fixed projector is deployed), the
 view is current again and the dead letter is removed. A projector knows the dead letters from a read when it
 starts and every `refresh_every` seconds; `eventflow projections replay-dead-letters` and a rebuild try every
-dead letter again.
+dead letter again. A failure that comes from a sum rather than from one stream (two purchases that together
+overflow `recaudado`) falls on whichever is applied second: the projector goes by time, a rebuild by reserva_id.
 """
 
 from __future__ import annotations

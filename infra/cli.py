@@ -5,8 +5,8 @@ subparser and sets `handler` (a function of the parsed arguments returning the e
 import what they need when they run, so `eventflow --help` stays fast and imports no service.
 
 Extension point: reservas adds `eventflow projector` (run the projections' projector as its own process)
-and `eventflow projections rebuild` (drop and rebuild the read models) as two more `add_*` functions
-appended to COMMANDS.
+and `eventflow projections rebuild|dead-letters|replay-dead-letters` (rebuild the read models; list and
+replay the streams they could not take) as two more `add_*` functions appended to COMMANDS.
 """
 
 from __future__ import annotations
@@ -93,12 +93,47 @@ def add_projections(commands: argparse._SubParsersAction[argparse.ArgumentParser
         epilog="environment: MONGODB_URI, RESERVAS_MONGODB_DATABASE (as reservas).",
     )
     rebuild.set_defaults(handler=_run_projections_rebuild)
+    dead_letters = actions.add_parser(
+        "dead-letters",
+        help="list the reservations whose events the read models could not take",
+        description=(
+            "List the dead letters: reservations whose stream the projector (or a rebuild) could not apply to the "
+            "read models and set aside, with the event it stopped at (version, type), the error, how many "
+            "times it was tried, and when it first and last failed. Their views hold the state before that event."
+        ),
+        epilog="environment: MONGODB_URI, RESERVAS_MONGODB_DATABASE (as reservas).",
+    )
+    dead_letters.add_argument("--json", action="store_true", help="print a JSON array, errors whole")
+    dead_letters.set_defaults(handler=_run_projections_dead_letters)
+    replay = actions.add_parser(
+        "replay-dead-letters",
+        help="apply the dead letters again (after a fix)",
+        description=(
+            "Apply the dead letters' streams to the read models again, once each: those that apply now are removed, "
+            "the others stay with their new error. Exit code 0 when none is left of those tried, 1 otherwise."
+        ),
+        epilog="environment: MONGODB_URI, RESERVAS_MONGODB_DATABASE (as reservas).",
+    )
+    replay.add_argument("reserva_ids", nargs="*", metavar="RESERVA_ID", help="only these (default: all)")
+    replay.set_defaults(handler=_run_projections_replay_dead_letters)
 
 
 def _run_projections_rebuild(args: argparse.Namespace) -> int:
     from reservas.projections.cli import run_rebuild  # noqa: PLC0415
 
     return run_rebuild()
+
+
+def _run_projections_dead_letters(args: argparse.Namespace) -> int:
+    from reservas.projections.cli import run_dead_letters  # noqa: PLC0415
+
+    return run_dead_letters(as_json=args.json)
+
+
+def _run_projections_replay_dead_letters(args: argparse.Namespace) -> int:
+    from reservas.projections.cli import run_replay_dead_letters  # noqa: PLC0415
+
+    return run_replay_dead_letters(args.reserva_ids)
 
 
 def _duration(text: str) -> float:

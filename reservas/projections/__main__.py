@@ -1,4 +1,5 @@
-"""`python -m reservas.projections projector|rebuild` (what `eventflow projector` / `projections rebuild` run)."""
+"""`python -m reservas.projections projector|rebuild|dead-letters|replay-dead-letters` (what `eventflow projector` /
+`eventflow projections ...` run)."""
 
 import sys
 

@@ -1,17 +1,20 @@
-"""`eventflow projector` and `eventflow projections rebuild` (also `python -m reservas.projections ...`).
+"""`eventflow projector`, `eventflow projections rebuild`, `eventflow projections dead-letters` and
+`eventflow projections replay-dead-letters` (also `python -m reservas.projections ...`).
 
-Both are configured like reservas: MONGODB_URI and RESERVAS_MONGODB_DATABASE.
+All are configured like reservas: MONGODB_URI and RESERVAS_MONGODB_DATABASE.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from typing import TextIO
 
 from pymongo.errors import PyMongoError
 
@@ -21,8 +24,12 @@ from infra.redact import redact_uri
 from infra.stack import MONGODB_PORT_VAR
 from reservas.config import Config
 from reservas.projections.checkpoint import Checkpoints, RebuildConflict
+from reservas.projections.dead_letters import DeadLetter, DeadLetters
+from reservas.projections.poison import PoisonGuard
 from reservas.projections.projector import ProjectorTask, default_owner
+from reservas.projections.read_models import ReadModels
 from reservas.projections.rebuild import rebuild
+from reservas.projections.source import StreamSource
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +90,81 @@ async def rebuild_read_models(uri: str, database: str) -> int:
             f"({result.streams_per_second:.0f} streams/s)",
             file=sys.stderr,
         )
+        if result.dead_letters:
+            print(
+                f"{result.dead_letters} of them could not be applied and were set aside as dead letters: "
+                f"`eventflow projections dead-letters` lists them with their errors, "
+                f"`eventflow projections replay-dead-letters` applies them again after a fix",
+                file=sys.stderr,
+            )
         return 0
+    finally:
+        await client.close()
+
+
+def dead_letters_table(letters: Sequence[DeadLetter], error_width: int = 90) -> str:
+    """The dead letters as a table, one line each (the error cut to `error_width`; --json has it whole)."""
+    when = "%Y-%m-%d %H:%M:%SZ"
+    rows = [("RESERVA", "VERSION", "TIPO", "ATTEMPTS", "FIRST FAILURE", "LAST FAILURE", "ERROR")]
+    for letter in letters:
+        error = f"{letter.error_type}: {letter.error_message}".replace("\n", " ")
+        if len(error) > error_width:
+            error = error[: error_width - 3] + "..."
+        first, last = letter.first_failure.strftime(when), letter.last_failure.strftime(when)
+        rows.append((letter.reserva_id, str(letter.version), letter.tipo, str(letter.attempts), first, last, error))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]  # the error, last, is not padded
+    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
+    return "".join(line + "\n" for line in lines)
+
+
+async def list_dead_letters(uri: str, database: str, as_json: bool = False, out: TextIO | None = None) -> int:
+    """Print the dead letters (a table, or JSON); the exit code."""
+    out = out if out is not None else sys.stdout
+    client = create_client(uri, "eventflow-projections-dead-letters")
+    try:
+        letters = await DeadLetters(client[database]).list()
+    finally:
+        await client.close()
+    if as_json:
+        out.write(json.dumps([letter.to_json() for letter in letters], indent=2) + "\n")
+    elif not letters:
+        out.write(f"no dead letters in {database}: every stream is in the read models\n")
+    else:
+        out.write(dead_letters_table(letters))
+        out.write(
+            f"{len(letters)} dead letter(s): each reservation's view holds its state before the event named; "
+            "`eventflow projections replay-dead-letters` applies them again after a fix\n"
+        )
+    return 0
+
+
+async def replay_dead_letters(
+    uri: str, database: str, reserva_ids: Sequence[str] = (), out: TextIO | None = None
+) -> int:
+    """Try the dead letters (these reservations' only, when given) again: those that apply now are removed,
+    the others keep their new error. The exit code: 0 when none is left of those tried, 1 otherwise."""
+    out = out if out is not None else sys.stdout
+    client = create_client(uri, "eventflow-projections-replay")
+    try:
+        db = client[database]
+        dead_letters = DeadLetters(db)
+        letters = await dead_letters.list(reserva_ids or None)
+        unknown = sorted(set(reserva_ids) - {letter.reserva_id for letter in letters})
+        for reserva_id in unknown:
+            print(f"{reserva_id} is not a dead letter", file=sys.stderr)
+        if not letters:
+            out.write(f"no dead letters to replay in {database}\n")
+            return 1 if unknown else 0
+        guard = PoisonGuard(ReadModels(db), StreamSource(db), dead_letters, by=f"replay:{default_owner()}")
+        outcome = await guard.replay([letter.reserva_id for letter in letters])
+        still = [failure.reserva_id for failure in outcome.dead_lettered]
+        out.write(
+            f"replayed {len(letters)} dead letter(s): {len(outcome.resolved)} apply now and were removed, "
+            f"{len(still)} still fail\n"
+        )
+        if still:
+            out.write(dead_letters_table(await dead_letters.list(still)))
+        return 1 if still or unknown else 0
     finally:
         await client.close()
 
@@ -105,11 +186,35 @@ def run_rebuild() -> int:
         return _unreachable(uri, error)
 
 
+def run_dead_letters(as_json: bool = False) -> int:
+    uri, database = database_settings()
+    try:
+        return asyncio.run(list_dead_letters(uri, database, as_json))
+    except PyMongoError as error:
+        return _unreachable(uri, error)
+
+
+def run_replay_dead_letters(reserva_ids: Sequence[str] = ()) -> int:
+    logs.configure("reservas-projections")
+    uri, database = database_settings()
+    try:
+        return asyncio.run(replay_dead_letters(uri, database, reserva_ids))
+    except PyMongoError as error:
+        return _unreachable(uri, error)
+
+
+USAGE = "usage: python -m reservas.projections {projector|rebuild|dead-letters [--json]|replay-dead-letters [RESERVA_ID...]}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["projector"]:
         return run_projector()
     if args == ["rebuild"]:
         return run_rebuild()
-    print("usage: python -m reservas.projections {projector|rebuild}", file=sys.stderr)
+    if args and args[0] == "dead-letters" and set(args[1:]) <= {"--json"}:
+        return run_dead_letters(as_json="--json" in args)
+    if args and args[0] == "replay-dead-letters":
+        return run_replay_dead_letters(args[1:])
+    print(USAGE, file=sys.stderr)
     return 2

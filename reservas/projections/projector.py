@@ -12,6 +12,11 @@ before the scan); a resume token that fell off the oplog leads to a full rebuild
 rebuild runs, projectors wait for its checkpoint. Each projector runs its transactions on one
 registered session, so a successor on the same host can abort the one a killed projector left open.
 
+Poison events (`poison.py`): a stream the read models cannot take (an `$inc` that overflows, an event the
+aggregate cannot read) is retried a few times, then set aside in the dead letters with its error, logged once
+and skipped: the other streams of its batch are applied and the checkpoint moves on. The store being down is
+not poison: that is retried, from the checkpoint, until the store answers.
+
 Runs inside the reservas process by default (`ProjectorTask`) or on its own (`eventflow projector`).
 """
 
@@ -34,6 +39,8 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from infra.mongo import error_summary
 from reservas.projections.checkpoint import Checkpoint, Checkpoints, RebuildConflict, SessionRegistry, now
+from reservas.projections.dead_letters import DeadLetters
+from reservas.projections.poison import PoisonGuard
 from reservas.projections.read_models import ReadModels
 from reservas.projections.rebuild import rebuild
 from reservas.projections.source import StreamSource, wall_time
@@ -66,6 +73,8 @@ class Projector:
         checkpoint_every: float = 0.3,
         stale_after: float = 30.0,
         retry_delay: float = 0.5,
+        poison_attempts: int = 3,
+        poison_backoff: float = 0.1,
     ) -> None:
         self.db = db
         self.owner = owner or default_owner()
@@ -78,9 +87,17 @@ class Projector:
         self.models = ReadModels(db)
         self.checkpoints = Checkpoints(db)
         self.source = StreamSource(db)
+        self.guard = PoisonGuard(
+            self.models, self.source, DeadLetters(db), by=self.owner, attempts=poison_attempts, backoff=poison_backoff
+        )
         #: Observability: changes received and the instant the models were last known current to.
         self.changes_seen = 0
         self.current_to: datetime | None = None
+
+    @property
+    def dead_lettered(self) -> int:
+        """Observability: how many times a stream was set aside as a dead letter (`poison.py`)."""
+        return self.guard.dead_lettered
 
     async def run(self) -> None:
         """Follow the event store until cancelled; errors are logged and retried with backoff."""
@@ -104,7 +121,7 @@ class Projector:
                 except RebuildConflict as conflict:  # another projector or a rebuild got there first
                     log.info("waiting for another rebuild", extra={"detail": str(conflict)})
                     await asyncio.sleep(self.retry_delay)
-                except PyMongoError as error:
+                except (PyMongoError, OSError) as error:  # the store's trouble (poison.is_transient)
                     log.warning(
                         "projector: database error, retrying", extra={"error": error_summary(error), "delay": delay}
                     )
@@ -132,9 +149,7 @@ class Projector:
             if checkpoint is not None:
                 log.warning("a rebuild stopped half-way (no heartbeat): rebuilding the read models")
             # First start, or an abandoned rebuild (cleared again: it may have been half-applied).
-            await rebuild(
-                self.db, owner=self.owner, clear=checkpoint is not None, expected=checkpoint, session=self.models.session
-            )
+            await rebuild(self.db, owner=self.owner, clear=checkpoint is not None, expected=checkpoint, guard=self.guard)
             return
         try:
             await self.follow(checkpoint)
@@ -145,7 +160,7 @@ class Projector:
                 "the checkpoint's resume point is no longer in the oplog: rebuilding the read models",
                 extra={"error": error_summary(error), "generation": checkpoint.generation},
             )
-            await rebuild(self.db, owner=self.owner, clear=True, expected=checkpoint, session=self.models.session)
+            await rebuild(self.db, owner=self.owner, clear=True, expected=checkpoint, guard=self.guard)
 
     async def follow(self, checkpoint: Checkpoint) -> None:
         """Follow the change stream from the checkpoint until a rebuild starts a new generation.
@@ -186,8 +201,11 @@ class Projector:
             change = await stream.try_next()
             if change is None:
                 await queue.put(_Item(None, stream.resume_token, polled))
-            else:
-                await queue.put(_Item(change["fullDocument"]["reserva_id"], stream.resume_token, wall_time(change)))
+                continue
+            reserva_id = (change.get("fullDocument") or {}).get("reserva_id")
+            if reserva_id is None:  # no stream to project; what came before it is applied once this is reached
+                log.error("an event with no reserva_id belongs to no reservation: skipped")
+            await queue.put(_Item(reserva_id, stream.resume_token, wall_time(change)))
 
     async def _apply(self, queue: asyncio.Queue[_Item], generation: int) -> None:
         saved = 0.0
@@ -202,7 +220,7 @@ class Projector:
                 items.append(queue.get_nowait())
             ids = list(dict.fromkeys(i.reserva_id for i in items if i.reserva_id is not None))
             if ids:
-                await self.models.apply(await self.source.load(ids))
+                await self.guard.project(ids)  # sets aside what cannot be applied (poison.py): never stalls
                 self.changes_seen += sum(i.reserva_id is not None for i in items)
             last = items[-1]
             # At most every `checkpoint_every` seconds, unless the models just caught up with the stream

@@ -5,6 +5,10 @@ old one), note the wall time, capture the event store's current change-stream po
 effect its cluster time), (clear the models,) apply every stream, then record "follow from P;
 current up to the noted time". An event appended during the scan is either seen by the scan or
 delivered by the change stream from P (or both: harmless).
+
+A stream that cannot be applied does not stop a rebuild: it is set aside as a dead letter (`poison.py`) and
+the rebuild goes on; its result says how many were. Every dead letter is tried again by a rebuild, and those
+whose stream applies now are removed.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from reservas.projections.checkpoint import Checkpoint, Checkpoints, now
+from reservas.projections.dead_letters import DeadLetters
+from reservas.projections.poison import PoisonGuard
 from reservas.projections.read_models import ReadModels
 from reservas.projections.source import StreamSource, current_position
 
@@ -60,20 +65,22 @@ class ProgressBar:
 
 
 async def _apply_every_stream(
-    models: ReadModels,
-    source: StreamSource,
+    guard: PoisonGuard,
     bar: ProgressBar | None,
     heartbeat: Callable[[], Awaitable[None]],
     batch: int,
     heartbeat_every: float,
-) -> int:
+) -> tuple[int, int]:
+    """Apply every stream; (how many streams, how many of them were set aside as dead letters)."""
+    source = guard.source
     if bar is not None:
         bar.total = await source.count_streams()
         bar.update(0)
-    done = 0
+    done = dead = 0
     beat = time.monotonic()
+    await guard.refresh(force=True)  # every dead letter is tried again
     async for reservas in source.scan(batch):
-        await models.apply(reservas)
+        dead += len((await guard.project_loaded(reservas)).dead_lettered)
         done += len(reservas)
         if bar is not None:
             bar.update(done)
@@ -82,7 +89,7 @@ async def _apply_every_stream(
             beat = time.monotonic()
     if bar is not None:
         bar.update(done, final=True)
-    return done
+    return done, dead
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,8 @@ class RebuildResult:
     generation: int
     streams: int
     seconds: float
+    #: Streams that could not be applied: set aside in the dead letters (`eventflow projections dead-letters`).
+    dead_letters: int = 0
 
     @property
     def streams_per_second(self) -> float:
@@ -105,18 +114,20 @@ async def rebuild(
     progress: ProgressBar | bool = False,
     batch: int = 200,
     heartbeat_every: float = 2.0,
-    session: AsyncClientSession | None = None,
+    guard: PoisonGuard | None = None,
 ) -> RebuildResult:
     """(Re)build the read models from every stream and reset the checkpoint to match.
 
     `expected` is the checkpoint the caller saw (None: there was none); if it changed meanwhile,
     someone else is (re)building and RebuildConflict is raised. `clear=False` is the first
     catch-up: the models may already hold some views, which the version guard keeps or updates.
+    `guard` applies the streams (a projector's own, on its session); None: one of the rebuild's own.
     """
     started = time.monotonic()
     checkpoints = Checkpoints(db)
-    models = ReadModels(db, session)
-    source = StreamSource(db)
+    if guard is None:
+        guard = PoisonGuard(ReadModels(db), StreamSource(db), DeadLetters(db), by=owner)
+    models = guard.models
     await models.ensure_indexes()
     generation = await checkpoints.claim_rebuild(expected, owner)
     hasta = now()  # every event appended before this instant is before P, so the scan sees it;
@@ -126,8 +137,8 @@ async def rebuild(
     try:
         if clear:
             await models.clear()
-        done = await _apply_every_stream(
-            models, source, bar, lambda: checkpoints.heartbeat(generation, owner), batch, heartbeat_every
+        done, dead = await _apply_every_stream(
+            guard, bar, lambda: checkpoints.heartbeat(generation, owner), batch, heartbeat_every
         )
         await checkpoints.finish_rebuild(generation, owner, position, hasta)
     except BaseException:
@@ -135,9 +146,10 @@ async def rebuild(
         with contextlib.suppress(Exception):
             await asyncio.shield(checkpoints.abandon_rebuild(generation, owner))
         raise
-    result = RebuildResult(generation, done, time.monotonic() - started)
-    log.info(
-        "read models rebuilt",
-        extra={"generation": generation, "streams": done, "seconds": round(result.seconds, 3)},
+    result = RebuildResult(generation, done, time.monotonic() - started, dead)
+    log.log(
+        logging.WARNING if dead else logging.INFO,
+        "read models rebuilt" + (": some streams could not be applied (`eventflow projections dead-letters`)" if dead else ""),
+        extra={"generation": generation, "streams": done, "dead_letters": dead, "seconds": round(result.seconds, 3)},
     )
     return result

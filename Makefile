@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv install protos run test test-e2e soak bench compose-secrets clean distclean
+.PHONY: help venv install protos run test test-e2e soak fuzz bench compose-secrets clean distclean
 
 help:
 	@echo "make run       set up and run the whole system (usuarios, eventos, reservas, MongoDB, Redis)"
@@ -16,6 +16,7 @@ help:
 	@echo "make test-e2e  only the end-to-end tests: eventflow up driven by grpcurl (also part of make test)"
 	@echo "make protos    regenerate generated/ from protos/"
 	@echo "make soak      long concurrency and crash runs (not part of make test)"
+	@echo "make fuzz      10,000 generated calls to every RPC of a running stack (FUZZ_CALLS=n; make test runs 300)"
 	@echo "make bench     benchmark: the floor and the system, a table, JSON and a chart (BENCH_ARGS=--quick:"
 	@echo "               a few minutes; BENCH_ARGS='--baseline main': before and after in one run; see BENCHMARKS.md)"
 	@echo "make compose-secrets  .env and secrets/ for docker compose (random passwords, the keys; kept if present)"
@@ -46,6 +47,12 @@ test-e2e: $(STAMP)
 
 soak: $(STAMP)
 	EVENTFLOW_SOAK=1 $(PY) -m pytest -m soak tests/soak $(PYTEST_ARGS)
+
+# Calls generated from the services' descriptors against `eventflow up` (tests/fuzz); `make test` runs 300 of them.
+# FUZZ_CALLS=n for another number, FUZZ_SEED=n for another sequence, FUZZ_CONCURRENCY=n calls in flight.
+FUZZ_CALLS ?= 10000
+fuzz: $(STAMP)
+	FUZZ_CALLS=$(FUZZ_CALLS) $(PY) -m pytest -m fuzz tests/fuzz -s $(PYTEST_ARGS)
 
 # The chart needs matplotlib: a bench-only extra, installed here once (make test does not need it).
 $(BENCH_STAMP): $(STAMP)

@@ -84,7 +84,10 @@ class EventoService:
         size = pagination.page_size(page_size)
         # Stored dates keep milliseconds: round the bounds inward so they mean the same there.
         if desde is not None:
-            desde = _from_millis(-((EPOCH - desde) // MILLISECOND))
+            try:
+                desde = _from_millis(-((EPOCH - desde) // MILLISECOND))
+            except OverflowError:  # after the last millisecond a date can hold: no event is that late
+                return Page([], "")
         if hasta is not None:
             hasta = _from_millis(_millis(hasta))
         # A token is valid only for the filters it was issued with.

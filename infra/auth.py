@@ -183,8 +183,13 @@ class TokenVerifier:
         except jwt.InvalidTokenError as error:
             raise _bad(f"the token is not valid: {error}", "TOKEN_INVALID") from None
         role_name, sub, usuario_id = claims.get("role"), claims.get("sub"), claims.get("usuario_id", "")
-        if role_name not in Role._value2member_map_ or not isinstance(sub, str) or not isinstance(usuario_id, str):
+        if not all(isinstance(value, str) for value in (role_name, sub, usuario_id)) or (
+            role_name not in Role._value2member_map_
+        ):
             raise _bad("the token's role, sub or usuario_id is not valid", "TOKEN_INVALID")
+        # PyJWT reads "123" as a time too; RFC 7519's NumericDate is a JSON number, and the arithmetic below needs one.
+        if not all(isinstance(claims[c], int | float) and not isinstance(claims[c], bool) for c in ("iat", "exp")):
+            raise _bad("the token's iat and exp must be numbers", "TOKEN_INVALID")
         role = Role(role_name)
         if role not in trusted.roles:
             raise _bad(f"a {role} token cannot come from this signer", "TOKEN_INVALID")

@@ -94,19 +94,21 @@ DEFAULT_STATUS_TABLE: dict[type[DomainError], grpc.StatusCode] = {
 }
 
 
-#: How much of a message, and of each ErrorInfo value, an error echoes. A status travels in the trailers,
-#: which gRPC caps (16 KiB by default): a 1 MB bad value echoed whole would turn the answer into
-#: RESOURCE_EXHAUSTED, and it is no use to a person anyway.
+#: How much of a message, and of each ErrorInfo value, an error echoes, in bytes of UTF-8. A status travels
+#: in the trailers, which gRPC caps by bytes (it refuses some answers over 8 KiB, every one over 16 KiB): a
+#: bad value echoed whole would turn the answer into RESOURCE_EXHAUSTED, and it is no use to a person anyway.
+#: Bytes, not characters: a character takes up to 4 bytes, and 12 once percent-encoded in grpc-message.
 MAX_MESSAGE = 500
 MAX_VALUE = 200
 MAX_KEYS = 20
 
 
 def shorten(text: str, limit: int) -> str:
-    """`text`, or its first `limit` characters and how long it was."""
-    if len(text) <= limit:
+    """`text`, or as much of it as `limit` bytes of UTF-8 hold, and how long it was."""
+    encoded = text.encode(errors="replace")
+    if len(encoded) <= limit:
         return text
-    return f"{text[:limit]}… ({len(text)} characters)"
+    return f"{encoded[:limit].decode(errors='ignore')}… ({len(text)} characters)"
 
 
 def rich_status(

@@ -59,7 +59,7 @@ def decode_token(token: str, scope: str) -> dict[str, Any] | None:
             raise ValueError("not an object")
         if any(isinstance(v, int) and not _INT64_MIN <= v <= _INT64_MAX for v in position.values()):
             raise ValueError("a number no query can hold")  # MongoDB would refuse it: INTERNAL, not the caller's answer
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):  # TypeError: compare_digest of non-ASCII
         raise InvalidArgument(
             "page_token is not one this server issued for this query; start again with an empty page_token",
             reason="INVALID_PAGE_TOKEN",

@@ -65,10 +65,22 @@ def test_valid_tokens_name_their_principal() -> None:
         (raw(claims(role="admin", iss="eventflow-reservas"), SERVICE_ISSUER.key, "reservas"), "TOKEN_INVALID"),
         ("not-a-jwt", "TOKEN_MALFORMED"),
         (jwt.encode(claims(), "s" * 32, algorithm="HS256", headers={"kid": "issuer"}), "TOKEN_INVALID"),
+        # Found by tests/fuzz, INTERNAL before: a role that is not a string, and times in strings (PyJWT reads "123"
+        # as a time, the lifetime check could not subtract it).
+        (raw(claims(role=["admin"])), "TOKEN_INVALID"),
+        (raw(claims(role={"admin": 1})), "TOKEN_INVALID"),
+        (raw(claims(iat=str(int(time.time())))), "TOKEN_INVALID"),
+        (raw(claims(exp=str(int(time.time()) + 600))), "TOKEN_INVALID"),
     ],
 )
 def test_bad_tokens_are_unauthenticated_with_a_reason(token: str, expected: str) -> None:
     assert reason(token) == expected
+
+
+def test_times_may_be_fractional() -> None:
+    """RFC 7519: a NumericDate is a JSON number, not only an integer."""
+    now = time.time()
+    assert AUTH.verifier.verify(raw(claims(iat=now, exp=now + 600.5))).role is Role.ADMIN
 
 
 @pytest.mark.parametrize(

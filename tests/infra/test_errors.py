@@ -80,3 +80,19 @@ async def test_a_huge_bad_value_is_not_echoed_whole(stub: health_pb2_grpc.Health
     info = error_info(error)
     assert info is not None and info.metadata["field"] == "service"
     assert info.metadata["value"].startswith("hugexxx") and len(info.metadata["value"]) < 300
+
+
+def _wire_size(error: grpc.aio.AioRpcError) -> int:
+    """Bytes of grpc-message (percent-encoded: 3 per byte outside printable ASCII) and the base64 details."""
+    message = sum(1 if 0x20 <= b <= 0x7E and b != ord("%") else 3 for b in error.details().encode())
+    details = next(v for k, v in error.trailing_metadata() if k == "grpc-status-details-bin")
+    return message + 4 * -(-len(details) // 3)
+
+
+@pytest.mark.parametrize("char", ["x", "ñ", "😀", "\x00"])
+async def test_a_huge_bad_value_fits_the_trailers_in_any_script(stub: health_pb2_grpc.HealthStub, char: str) -> None:
+    """Found by tests/fuzz: 500 emoji in an error took ~10 KB of trailers, and gRPC refused some of those
+    answers (RESOURCE_EXHAUSTED); the echo is cut by bytes, so every answer stays well under 8 KiB."""
+    error = await _fail(stub, "huge" + char * 100_000)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _wire_size(error) < 4096

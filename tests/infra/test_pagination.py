@@ -60,3 +60,11 @@ def test_a_token_holding_a_number_beyond_int64_is_invalid_not_internal() -> None
         decode_token(token, "scope")
     assert refused.value.reason == "INVALID_PAGE_TOKEN"
     assert decode_token(encode_token({"orden": 2**63 - 1, "id": "x"}, "scope"), "scope")
+
+
+def test_a_token_with_non_ascii_characters_is_invalid_not_internal() -> None:
+    """Found by tests/fuzz: hmac.compare_digest raises TypeError on a non-ASCII MAC, which became INTERNAL."""
+    body = encode_token({"after": 10}, "scope").rsplit(".", 1)[0]
+    for token in (f"{body}.é", "é.é", f"{body}.3bdb593a6\U0001f6007f7d3f"):
+        with pytest.raises(InvalidArgument):
+            decode_token(token, "scope")

@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv install protos run test test-e2e soak fuzz bench compose-secrets clean distclean
+.PHONY: help venv install protos run test test-e2e soak fuzz bench compose-secrets k8s-check clean distclean
 
 help:
 	@echo "make run       set up and run the whole system (usuarios, eventos, reservas, MongoDB, Redis)"
@@ -20,7 +20,8 @@ help:
 	@echo "make bench     benchmark: the floor and the system, a table, JSON and a chart (BENCH_ARGS=--quick:"
 	@echo "               a few minutes; BENCH_ARGS='--baseline main': before and after in one run; see BENCHMARKS.md)"
 	@echo "make compose-secrets  .env and secrets/ for docker compose (random passwords, the keys; kept if present)"
-	@echo "make clean     remove caches; make distclean also removes .venv, .data and .bench"
+	@echo "make k8s-check checkov on deploy/k8s (the local overlay, rendered) and the Dockerfile (docs/deploy.md)"
+	@echo "make clean     remove caches; make distclean also removes .venv, .venv-checkov, .data and .bench"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "EventFlow needs Python 3.11 or newer (set PYTHON=...)")'
@@ -68,9 +69,30 @@ bench: $(BENCH_STAMP)
 compose-secrets: $(STAMP)
 	$(VENV)/bin/eventflow compose-secrets
 
+# checkov, the static security check of deploy/k8s and the Dockerfile (docs/deploy.md, Security): pinned, in a
+# virtualenv of its own (a hundred packages, ~300 MB: too much for the dev extra and `make test`, which keeps
+# its own assertions of the same rules in tests/test_k8s.py). The overlay is rendered with throwaway secrets.
+CHECKOV_VENV  ?= .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
+CHECKOV       := $(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download
+
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==3.3.30
+	@touch $@
+
+k8s-check: $(STAMP) $(CHECKOV_STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	cp -r deploy/k8s "$$tmp/k8s" && local="$$tmp/k8s/overlays/local" && rm -rf "$$local/.env" "$$local/secrets" && \
+	$(VENV)/bin/eventflow compose-secrets --dir "$$local" > /dev/null && \
+	$(PY) -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(756)).decode())' > "$$local/secrets/mongo-keyfile" && \
+	$(VENV)/bin/kubectl kustomize "$$local" > "$$tmp/eventflow.yaml" && \
+	$(CHECKOV) --framework kubernetes -f "$$tmp/eventflow.yaml" && \
+	$(CHECKOV) --framework dockerfile -f Dockerfile
+
 clean:
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
 	rm -rf .pytest_cache *.egg-info build
 
 distclean: clean
-	rm -rf $(VENV) .data .bench
+	rm -rf $(VENV) $(CHECKOV_VENV) .data .bench

@@ -653,3 +653,18 @@ def test_the_dockerfile_runs_as_the_uid_the_pods_run_as() -> None:
     assert re.search(r"^USER eventflow:eventflow$", text, re.MULTILINE)
     assert not re.search(r"^(FROM|ADD) .*(:latest\b|https?://)", text, re.MULTILINE)
 
+
+# -- the docs ---------------------------------------------------------------------------------------------
+
+
+def test_the_docs_give_what_the_manifests_have(local: Rendered) -> None:
+    docs = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    headless = local.get("Service", "reservas-headless")
+    (port,) = headless["spec"]["ports"]
+    target = f"dns:///{headless['metadata']['name']}.<namespace>.svc.cluster.local:{port['port']}"
+    assert target in docs and '("grpc.lb_policy_name", "round_robin")' in docs
+    assert f"kubectl apply -k deploy/k8s/{LOCAL}" in docs
+    for secret in local.all("Secret"):
+        name = secret["metadata"]["name"].rsplit("-", 1)[0]
+        assert f"kubectl -n eventflow create secret generic {name} " in docs, name
+    assert "docs/deploy.md" in (ROOT / "README.md").read_text(encoding="utf-8")

@@ -60,6 +60,47 @@ def _run_up(args: argparse.Namespace) -> int:
     return stack.up(options)
 
 
+def add_certs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "certs",
+        help="make a local CA and the TLS certificates of the services, reservas and operators",
+        description=(
+            "Make, in DIR, a local certificate authority (ca.pem), a certificate for each service (usuarios, "
+            "eventos, reservas: for localhost, 127.0.0.1, ::1 and the service's name), the client certificate "
+            "reservas presents to usuarios and eventos (reservas-client.pem), and one for people and tools "
+            "(operator.pem, for grpcurl -cert/-key). Keys are owner-only. Files that are still good are kept; "
+            "missing, broken or soon-expiring ones are made again (all of them when the CA is)."
+        ),
+        epilog="`eventflow up --tls` runs this into <data dir>/certs itself.",
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=Path(".data/certs"), help="where the files go (default: .data/certs)"
+    )
+    parser.add_argument(
+        "--host", action="append", default=[], metavar="NAME",
+        help="another name or address the services are reached by (repeatable)",
+    )  # fmt: skip
+    parser.set_defaults(handler=_run_certs)
+
+
+def _run_certs(args: argparse.Namespace) -> int:
+    from infra import certs  # noqa: PLC0415
+
+    outcome = certs.ensure(args.dir, hosts=args.host)
+    directory = args.dir
+    for name, what in outcome.items():
+        files = certs.files(directory, name)
+        print(f"{what:<8} {files.cert}  (key: {files.key.name})")
+    operator = certs.files(directory, certs.OPERATOR)
+    print(
+        "\nA service takes EVENTFLOW_TLS_CERT_FILE, EVENTFLOW_TLS_KEY_FILE (its own pair) and EVENTFLOW_TLS_CA_FILE;\n"
+        "reservas also EVENTFLOW_TLS_CLIENT_CERT_FILE and EVENTFLOW_TLS_CLIENT_KEY_FILE (reservas-client).\n"
+        "Running services use renewed files once restarted. usuarios and eventos require a client certificate:\n"
+        f"  grpcurl -cacert {directory / 'ca.pem'} -cert {operator.cert} -key {operator.key} localhost:50051 list"
+    )
+    return 0
+
+
 def add_projector(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "projector",
@@ -264,6 +305,7 @@ def _run_compose_secrets(args: argparse.Namespace) -> int:
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     add_up,
     add_keys,
+    add_certs,
     add_token,
     add_projector,
     add_projections,

@@ -47,6 +47,11 @@ def add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--replicas-reservas", type=int, default=1, metavar="N", dest="reservas_replicas",
         help="run N reservas processes, on RESERVAS_PORT and the ports after it (default: 1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--tls", action="store_true",
+        help="serve TLS, with mutual TLS between reservas and usuarios/eventos; certificates in <data dir>/certs "
+        "(made by `eventflow certs` when missing or expiring)",
+    )  # fmt: skip
     parser.set_defaults(handler=_run_up)
 
 
@@ -55,7 +60,7 @@ def _run_up(args: argparse.Namespace) -> int:
 
     options = stack.Options(
         data_dir=args.data_dir, host=args.host, demo=args.demo, start_timeout=args.start_timeout,
-        reservas_replicas=args.reservas_replicas,
+        reservas_replicas=args.reservas_replicas, tls=args.tls,
     )
     return stack.up(options)
 

@@ -170,13 +170,18 @@ def load(
 
 
 def client_from_files(
-    ca_file: str | Path, cert_file: str | Path | None = None, key_file: str | Path | None = None
+    ca_file: str | Path,
+    cert_file: str | Path | None = None,
+    key_file: str | Path | None = None,
+    *,
+    cert_var: str = CLIENT_CERT_VAR,
+    key_var: str = CLIENT_KEY_VAR,
 ) -> ClientTLS:
-    """A caller's TLS from files (`eventflow up` and tests: the CA, and the operator's certificate)."""
+    """A caller's TLS from files: the CA, and the certificate it presents (errors name `cert_var`/`key_var`)."""
     ca = _ca(CA_VAR, ca_file)
     if cert_file is None or key_file is None:
         return ClientTLS(ca)
-    cert, key = _pair(CLIENT_CERT_VAR, cert_file, CLIENT_KEY_VAR, key_file)
+    cert, key = _pair(cert_var, cert_file, key_var, key_file)
     return ClientTLS(ca, cert, key)
 
 

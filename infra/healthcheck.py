@@ -36,7 +36,8 @@ def check(env: Mapping[str, str]) -> int:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
         except grpc.RpcError as error:
-            print(f"health check: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            code, details = error.code().name, error.details()  # type: ignore[attr-defined]
+            print(f"health check: {code}: {details}", file=sys.stderr)
             return 1
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from infra import procs, tls
+from infra import certs, procs, tls
 from infra.server import GrpcApp
 
 _counter = itertools.count()
@@ -52,6 +52,22 @@ def redis_url(logs_dir: Path) -> Iterator[str]:
     server.wait_listening()
     yield f"redis://127.0.0.1:{port}/0"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A deployment's certificates, as `eventflow certs` makes them (read-only for the tests)."""
+    directory = tmp_path_factory.mktemp("tls") / "certs"
+    certs.ensure(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def stranger_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another deployment's certificates: a CA of its own, the same names."""
+    directory = tmp_path_factory.mktemp("stranger") / "certs"
+    certs.ensure(directory)
+    return directory
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -448,20 +448,20 @@ def test_tls_override_gives_each_config_a_working_tls(
     made: ComposeSecrets,
     dotenv: dict[str, str],
     name: str,
-    tmp_path: Path,
+    tls_certs: Path,
 ) -> None:
     """Both files' environments merged, each secret read where compose-secrets and eventflow certs made it."""
-    certs.ensure(tmp_path / CERTS_DIR)
 
-    def on_host(env: dict[str, Any], secrets: dict[str, Any], root: Path) -> dict[str, str]:
+    def on_host(env: dict[str, Any], secrets: dict[str, Any], where: Callable[[str], Path]) -> dict[str, str]:
         return {
-            key: str(root / secrets[value.removeprefix(SECRETS_DIR)]["file"])
+            key: str(where(secrets[value.removeprefix(SECRETS_DIR)]["file"]))
             if str(value).startswith(SECRETS_DIR) else interpolate(str(value), dotenv)
             for key, value in env.items()
         }  # fmt: skip
 
-    env = on_host(compose["services"][name]["environment"], compose["secrets"], made.directory)
-    env |= on_host(compose_tls["services"][name]["environment"], compose_tls["secrets"], tmp_path)
+    env = on_host(compose["services"][name]["environment"], compose["secrets"], lambda file: made.directory / file)
+    tls_env = compose_tls["services"][name]["environment"]
+    env |= on_host(tls_env, compose_tls["secrets"], lambda file: tls_certs / Path(file).name)
     config, read = _read_env_vars(importlib.import_module(f"{name}.config").Config, env)
     unknown = set(env) - read - {HEALTH_PORT_VAR, f"{PAGE_TOKEN_KEY}_FILE"}
     assert not unknown, f"the TLS override sets variables {name}'s Config never reads: {sorted(unknown)}"
@@ -524,11 +524,10 @@ def test_image_healthcheck_speaks_grpc_health(health_server: tuple[int, health.H
     assert check(free_port()) != 0  # nothing listening there
 
 
-def test_image_healthcheck_speaks_tls_with_the_services_own_certificate(tmp_path: Path) -> None:
+def test_image_healthcheck_speaks_tls_with_the_services_own_certificate(tls_certs: Path, tmp_path: Path) -> None:
     """Under the TLS override usuarios requires a client certificate: the check presents usuarios' own."""
-    certs.ensure(tmp_path)
-    own = certs.files(tmp_path, "usuarios")
-    config = tls.load(cert_file=own.cert, key_file=own.key, ca_file=tmp_path / "ca.pem", require_client_cert=True)
+    own = certs.files(tls_certs, "usuarios")
+    config = tls.load(cert_file=own.cert, key_file=own.key, ca_file=tls_certs / "ca.pem", require_client_cert=True)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
@@ -538,7 +537,7 @@ def test_image_healthcheck_speaks_tls_with_the_services_own_certificate(tmp_path
         servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         command = _healthcheck_command()
         env = {HEALTH_PORT_VAR: str(port), "PATH": "/usr/bin:/bin"}
-        tls_env = {tls.CERT_VAR: str(own.cert), tls.KEY_VAR: str(own.key), tls.CA_VAR: str(tmp_path / "ca.pem")}
+        tls_env = {tls.CERT_VAR: str(own.cert), tls.KEY_VAR: str(own.key), tls.CA_VAR: str(tls_certs / "ca.pem")}
 
         def check(extra: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
             return subprocess.run(command, env=env | extra, capture_output=True, timeout=30)  # noqa: S603

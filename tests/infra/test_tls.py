@@ -24,21 +24,6 @@ from reservas.config import Config as ReservasConfig
 from usuarios.config import Config as UsuariosConfig
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("tls") / "certs"
-    certs.ensure(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def stranger(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Another deployment's certificates: a CA of its own, the same names."""
-    directory = tmp_path_factory.mktemp("stranger") / "certs"
-    certs.ensure(directory)
-    return directory
-
-
 def server_tls(directory: Path, service: str = "usuarios", require_client_cert: bool = True) -> tls.TLSConfig:
     own = certs.files(directory, service)
     return tls.load(
@@ -92,64 +77,64 @@ async def refused(address: str, client: tls.ClientTLS | None) -> grpc.aio.AioRpc
 # -- who gets through -------------------------------------------------------------------------------------
 
 
-async def test_a_call_with_the_deployments_client_certificate_succeeds(serve: Serve, deployment: Path) -> None:
-    address = await serve(server_tls(deployment))
-    assert (await check(address, operator(deployment))).status in (
+async def test_a_call_with_the_deployments_client_certificate_succeeds(serve: Serve, tls_certs: Path) -> None:
+    address = await serve(server_tls(tls_certs))
+    assert (await check(address, operator(tls_certs))).status in (
         health_pb2.HealthCheckResponse.SERVING,
         health_pb2.HealthCheckResponse.NOT_SERVING,
     )
 
 
-async def test_every_name_of_the_certificate_is_verified(serve: Serve, deployment: Path) -> None:
-    address = await serve(server_tls(deployment))
+async def test_every_name_of_the_certificate_is_verified(serve: Serve, tls_certs: Path) -> None:
+    address = await serve(server_tls(tls_certs))
     port = address.rsplit(":", 1)[1]
     for host in ("127.0.0.1", "[::1]", "localhost"):
         try:
-            await check(f"{host}:{port}", operator(deployment))
+            await check(f"{host}:{port}", operator(tls_certs))
         except grpc.aio.AioRpcError as error:
             if host == "[::1]" and "ddress" in (error.details() or ""):
                 continue  # no IPv6 loopback on this machine
             raise
 
 
-async def test_a_plaintext_call_is_refused(serve: Serve, deployment: Path) -> None:
-    address = await serve(server_tls(deployment))
+async def test_a_plaintext_call_is_refused(serve: Serve, tls_certs: Path) -> None:
+    address = await serve(server_tls(tls_certs))
     await refused(address, None)
 
 
 async def test_a_client_certificate_from_another_ca_is_refused(
-    serve: Serve, deployment: Path, stranger: Path
+    serve: Serve, tls_certs: Path, stranger_certs: Path
 ) -> None:
-    address = await serve(server_tls(deployment))
+    address = await serve(server_tls(tls_certs))
     # It trusts our CA (so the server's certificate is fine), but presents a certificate our CA never signed.
-    await refused(address, operator(stranger, ca_from=deployment))
+    await refused(address, operator(stranger_certs, ca_from=tls_certs))
 
 
-async def test_no_client_certificate_is_refused_where_one_is_required(serve: Serve, deployment: Path) -> None:
-    address = await serve(server_tls(deployment))
-    await refused(address, tls.client_from_files(deployment / "ca.pem"))
+async def test_no_client_certificate_is_refused_where_one_is_required(serve: Serve, tls_certs: Path) -> None:
+    address = await serve(server_tls(tls_certs))
+    await refused(address, tls.client_from_files(tls_certs / "ca.pem"))
 
 
-async def test_a_server_that_requires_none_lets_callers_without_one_in(serve: Serve, deployment: Path) -> None:
+async def test_a_server_that_requires_none_lets_callers_without_one_in(serve: Serve, tls_certs: Path) -> None:
     """reservas: buyers reach it over TLS with only the CA."""
-    address = await serve(server_tls(deployment, "reservas", require_client_cert=False))
-    await check(address, tls.client_from_files(deployment / "ca.pem"))
+    address = await serve(server_tls(tls_certs, "reservas", require_client_cert=False))
+    await check(address, tls.client_from_files(tls_certs / "ca.pem"))
     await refused(address, None)
 
 
-async def test_a_caller_refuses_a_server_of_another_ca(serve: Serve, deployment: Path, stranger: Path) -> None:
-    address = await serve(server_tls(stranger, require_client_cert=False))
-    await refused(address, tls.client_from_files(deployment / "ca.pem"))
+async def test_a_caller_refuses_a_server_of_another_ca(serve: Serve, tls_certs: Path, stranger_certs: Path) -> None:
+    address = await serve(server_tls(stranger_certs, require_client_cert=False))
+    await refused(address, tls.client_from_files(tls_certs / "ca.pem"))
 
 
 async def test_reservas_and_the_services_own_certificates_are_client_certificates(
-    serve: Serve, deployment: Path
+    serve: Serve, tls_certs: Path
 ) -> None:
     """reservas presents reservas-client.pem; a container's health check presents its service's certificate."""
-    address = await serve(server_tls(deployment, "eventos"))
+    address = await serve(server_tls(tls_certs, "eventos"))
     for name in (certs.RESERVAS_CLIENT, "eventos", "usuarios"):
-        own = certs.files(deployment, name)
-        await check(address, tls.client_from_files(deployment / "ca.pem", own.cert, own.key))
+        own = certs.files(tls_certs, name)
+        await check(address, tls.client_from_files(tls_certs / "ca.pem", own.cert, own.key))
 
 
 async def test_no_tls_configuration_serves_plaintext(serve: Serve) -> None:
@@ -175,17 +160,18 @@ def test_no_variable_means_plaintext() -> None:
     assert ReservasConfig.from_env(KEY_ENV).tls is None
 
 
-def test_each_service_reads_its_tls(deployment: Path) -> None:
-    usuarios = UsuariosConfig.from_env(service_env(deployment)).tls
-    eventos = EventosConfig.from_env(service_env(deployment, "eventos")).tls
-    reservas = ReservasConfig.from_env(service_env(deployment, "reservas")).tls
+def test_each_service_reads_its_tls(tls_certs: Path) -> None:
+    usuarios = UsuariosConfig.from_env(service_env(tls_certs)).tls
+    eventos = EventosConfig.from_env(service_env(tls_certs, "eventos")).tls
+    reservas = ReservasConfig.from_env(service_env(tls_certs, "reservas")).tls
     assert usuarios is not None and usuarios.require_client_cert and usuarios.client is None
     assert eventos is not None and eventos.require_client_cert
     assert reservas is not None and not reservas.require_client_cert
-    assert reservas.client is not None and reservas.client.cert == certs.files(deployment, "reservas-client").cert.read_bytes()
-    relaxed = UsuariosConfig.from_env(service_env(deployment, **{tls.REQUIRE_CLIENT_CERT_VAR: "false"})).tls
+    assert reservas.client is not None
+    assert reservas.client.cert == certs.files(tls_certs, certs.RESERVAS_CLIENT).cert.read_bytes()
+    relaxed = UsuariosConfig.from_env(service_env(tls_certs, **{tls.REQUIRE_CLIENT_CERT_VAR: "false"})).tls
     assert relaxed is not None and not relaxed.require_client_cert
-    assert "PRIVATE KEY" not in repr(usuarios) and "PRIVATE KEY" not in repr(UsuariosConfig.from_env(service_env(deployment)))
+    assert "PRIVATE KEY" not in repr(UsuariosConfig.from_env(service_env(tls_certs)))  # nor in a log or traceback
 
 
 def _refused(env: dict[str, str], *fragments: str, config: type = UsuariosConfig) -> None:
@@ -195,30 +181,32 @@ def _refused(env: dict[str, str], *fragments: str, config: type = UsuariosConfig
         assert fragment in str(caught.value), str(caught.value)
 
 
-def test_a_certificate_without_its_key_is_refused(deployment: Path) -> None:
-    env = service_env(deployment)
+def test_a_certificate_without_its_key_is_refused(tls_certs: Path) -> None:
+    env = service_env(tls_certs)
     del env[tls.KEY_VAR]
     _refused(env, tls.KEY_VAR, "half configured", tls.CERT_VAR)
 
 
-def test_a_ca_alone_is_refused(deployment: Path) -> None:
-    _refused({**KEY_ENV, tls.CA_VAR: str(deployment / "ca.pem")}, tls.CA_VAR, tls.CERT_VAR, tls.KEY_VAR)
+def test_a_ca_alone_is_refused(tls_certs: Path) -> None:
+    _refused({**KEY_ENV, tls.CA_VAR: str(tls_certs / "ca.pem")}, tls.CA_VAR, tls.CERT_VAR, tls.KEY_VAR)
 
 
-def test_a_file_that_cannot_be_read_is_named(deployment: Path, tmp_path: Path) -> None:
+def test_a_file_that_cannot_be_read_is_named(tls_certs: Path, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "usuarios.pem"
-    _refused(service_env(deployment, **{tls.CERT_VAR: str(missing)}), tls.CERT_VAR, str(missing), "cannot be read")
-    _refused(service_env(deployment, **{tls.CA_VAR: str(tmp_path)}), tls.CA_VAR, str(tmp_path), "directory")
+    _refused(service_env(tls_certs, **{tls.CERT_VAR: str(missing)}), tls.CERT_VAR, str(missing), "cannot be read")
+    _refused(service_env(tls_certs, **{tls.CA_VAR: str(tmp_path)}), tls.CA_VAR, str(tmp_path), "directory")
 
 
-def test_a_file_that_is_not_what_it_should_be_is_named(deployment: Path, tmp_path: Path) -> None:
+def test_a_file_that_is_not_what_it_should_be_is_named(tls_certs: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
-    _refused(service_env(deployment, **{tls.CERT_VAR: str(junk)}), tls.CERT_VAR, str(junk), "no PEM certificate")
-    _refused(service_env(deployment, **{tls.KEY_VAR: str(junk)}), tls.KEY_VAR, str(junk), "no PEM private key")
-    _refused(service_env(deployment, **{tls.CA_VAR: str(junk)}), tls.CA_VAR, str(junk))
-    other_key = str(certs.files(deployment, "eventos").key)
-    _refused(service_env(deployment, **{tls.KEY_VAR: other_key}), tls.KEY_VAR, other_key, "not the private key", tls.CERT_VAR)
+    _refused(service_env(tls_certs, **{tls.CERT_VAR: str(junk)}), tls.CERT_VAR, str(junk), "no PEM certificate")
+    _refused(service_env(tls_certs, **{tls.KEY_VAR: str(junk)}), tls.KEY_VAR, str(junk), "no PEM private key")
+    _refused(service_env(tls_certs, **{tls.CA_VAR: str(junk)}), tls.CA_VAR, str(junk))
+    other_key = str(certs.files(tls_certs, "eventos").key)
+    _refused(
+        service_env(tls_certs, **{tls.KEY_VAR: other_key}), tls.KEY_VAR, other_key, "not the private key", tls.CERT_VAR
+    )
 
 
 def test_an_expired_certificate_is_refused(tmp_path: Path) -> None:
@@ -227,17 +215,17 @@ def test_an_expired_certificate_is_refused(tmp_path: Path) -> None:
     _refused(service_env(old), tls.CERT_VAR, str(certs.files(old, "usuarios").cert), "expired", "eventflow certs")
 
 
-def test_required_client_certificates_need_the_ca(deployment: Path) -> None:
-    env = service_env(deployment)
+def test_required_client_certificates_need_the_ca(tls_certs: Path) -> None:
+    env = service_env(tls_certs)
     del env[tls.CA_VAR]
     _refused(env, tls.REQUIRE_CLIENT_CERT_VAR, tls.CA_VAR)
-    _refused(service_env(deployment, **{tls.REQUIRE_CLIENT_CERT_VAR: "maybe"}), tls.REQUIRE_CLIENT_CERT_VAR, "maybe")
+    _refused(service_env(tls_certs, **{tls.REQUIRE_CLIENT_CERT_VAR: "maybe"}), tls.REQUIRE_CLIENT_CERT_VAR, "maybe")
 
 
-def test_reservas_needs_the_ca_and_its_client_certificate(deployment: Path) -> None:
-    env = service_env(deployment, "reservas")
+def test_reservas_needs_the_ca_and_its_client_certificate(tls_certs: Path) -> None:
+    env = service_env(tls_certs, "reservas")
     del env[tls.CLIENT_KEY_VAR]
     _refused(env, tls.CLIENT_KEY_VAR, "client certificate", config=ReservasConfig)
-    env = service_env(deployment, "reservas")
+    env = service_env(tls_certs, "reservas")
     del env[tls.CA_VAR]
     _refused(env, tls.CA_VAR, "usuarios", config=ReservasConfig)

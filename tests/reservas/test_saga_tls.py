@@ -27,20 +27,6 @@ from usuarios.config import Config as UsuariosConfig
 from usuarios.server import create_app as create_usuarios
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("tls") / "certs"
-    certs.ensure(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def stranger(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("stranger") / "certs"
-    certs.ensure(directory)
-    return directory
-
-
 def service_tls(directory: Path, service: str, client_from: Path | None = None) -> tls.TLSConfig:
     """A service's TLS as `eventflow up --tls` gives it; reservas presents the client certificate of `client_from`."""
     own = certs.files(directory, service)
@@ -72,20 +58,20 @@ async def tls_stack(
     mongo_uri: str,
     redis_url: str,
     db_name: Callable[[str], str],
-    deployment: Path,
+    tls_certs: Path,
 ) -> AsyncIterator[World]:
     """usuarios, eventos and reservas in-process under mutual TLS; the stubs of usuarios and eventos present the
     operator's certificate, the stub of reservas only trusts the CA, as a buyer's client does."""
     dbs = {service: db_name(service) for service in ("usuarios", "eventos", "reservas")}
-    admin = operator(deployment, deployment)
+    admin = operator(tls_certs, tls_certs)
     usuarios_app = await create_usuarios(
         UsuariosConfig(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["usuarios"],
-                       tls=service_tls(deployment, "usuarios"))
+                       tls=service_tls(tls_certs, "usuarios"))
     )  # fmt: skip
     usuarios_address = await start_app(_ready(usuarios_app), admin)
     eventos_app = await create_eventos(
         EventosConfig(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["eventos"],
-                      tls=service_tls(deployment, "eventos"))
+                      tls=service_tls(tls_certs, "eventos"))
     )  # fmt: skip
     eventos_address = await start_app(_ready(eventos_app), admin)
     channels = [open_channel(usuarios_address, client_tls=admin), open_channel(eventos_address, client_tls=admin)]
@@ -98,9 +84,9 @@ async def tls_stack(
         eventos_app=eventos_app, usuarios_app=usuarios_app, start_app=start_app, channels=channels,
     )  # fmt: skip
     world.reservas_address = await start_app(
-        create_reservas(world.reservas_config(tls=service_tls(deployment, "reservas"))), buyer(deployment)
+        create_reservas(world.reservas_config(tls=service_tls(tls_certs, "reservas"))), buyer(tls_certs)
     )
-    channels.append(open_channel(world.reservas_address, client_tls=buyer(deployment)))
+    channels.append(open_channel(world.reservas_address, client_tls=buyer(tls_certs)))
     world.reservas = reservas_pb2_grpc.ReservasServiceStub(channels[-1])
     try:
         yield world
@@ -120,11 +106,11 @@ async def test_a_purchase_runs_end_to_end_over_mutual_tls(tls_stack: World) -> N
 
 
 async def test_usuarios_and_eventos_refuse_callers_without_a_certificate_of_the_deployment(
-    tls_stack: World, deployment: Path, stranger: Path
+    tls_stack: World, tls_certs: Path, stranger_certs: Path
 ) -> None:
     request = usuarios_pb2.ListUsuariosRequest(page_size=1)
     for address in (tls_stack.usuarios_address, tls_stack.eventos_address):
-        for client in (None, buyer(deployment), operator(stranger, deployment)):
+        for client in (None, buyer(tls_certs), operator(stranger_certs, tls_certs)):
             async with open_channel(address, client_tls=client) as channel:
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     # Any method: the handshake fails before a request is read.
@@ -133,14 +119,14 @@ async def test_usuarios_and_eventos_refuse_callers_without_a_certificate_of_the_
 
 
 async def test_a_reservas_whose_certificate_another_ca_signed_cannot_sell(
-    tls_stack: World, deployment: Path, stranger: Path
+    tls_stack: World, tls_certs: Path, stranger_certs: Path
 ) -> None:
     """Its calls to usuarios and eventos are refused: nothing is sold, and the buyer is told to try again."""
-    impostor_tls = service_tls(deployment, "reservas", client_from=stranger)
+    impostor_tls = service_tls(tls_certs, "reservas", client_from=stranger_certs)
     address = await tls_stack.start_app(
-        create_reservas(tls_stack.reservas_config(tls=impostor_tls, call_timeout_seconds=2.0)), buyer(deployment)
+        create_reservas(tls_stack.reservas_config(tls=impostor_tls, call_timeout_seconds=2.0)), buyer(tls_certs)
     )
-    async with open_channel(address, client_tls=buyer(deployment)) as channel:
+    async with open_channel(address, client_tls=buyer(tls_certs)) as channel:
         impostor = reservas_pb2_grpc.ReservasServiceStub(channel)
         usuario, evento = await tls_stack.usuario(), await tls_stack.evento(aforo=5)
         failure = await tls_stack.fails(impostor.Reservar(tls_stack.request(usuario, evento.id), timeout=30))

@@ -91,7 +91,11 @@ def add_certs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _run_certs(args: argparse.Namespace) -> int:
     from infra import certs  # noqa: PLC0415
 
-    outcome = certs.ensure(args.dir, hosts=args.host)
+    try:
+        outcome = certs.ensure(args.dir, hosts=args.host)
+    except OSError as error:
+        print(f"eventflow certs: {error}", file=sys.stderr)
+        return 1
     directory = args.dir
     for name, what in outcome.items():
         files = certs.files(directory, name)

@@ -128,3 +128,12 @@ def test_more_names_make_the_service_certificates_again(tmp_path: Path) -> None:
     assert "api.example.com" in san.get_values_for_type(x509.DNSName)
     assert ipaddress.ip_address("10.0.0.7") in san.get_values_for_type(x509.IPAddress)
     assert set(certs.ensure(directory).values()) == {"kept"}  # a certificate with more names still serves
+
+
+def test_a_directory_that_cannot_be_made_is_an_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["certs", "--dir", str(blocker / "certs")]) == 1
+    assert str(blocker) in capsys.readouterr().err

@@ -34,10 +34,11 @@ EXPOSE 50051 50052 50053
 
 # Healthy when the service reports SERVING through the standard gRPC health service (grpc.health.v1),
 # which it does once its MongoDB answers. EVENTFLOW_HEALTH_PORT names the port of the service this
-# container runs (docker-compose.yml sets it for each one).
+# container runs (docker-compose.yml sets it for each one). Under TLS (docker-compose.tls.yml) the check
+# speaks TLS with the service's own certificate (infra/healthcheck.py).
 ENV EVENTFLOW_HEALTH_PORT=50051
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as hg; channel = grpc.insecure_channel('127.0.0.1:' + os.environ['EVENTFLOW_HEALTH_PORT']); reply = hg.HealthStub(channel).Check(h.HealthCheckRequest(), timeout=3); sys.exit(0 if reply.status == h.HealthCheckResponse.SERVING else 1)"]
+    CMD ["python", "-m", "infra.healthcheck"]
 
 # Services stop gracefully on SIGTERM (in-flight calls finish); compose's stop_grace_period covers it.
 STOPSIGNAL SIGTERM

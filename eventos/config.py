@@ -2,6 +2,8 @@
 GRPC_BIND_HOST: 127.0.0.1, loopback only, unless told otherwise, as docker-compose does with 0.0.0.0).
 
 Keys, without defaults (infra/keys.py): EVENTFLOW_ISSUER_PUBLIC_KEY[_FILE], EVENTFLOW_SERVICE_PUBLIC_KEY[_FILE].
+TLS: the EVENTFLOW_TLS_* variables of infra.tls (none set: plaintext; under TLS callers must present a client
+certificate unless EVENTFLOW_TLS_REQUIRE_CLIENT_CERT=false).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from infra.auth import AuthSettings
 from infra.ratelimit import DEFAULT_LIMITS, Limits, limits_from_env
 
+from infra import tls as tls_config
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 
 
@@ -29,6 +32,7 @@ class Config:
     rate_limits: Limits = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     #: The keys it verifies tokens with (infra/auth.py); None only in a Config not built from the environment.
     auth: AuthSettings | None = field(default=None, compare=False, repr=False)
+    tls: tls_config.TLSConfig | None = None
 
     @property
     def address(self) -> str:
@@ -45,4 +49,5 @@ class Config:
             redis_url=env.get("REDIS_URL", ""),
             rate_limits=limits_from_env(env),
             auth=AuthSettings.from_env(env, trusts_service=True, signs_service=False),
+            tls=tls_config.from_env(env, require_client_cert=True),
         )

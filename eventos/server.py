@@ -11,6 +11,7 @@ from eventos.config import Config
 from eventos.repository import EventoRepository
 from eventos.service import EventoService
 from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer
+from infra import tls
 from infra.mongo import create_client, ping
 from infra.ratelimit import limiter_for
 from infra.server import GrpcApp, ServiceBinding, create_server
@@ -57,6 +58,7 @@ async def create_app(config: Config) -> GrpcApp:
         health_check=health_check,
         auth=config.auth,
         limiter=limiter,
+        credentials=tls.server_credentials(config.tls),
     )
     app.on_stop.append(client.close)
     if limiter is not None:

@@ -47,6 +47,11 @@ def add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--replicas-reservas", type=int, default=1, metavar="N", dest="reservas_replicas",
         help="run N reservas processes, on RESERVAS_PORT and the ports after it (default: 1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--tls", action="store_true",
+        help="serve TLS, with mutual TLS between reservas and usuarios/eventos; certificates in <data dir>/certs "
+        "(made by `eventflow certs` when missing or expiring)",
+    )  # fmt: skip
     parser.set_defaults(handler=_run_up)
 
 
@@ -55,9 +60,54 @@ def _run_up(args: argparse.Namespace) -> int:
 
     options = stack.Options(
         data_dir=args.data_dir, host=args.host, demo=args.demo, start_timeout=args.start_timeout,
-        reservas_replicas=args.reservas_replicas,
+        reservas_replicas=args.reservas_replicas, tls=args.tls,
     )
     return stack.up(options)
+
+
+def add_certs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "certs",
+        help="make a local CA and the TLS certificates of the services, reservas and operators",
+        description=(
+            "Make, in DIR, a local certificate authority (ca.pem), a certificate for each service (usuarios, "
+            "eventos, reservas: for localhost, 127.0.0.1, ::1 and the service's name), the client certificate "
+            "reservas presents to usuarios and eventos (reservas-client.pem), and one for people and tools "
+            "(operator.pem, for grpcurl -cert/-key). Keys are owner-only. Files that are still good are kept; "
+            "missing, broken or soon-expiring ones are made again (all of them when the CA is)."
+        ),
+        epilog="`eventflow up --tls` runs this into <data dir>/certs itself.",
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=Path(".data/certs"), help="where the files go (default: .data/certs)"
+    )
+    parser.add_argument(
+        "--host", action="append", default=[], metavar="NAME",
+        help="another name or address the services are reached by (repeatable)",
+    )  # fmt: skip
+    parser.set_defaults(handler=_run_certs)
+
+
+def _run_certs(args: argparse.Namespace) -> int:
+    from infra import certs  # noqa: PLC0415
+
+    try:
+        outcome = certs.ensure(args.dir, hosts=args.host)
+    except OSError as error:
+        print(f"eventflow certs: {error}", file=sys.stderr)
+        return 1
+    directory = args.dir
+    for name, what in outcome.items():
+        files = certs.files(directory, name)
+        print(f"{what:<8} {files.cert}  (key: {files.key.name})")
+    operator = certs.files(directory, certs.OPERATOR)
+    print(
+        "\nA service takes EVENTFLOW_TLS_CERT_FILE, EVENTFLOW_TLS_KEY_FILE (its own pair) and EVENTFLOW_TLS_CA_FILE;\n"
+        "reservas also EVENTFLOW_TLS_CLIENT_CERT_FILE and EVENTFLOW_TLS_CLIENT_KEY_FILE (reservas-client).\n"
+        "Running services use renewed files once restarted. usuarios and eventos require a client certificate:\n"
+        f"  grpcurl -cacert {directory / 'ca.pem'} -cert {operator.cert} -key {operator.key} localhost:50051 list"
+    )
+    return 0
 
 
 def add_projector(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -264,6 +314,7 @@ def _run_compose_secrets(args: argparse.Namespace) -> int:
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     add_up,
     add_keys,
+    add_certs,
     add_token,
     add_projector,
     add_projections,

@@ -1,7 +1,7 @@
 """The gRPC server skeleton every service uses.
 
 `create_server` builds a grpc.aio server with the standard health service, server
-reflection and the error-mapping interceptor; `GrpcApp.run_until_signal` serves
+reflection and the error-mapping interceptor, over plaintext or TLS; `GrpcApp.run_until_signal` serves
 until SIGTERM or SIGINT and then shuts down gracefully (in-flight calls finish).
 Health is NOT_SERVING until the service's own check (its MongoDB answering)
 passes, and follows that check afterwards.
@@ -49,13 +49,14 @@ class GrpcApp:
     health_check: HealthCheck
     check_interval: float = 2.0
     grace: float = 10.0
+    tls: bool = False
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _monitor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.server.start()
         self._monitor = asyncio.create_task(self._watch_health(), name="health-monitor")
-        log.info("listening", extra={"port": self.port, "services": self.service_names})
+        log.info("listening", extra={"port": self.port, "services": self.service_names, "tls": self.tls})
 
     async def _set(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         for name in ["", *self.service_names]:
@@ -114,12 +115,13 @@ async def create_server(
     auth: AuthSettings | None,
     owner_of: OwnerLookup | None = None,
     limiter: RateLimiter | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> GrpcApp:
     """Build (not start) a server with health, reflection, authentication and the error mapping.
 
     Every call but health and reflection needs a token `auth` verifies and infra/access.py allows;
-    `owner_of` says whose a reservation is (reservas); `limiter` applies a rate limit per identity.
-    Port 0 picks a free port.
+    `owner_of` says whose a reservation is (reservas); `limiter` applies a rate limit per identity;
+    `credentials` (infra.tls) serve TLS, None plaintext. Port 0 picks a free port.
     """
     if auth is None:
         raise ValueError(f"{domain}: no keys to verify tokens with (see infra/keys.py); a server never runs open")
@@ -137,7 +139,10 @@ async def create_server(
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot bind {address}")
-    return GrpcApp(server, port, health_servicer, names, health_check, check_interval, grace)
+    return GrpcApp(server, port, health_servicer, names, health_check, check_interval, grace, credentials is not None)

@@ -10,6 +10,10 @@ reason. On Ctrl-C or SIGTERM it stops every process it started (SIGTERM, then SI
 Data lives under the data directory (default .data/) and survives to the next run; logs go to
 <data dir>/logs/<name>.log (a restarted process appends to its log).
 
+With --tls every service serves TLS with the certificates of <data dir>/certs (made or renewed there by
+`eventflow certs` on each start): usuarios and eventos require a client certificate (reservas presents its
+own, this launcher's health checks and demo loading the operator's), reservas requires none.
+
 Environment (besides what the services read themselves):
   USUARIOS_PORT, EVENTOS_PORT, RESERVAS_PORT   service ports (50051, 50052, 50053)
   EVENTFLOW_MONGODB_PORT, EVENTFLOW_REDIS_PORT  ports of the embedded stores (27017, 6379)
@@ -43,7 +47,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
-from infra import keys, procs
+from infra import certs, keys, procs, tls
 from infra.auth import Role, TokenIssuer
 from infra.procs import ManagedProcess
 from infra.redact import redact_uri
@@ -113,6 +117,7 @@ class Options:
     stop_timeout: float = 15.0
     #: reservas processes: the first on RESERVAS_PORT, each further one on the next port.
     reservas_replicas: int = 1
+    tls: bool = False
 
 
 def _say(message: str, stream: IO[str] | None = None) -> None:
@@ -183,6 +188,9 @@ class Stack:
         self.redis_port = _port_from_env(self.env, REDIS_PORT_VAR, DEFAULT_REDIS_PORT)
         self.mongodb_uri = self.env.get("MONGODB_URI", "")
         self.redis_url = self.env.get("REDIS_URL", "")
+        self.certs_dir = self.data_dir / "certs"
+        #: How this launcher calls the services under --tls: the CA and the operator's certificate.
+        self.client_tls: tls.ClientTLS | None = None
         self.mongo: ManagedProcess | None = None
         self.redis: ManagedProcess | None = None
         self.services: dict[str, ManagedProcess] = {}
@@ -211,6 +219,7 @@ class Stack:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
         try:
             self._preflight()
+            self._prepare_tls()
             self._start_stores()
             self._start_services()
             self._wait_serving()
@@ -268,6 +277,38 @@ class Stack:
         issuer = TokenIssuer(keys.load_private_key(self.keys.issuer_private.read_bytes(), str(self.keys.issuer_private)))
         self.admin_token = issuer.mint(Role.ADMIN, "eventflow-up", ttl_seconds=ADMIN_TOKEN_TTL_SECONDS)
 
+    def _prepare_tls(self) -> None:
+        """--tls: make or renew the certificates in <data dir>/certs, and load the operator's for our own calls."""
+        if not self.options.tls:
+            return
+        host = self.options.host.strip("[]")
+        wildcard = host in ("", "0.0.0.0", "::")  # noqa: S104
+        hosts = [] if wildcard or host in certs.LOCAL_NAMES else [host]
+        try:
+            outcome = certs.ensure(self.certs_dir, hosts=hosts)
+            operator = certs.files(self.certs_dir, certs.OPERATOR)
+            self.client_tls = tls.client_from_files(self.certs_dir / "ca.pem", operator.cert, operator.key)
+        except (OSError, tls.TLSConfigError) as e:
+            raise StackError(f"cannot prepare the TLS certificates in {self.certs_dir}: {e}") from None
+        made = sorted(name for name, what in outcome.items() if what != "kept")
+        _say(f"TLS: certificates in {self.certs_dir}" + (f" (made: {', '.join(made)})" if made else ""))
+
+    def _tls_env(self, service: str) -> dict[str, str]:
+        """The EVENTFLOW_TLS_* variables of one service under --tls."""
+        if not self.options.tls:
+            return {}
+        own = certs.files(self.certs_dir, service)
+        env = {tls.CERT_VAR: str(own.cert), tls.KEY_VAR: str(own.key), tls.CA_VAR: str(self.certs_dir / "ca.pem")}
+        if service == "reservas":
+            client = certs.files(self.certs_dir, certs.RESERVAS_CLIENT)
+            env.update({tls.CLIENT_CERT_VAR: str(client.cert), tls.CLIENT_KEY_VAR: str(client.key)})
+        env[tls.REQUIRE_CLIENT_CERT_VAR] = "false" if service == "reservas" else "true"
+        return env
+
+    def channel(self, service: str) -> grpc.Channel:
+        """A channel to one service as this launcher calls it (TLS with the operator's certificate under --tls)."""
+        return tls.channel(self.address(service), self.client_tls)
+
     @staticmethod
     def _module_runnable(name: str) -> bool:
         try:
@@ -307,8 +348,10 @@ class Stack:
                 time.sleep(0.05)
 
     def service_env(self, name: str) -> dict[str, str]:
-        """The environment of one service: ports, stores, and the keys it holds (reservas' private key: only it)."""
-        env = dict(self.env)
+        """The environment of one service: ports, stores, the keys it holds (reservas' private key: only it),
+        and its certificates under --tls."""
+        # TLS is what --tls says, not what the calling shell happens to hold (see _tls_env).
+        env = {k: v for k, v in self.env.items() if not k.startswith("EVENTFLOW_TLS_")}
         if self.keys is not None:
             env.update(self.keys.env(service_private=name == "reservas"))
         env.update({spec.port_var: str(self.ports[spec.name]) for spec in SERVICES})
@@ -320,6 +363,7 @@ class Stack:
             EVENTOS_ADDR=self.address("eventos"),
             PYTHONUNBUFFERED="1",
         )
+        env.update(self._tls_env(name))
         return env
 
     def _start_services(self) -> None:
@@ -337,7 +381,7 @@ class Stack:
         _say("waiting for " + ", ".join(f"{n} ({self.address(n)})" for n in self.services) + " to report SERVING")
         deadline = time.monotonic() + self.options.start_timeout
         pending = dict(self.services)
-        channels = {name: grpc.insecure_channel(self.address(name)) for name in pending}
+        channels = {name: self.channel(name) for name in pending}
         try:
             while pending:
                 for name, proc in list(pending.items()):
@@ -441,7 +485,7 @@ class Stack:
 
     def _demo_and_examples(self) -> dict[str, str]:
         """Load the demo data into an empty system (unless --no-demo); return ids for the printed examples."""
-        with grpc.insecure_channel(self.address("usuarios")) as u, grpc.insecure_channel(self.address("eventos")) as e:
+        with self.channel("usuarios") as u, self.channel("eventos") as e:
             usuarios = usuarios_pb2_grpc.UsuariosServiceStub(u)
             eventos = eventos_pb2_grpc.EventosServiceStub(e)
             try:
@@ -476,6 +520,13 @@ class Stack:
             f"  {'Redis':<9} {redact_uri(self.redis_url)}  ({redis_note})",
             f"  {'logs':<9} {self.logs_dir}",
             f"  {'keys':<9} {self.data_dir / 'keys'}  (owner-only; the issuer key signs tokens)",
+        ]
+        if self.options.tls:
+            lines.append(
+                f"  {'TLS':<9} certificates in {self.certs_dir}; usuarios and eventos require a client "
+                f"certificate (people and tools: {certs.OPERATOR}.pem)"
+            )
+        lines += [
             "",
             f"An admin token for {ADMIN_TOKEN_TTL_SECONDS // 3600} hours (`eventflow token --help` makes others, "
             "for a cliente too):",
@@ -493,11 +544,26 @@ class Stack:
         if not self.replicas:
             return []
         addresses = ",".join(self.address(n) for n in ["reservas", *self.replicas])
-        return [
-            "reservas runs as several replicas: a client spreads its calls over all of them with gRPC's round_robin:",
-            f"  grpc.aio.insecure_channel(\"ipv4:{addresses}\", options=[(\"grpc.lb_policy_name\", \"round_robin\")])",
-            "",
-        ]
+        lines = ["reservas runs as several replicas: a client spreads its calls over all of them with gRPC's round_robin:"]
+        if not self.options.tls:
+            lines.append(f"  grpc.aio.insecure_channel(\"ipv4:{addresses}\", options=[(\"grpc.lb_policy_name\", \"round_robin\")])")
+        else:  # a list of addresses names no host: the certificate is checked for one of its names, localhost
+            credentials = f"grpc.ssl_channel_credentials(open(\"{_shown(self.certs_dir / 'ca.pem')}\", \"rb\").read())"
+            lines += [
+                f"  grpc.aio.secure_channel(\"ipv4:{addresses}\", {credentials},",
+                '    options=[("grpc.lb_policy_name", "round_robin"), ("grpc.ssl_target_name_override", "localhost")])',
+            ]
+        return [*lines, ""]
+
+    def grpcurl_flags(self, service: str) -> list[str]:
+        """How grpcurl reaches `service`: -plaintext, or under --tls the CA and (but for reservas) a certificate."""
+        if not self.options.tls:
+            return ["-plaintext"]
+        flags = ["-cacert", _shown(self.certs_dir / "ca.pem")]
+        if service != "reservas":  # usuarios and eventos require a client certificate
+            operator = certs.files(self.certs_dir, certs.OPERATOR)
+            flags += ["-cert", _shown(operator.cert), "-key", _shown(operator.key)]
+        return flags
 
     def grpcurl_examples(self, ids: Mapping[str, str]) -> Iterator[list[str]]:
         grpcurl = _grpcurl_command()
@@ -506,9 +572,10 @@ class Stack:
             spec = next(s for s in SERVICES if s.name == service)
             data = ["-d", shlex.quote(body)] if body is not None else []
             auth = ["-H", '"authorization: Bearer $TOKEN"']
-            return [grpcurl, "-plaintext", *auth, *data, self.address(service), f"{spec.full_name}/{method}"]
+            flags = self.grpcurl_flags(service)
+            return [grpcurl, *flags, *auth, *data, self.address(service), f"{spec.full_name}/{method}"]
 
-        yield [grpcurl, "-plaintext", self.address("usuarios"), "list"]
+        yield [grpcurl, *self.grpcurl_flags("usuarios"), self.address("usuarios"), "list"]
         yield call("usuarios", "ListUsuarios", '{"page_size": 5}')
         if "usuario" in ids:
             yield call("usuarios", "GetUsuario", f'{{"id": "{ids["usuario"]}"}}')
@@ -546,9 +613,14 @@ def _grpcurl_command() -> str:
     beside = Path(sys.executable).parent / "grpcurl"
     if not beside.exists():
         return "grpcurl"
+    return _shown(beside)
+
+
+def _shown(path: Path) -> str:
+    """A path for a printed command: relative to the working directory when under it, else absolute."""
     with contextlib.suppress(ValueError):
-        return str(beside.relative_to(Path.cwd()))
-    return str(beside)
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
 
 
 # -- demo data -----------------------------------------------------------------------------------------

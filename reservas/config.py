@@ -14,6 +14,8 @@ EVENTFLOW_PROJECTOR (embedded: the read models' projector runs in this process; 
 as `eventflow projector`). EVENTFLOW_FAULT (fault injection) is read by reservas.faults itself.
 Keys, without defaults (infra/keys.py): EVENTFLOW_ISSUER_PUBLIC_KEY[_FILE] (verifies callers' tokens),
 EVENTFLOW_SERVICE_PRIVATE_KEY[_FILE] (signs reservas' own calls to usuarios and eventos).
+TLS: the EVENTFLOW_TLS_* variables of infra.tls (none set: plaintext); under TLS reservas calls usuarios and
+eventos over TLS too, presenting EVENTFLOW_TLS_CLIENT_CERT_FILE, and requires no client certificate itself.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from infra.auth import AuthSettings
 from infra.ratelimit import DEFAULT_LIMITS, Limits, limits_from_env
 
+from infra import tls as tls_config
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 
 
@@ -51,6 +54,7 @@ class Config:
     rate_limits: Limits = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     #: The keys it verifies tokens with and signs its own calls with; None only in a Config not built from the environment.
     auth: AuthSettings | None = field(default=None, compare=False, repr=False)
+    tls: tls_config.TLSConfig | None = None
 
     def __post_init__(self) -> None:
         if self.projector not in ("embedded", "off"):
@@ -86,6 +90,7 @@ class Config:
             "mongodb_max_pool_size": pool_size(env),
             "rate_limits": limits_from_env(env),
             "auth": AuthSettings.from_env(env, trusts_service=False, signs_service=True) if keys else None,
+            "tls": tls_config.from_env(env, require_client_cert=False, calls_out=True) if keys else None,
         }
         for f in fields(cls):
             if f.name in values:

@@ -5,6 +5,7 @@ created here and closed on stop; nothing connects before the server runs. Health
 while MongoDB AND Redis answer; on the first success the indexes are ensured, the idempotency
 keys an earlier version stored are moved to the saga leases (LeaseStore.migrate_legacy_keys),
 and the recovery loop starts (so recovery runs "on startup", as soon as the stores are reachable).
+Under TLS (config.tls) the channels are TLS too, presenting reservas' client certificate.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import os
 import socket
 import uuid
 
-import grpc
 import redis.asyncio
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from eventflow.reservas.v1 import reservas_pb2_grpc
+from infra import tls
 from infra.mongo import create_client, ping
 from infra.ratelimit import RateLimiter
 from infra.server import GrpcApp, ServiceBinding, create_server
@@ -66,8 +67,10 @@ async def create_app(config: Config) -> GrpcApp:
     limiter = RateLimiter(gate_redis, config.rate_limits)  # the gate's client: short timeouts, a large pool
     if config.auth is None or config.auth.service_token is None:
         raise ValueError("reservas: no key to sign its calls to usuarios and eventos with (see infra/keys.py)")
-    usuarios_channel = grpc.aio.insecure_channel(config.usuarios_addr, options=CHANNEL_OPTIONS)
-    eventos_channel = grpc.aio.insecure_channel(config.eventos_addr, options=CHANNEL_OPTIONS)
+    # Under TLS: verified against the deployment's CA, presenting reservas' client certificate (mutual TLS).
+    client_tls = config.tls.client if config.tls is not None else None
+    usuarios_channel = tls.aio_channel(config.usuarios_addr, client_tls, CHANNEL_OPTIONS)
+    eventos_channel = tls.aio_channel(config.eventos_addr, client_tls, CHANNEL_OPTIONS)
 
     store = EventStore(db)
     leases = LeaseStore(db, lease_owner(), ttl_seconds=config.lease_seconds)
@@ -140,6 +143,7 @@ async def create_app(config: Config) -> GrpcApp:
             auth=config.auth,
             owner_of=store.owner,
             limiter=limiter,
+            credentials=tls.server_credentials(config.tls),
         )
     except BaseException:
         await mongo.close()

@@ -19,6 +19,7 @@ import grpc
 from infra.access import RULES
 from infra.auth import AuthSettings, BearerAuth, Role, TokenIssuer, service_issuer
 from infra.keys import ensure_keys, load_private_key
+from infra.tls import ClientTLS, aio_channel
 
 _directory = Path(tempfile.mkdtemp(prefix="eventflow-test-keys-"))
 atexit.register(shutil.rmtree, _directory, ignore_errors=True)
@@ -63,7 +64,12 @@ class AsAllowed(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(new, request)
 
 
-def open_channel(address: str, token: str | None = None, **options: Any) -> grpc.aio.Channel:
-    """A plaintext channel whose calls carry `token`, or the token each call needs (AsAllowed)."""
+def open_channel(
+    address: str, token: str | None = None, *, client_tls: ClientTLS | None = None, **options: Any
+) -> grpc.aio.Channel:
+    """A channel whose calls carry `token`, or the token each call needs (AsAllowed): plaintext, or TLS with
+    `client_tls`."""
     interceptor: grpc.aio.ClientInterceptor = BearerAuth(token) if token is not None else AsAllowed()
-    return grpc.aio.insecure_channel(address, interceptors=[interceptor], **options)
+    if client_tls is None:
+        return grpc.aio.insecure_channel(address, interceptors=[interceptor], **options)
+    return aio_channel(address, client_tls, interceptors=[interceptor], **options)

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from infra import procs
+from infra import certs, procs, tls
 from infra.server import GrpcApp
 
 _counter = itertools.count()
@@ -54,6 +54,22 @@ def redis_url(logs_dir: Path) -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A deployment's certificates, as `eventflow certs` makes them (read-only for the tests)."""
+    directory = tmp_path_factory.mktemp("tls") / "certs"
+    certs.ensure(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def stranger_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another deployment's certificates: a CA of its own, the same names."""
+    directory = tmp_path_factory.mktemp("stranger") / "certs"
+    certs.ensure(directory)
+    return directory
+
+
 @pytest.fixture
 def db_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """A database name unique to this test: db_name("usuarios") -> "t17_usuarios"."""
@@ -61,9 +77,10 @@ def db_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     return lambda service: f"t{os.getpid()}_{n}_{service}"
 
 
-async def wait_serving(address: str, timeout: float = 20.0) -> None:
-    """Wait until the server at `address` reports SERVING through the standard health service."""
-    async with grpc.aio.insecure_channel(address) as channel:
+async def wait_serving(address: str, timeout: float = 20.0, client_tls: tls.ClientTLS | None = None) -> None:
+    """Wait until the server at `address` reports SERVING through the standard health service (over TLS with
+    `client_tls`)."""
+    async with tls.aio_channel(address, client_tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -78,20 +95,23 @@ async def wait_serving(address: str, timeout: float = 20.0) -> None:
             await asyncio.sleep(0.05)
 
 
-StartApp = Callable[[Awaitable[GrpcApp]], Awaitable[str]]
+StartApp = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
 async def start_app() -> AsyncIterator[StartApp]:
-    """Start an in-process GrpcApp bound to port 0, wait for SERVING, return its address; stopped after the test."""
+    """Start an in-process GrpcApp bound to port 0, wait for SERVING, return its address; stopped after the test.
+
+    start(make, client_tls=None): a server under TLS is asked for its health with `client_tls`.
+    """
     started: list[GrpcApp] = []
 
-    async def start(make: Awaitable[GrpcApp]) -> str:
+    async def start(make: Awaitable[GrpcApp], client_tls: tls.ClientTLS | None = None) -> str:
         app = await make
         await app.start()
         started.append(app)
         address = f"127.0.0.1:{app.port}"
-        await wait_serving(address)
+        await wait_serving(address, client_tls=client_tls)
         return address
 
     yield start

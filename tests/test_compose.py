@@ -6,6 +6,8 @@ append-only file and a password, neither published on the host, every secret fro
 compose-secrets` (no default in the file), and the image's health check must really speak the gRPC health
 protocol (it is run here against a real server). tests/test_compose_stores.py runs the services against
 stores set up as compose sets them up.
+docker-compose.tls.yml, the TLS override, must hand each service exactly the files `eventflow certs` makes
+for it, at the paths its Config reads, and the health check must pass over mutual TLS.
 
 A small parser reads the subset of YAML the compose files use (block mappings and sequences, quoted and
 plain scalars, JSON-style flow sequences, `|` block scalars), which keeps them plain; it is checked against
@@ -19,7 +21,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -32,11 +34,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from infra.compose_secrets import ENV_PASSWORDS, MONGO_PASSWORDS, REDIS_KEYS, REDIS_PASSWORDS, ComposeSecrets
 from infra.compose_secrets import ensure_compose_secrets, read_env_file
 from infra.keys import PAGE_TOKEN_KEY
+from infra import certs, tls
 from infra.procs import free_port
 from infra.stack import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_TLS = ROOT / "docker-compose.tls.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 APP_SERVICES = {s.name: s for s in SERVICES}
 #: Read by the image's HEALTHCHECK, not by the services.
@@ -383,8 +387,87 @@ def test_service_matches_its_config(
     assert not unknown, f"docker-compose.yml sets variables {name}'s Config never reads: {sorted(unknown)}"
     assert config.port == spec.default_port
     assert config.mongodb_uri == env["MONGODB_URI"]
-    # Every key its Config looks for, it gets (as a file).
-    assert {v for v in read if v.endswith("_KEY_FILE")} <= set(key_env)
+    # Every key its Config looks for, it gets (as a file); TLS is optional (docker-compose.tls.yml gives it).
+    assert {v for v in read if v.endswith("_KEY_FILE") and not v.startswith("EVENTFLOW_TLS_")} <= set(key_env)
+
+
+# -- docker-compose.tls.yml ---------------------------------------------------------------------------------
+
+SECRETS_DIR = "/run/secrets/"
+
+
+@pytest.fixture(scope="module")
+def compose_tls() -> dict[str, Any]:
+    return parse_compose(COMPOSE_TLS.read_text(encoding="utf-8"))
+
+
+#: Where `eventflow certs --dir secrets/certs` puts the files the TLS override mounts (beside compose-secrets').
+CERTS_DIR = "./secrets/certs"
+
+
+def _tls_files(name: str) -> dict[str, str]:
+    """{variable: file} that service `name` must get, as `eventflow certs` names them in CERTS_DIR."""
+    own = certs.files(Path(CERTS_DIR), name)
+    wanted = {tls.CERT_VAR: own.cert, tls.KEY_VAR: own.key, tls.CA_VAR: Path(CERTS_DIR) / "ca.pem"}
+    if name == "reservas":
+        client = certs.files(Path(CERTS_DIR), certs.RESERVAS_CLIENT)
+        wanted |= {tls.CLIENT_CERT_VAR: client.cert, tls.CLIENT_KEY_VAR: client.key}
+    return {var: f"./{path}" for var, path in wanted.items()}
+
+
+@pytest.mark.parametrize("name", list(APP_SERVICES))
+def test_tls_override_mounts_each_service_its_own_files_only(compose_tls: dict[str, Any], name: str) -> None:
+    assert set(compose_tls["services"]) == set(APP_SERVICES)
+    service, secrets = compose_tls["services"][name], compose_tls["secrets"]
+    env = service["environment"]
+    # Every file variable names a secret of this service, mounted from the file eventflow certs makes.
+    mounted = {
+        var: secrets[path.removeprefix(SECRETS_DIR)]["file"]
+        for var, path in env.items()
+        if var.endswith("_FILE") and path.removeprefix(SECRETS_DIR) in service["secrets"]
+    }
+    assert mounted == _tls_files(name)
+    assert sorted(service["secrets"]) == sorted({env[var].removeprefix(SECRETS_DIR) for var in mounted})
+    assert env[tls.REQUIRE_CLIENT_CERT_VAR] == ("false" if name == "reservas" else "true")
+    # Keys keep their host owner and mode (0600) inside the container: the service runs as their owner.
+    assert service["user"].startswith("${EVENTFLOW_UID:?") and ":${EVENTFLOW_GID:?" in service["user"]
+    assert "$(" not in service["user"]  # compose would refuse it as an interpolation
+
+
+def test_tls_override_never_mounts_the_ca_key(compose_tls: dict[str, Any]) -> None:
+    files = [secret["file"] for secret in compose_tls["secrets"].values()]
+    assert all(f.startswith(f"{CERTS_DIR}/") for f in files)
+    assert f"{CERTS_DIR}/ca-key.pem" not in files and f"{CERTS_DIR}/operator-key.pem" not in files
+    assert "secrets" in (ROOT / ".dockerignore").read_text(encoding="utf-8").split()  # nor in the build context
+
+
+@pytest.mark.parametrize("name", list(APP_SERVICES))
+def test_tls_override_gives_each_config_a_working_tls(
+    compose: dict[str, Any],
+    compose_tls: dict[str, Any],
+    made: ComposeSecrets,
+    dotenv: dict[str, str],
+    name: str,
+    tls_certs: Path,
+) -> None:
+    """Both files' environments merged, each secret read where compose-secrets and eventflow certs made it."""
+
+    def on_host(env: dict[str, Any], secrets: dict[str, Any], where: Callable[[str], Path]) -> dict[str, str]:
+        return {
+            key: str(where(secrets[value.removeprefix(SECRETS_DIR)]["file"]))
+            if str(value).startswith(SECRETS_DIR) else interpolate(str(value), dotenv)
+            for key, value in env.items()
+        }  # fmt: skip
+
+    env = on_host(compose["services"][name]["environment"], compose["secrets"], lambda file: made.directory / file)
+    tls_env = compose_tls["services"][name]["environment"]
+    env |= on_host(tls_env, compose_tls["secrets"], lambda file: tls_certs / Path(file).name)
+    config, read = _read_env_vars(importlib.import_module(f"{name}.config").Config, env)
+    unknown = set(env) - read - {HEALTH_PORT_VAR, f"{PAGE_TOKEN_KEY}_FILE"}
+    assert not unknown, f"the TLS override sets variables {name}'s Config never reads: {sorted(unknown)}"
+    assert config.tls is not None
+    assert config.tls.require_client_cert == (name != "reservas")
+    assert (config.tls.client is not None) == (name == "reservas")
 
 
 # -- Dockerfile ---------------------------------------------------------------------------------------------
@@ -439,6 +522,32 @@ def test_image_healthcheck_speaks_grpc_health(health_server: tuple[int, health.H
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     assert check(port) == 0
     assert check(free_port()) != 0  # nothing listening there
+
+
+def test_image_healthcheck_speaks_tls_with_the_services_own_certificate(tls_certs: Path, tmp_path: Path) -> None:
+    """Under the TLS override usuarios requires a client certificate: the check presents usuarios' own."""
+    own = certs.files(tls_certs, "usuarios")
+    config = tls.load(cert_file=own.cert, key_file=own.key, ca_file=tls_certs / "ca.pem", require_client_cert=True)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_secure_port("127.0.0.1:0", config.server_credentials())
+    server.start()
+    try:
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        command = _healthcheck_command()
+        env = {HEALTH_PORT_VAR: str(port), "PATH": "/usr/bin:/bin"}
+        tls_env = {tls.CERT_VAR: str(own.cert), tls.KEY_VAR: str(own.key), tls.CA_VAR: str(tls_certs / "ca.pem")}
+
+        def check(extra: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run(command, env=env | extra, capture_output=True, timeout=30)  # noqa: S603
+
+        assert check(tls_env).returncode == 0, check(tls_env).stderr
+        assert check({}).returncode == 1  # plaintext: refused
+        broken = check(tls_env | {tls.KEY_VAR: str(tmp_path / "missing.pem")})
+        assert broken.returncode == 1 and tls.KEY_VAR.encode() in broken.stderr
+    finally:
+        server.stop(0)
 
 
 def test_dockerignore_keeps_local_state_out_of_the_build() -> None:

@@ -4,6 +4,8 @@ USUARIOS_PORT (50051), GRPC_BIND_HOST ("127.0.0.1": loopback only; "0.0.0.0" for
 docker-compose sets it), MONGODB_URI ("mongodb://localhost:27017/?directConnection=true"),
 USUARIOS_MONGODB_DATABASE ("eventflow_usuarios"), MONGODB_MAX_POOL_SIZE (4: MongoDB connections of this process).
 Keys, without defaults (infra/keys.py): EVENTFLOW_ISSUER_PUBLIC_KEY[_FILE], EVENTFLOW_SERVICE_PUBLIC_KEY[_FILE].
+TLS: the EVENTFLOW_TLS_* variables of infra.tls (none set: plaintext; under TLS callers must present a client
+certificate unless EVENTFLOW_TLS_REQUIRE_CLIENT_CERT=false).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from infra.auth import AuthSettings
 from infra.ratelimit import DEFAULT_LIMITS, Limits, limits_from_env
 
+from infra import tls as tls_config
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 
 
@@ -31,6 +34,7 @@ class Config:
     rate_limits: Limits = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     #: The keys it verifies tokens with (infra/auth.py); None only in a Config not built from the environment.
     auth: AuthSettings | None = field(default=None, compare=False, repr=False)
+    tls: tls_config.TLSConfig | None = None
 
     @property
     def address(self) -> str:
@@ -55,4 +59,5 @@ class Config:
             redis_url=env.get("REDIS_URL", ""),
             rate_limits=limits_from_env(env),
             auth=AuthSettings.from_env(env, trusts_service=True, signs_service=False),
+            tls=tls_config.from_env(env, require_client_cert=True),
         )

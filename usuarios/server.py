@@ -13,6 +13,7 @@ import logging
 from pymongo.errors import PyMongoError
 
 from eventflow.usuarios.v1 import usuarios_pb2_grpc
+from infra import tls
 from infra.mongo import create_client, error_summary, ping
 from infra.ratelimit import limiter_for
 from infra.server import GrpcApp, ServiceBinding, create_server
@@ -53,6 +54,7 @@ async def create_app(config: Config) -> GrpcApp:
             error_table=ERROR_TABLE,
             auth=config.auth,
             limiter=limiter,
+            credentials=tls.server_credentials(config.tls),
         )
     except BaseException:
         await client.close()

@@ -225,9 +225,10 @@ class StackUnderTest:
         return grpcurl(self.address(service), *args, data=data, token=token or self.token)
 
     def run_printed(self, line: str) -> subprocess.CompletedProcess[str]:
-        """A command `eventflow up` printed, run by a shell as a person would, after `export TOKEN=...`."""
+        """A command `eventflow up` printed, run by a shell as a person would, after `export TOKEN=...`, where
+        `eventflow up` ran (paths it prints under its working directory are relative to it)."""
         return subprocess.run(line, shell=True, capture_output=True, text=True, timeout=60,  # noqa: S602
-                              env={**os.environ, "TOKEN": self.token})  # fmt: skip
+                              env={**os.environ, "TOKEN": self.token}, cwd=self.data_dir.parent)  # fmt: skip
 
     def launch(self, *args: str) -> Launcher:
         launcher = Launcher(self.env, self.data_dir, list(args)).start(len(self.launchers))

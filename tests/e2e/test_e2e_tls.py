@@ -1,0 +1,59 @@
+"""End to end: `eventflow up --tls`, driven by the real grpcurl with the flags the launcher prints.
+
+One stack: the printed examples work as printed (the operator's certificate for usuarios, only the CA for
+reservas, whose purchase reaches usuarios and eventos over mutual TLS), and what lacks the right certificate
+is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_e2e_stack import GRPCURL, SERVICE_NAMES, StackUnderTest, _require_all_services, _stack_env
+
+from infra.procs import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)  # noqa: S603
+
+
+def test_eventflow_up_tls_serves_every_service_over_tls(tmp_path: Path) -> None:
+    _require_all_services()
+    ports = {name: free_port() for name in ["mongodb", "redis", *SERVICE_NAMES]}
+    env = _stack_env(ports) | {"EVENTFLOW_TLS_CERT_FILE": "/nowhere.pem"}  # ignored: --tls decides
+    under_test = StackUnderTest(env, tmp_path / "data", ports)
+    try:
+        output = under_test.launch("--tls").output
+        certs_dir = under_test.data_dir / "certs"
+        assert stat.S_IMODE(certs_dir.stat().st_mode) == 0o700
+        assert stat.S_IMODE((certs_dir / "operator-key.pem").stat().st_mode) == 0o600
+
+        # The printed examples run as printed: GetUsuario with the operator's certificate, Reservar with the CA.
+        for method in ("/GetUsuario", "/Reservar"):
+            printed = next(line for line in output.splitlines() if method in line)
+            assert "-plaintext" not in printed and "-cacert" in printed
+            result = under_test.run_printed(printed)
+            assert result.returncode == 0, f"{printed}\n{result.stderr}"
+        assert json.loads(result.stdout)["estado"] == "ESTADO_RESERVA_CONFIRMADA"
+
+        ca = str(certs_dir / "ca.pem")
+        usuarios = under_test.address("usuarios")
+        # Refused: a plaintext dial never completes (grpcurl gives up at -connect-timeout), a TLS one without
+        # a client certificate is closed by usuarios during the handshake.
+        for refused in (
+            ["-plaintext", usuarios, "list"],
+            ["-cacert", ca, usuarios, "list"],
+            ["-plaintext", under_test.address("reservas"), "list"],
+        ):
+            result = _run([GRPCURL, "-connect-timeout", "2", *refused])
+            assert result.returncode != 0 and "Failed to dial" in result.stderr, (refused, result.stderr)
+    finally:
+        for launcher in under_test.launchers:
+            launcher.cleanup()

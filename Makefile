@@ -20,7 +20,7 @@ help:
 	@echo "make bench     benchmark: the floor and the system, a table, JSON and a chart (BENCH_ARGS=--quick:"
 	@echo "               a few minutes; BENCH_ARGS='--baseline main': before and after in one run; see BENCHMARKS.md)"
 	@echo "make compose-secrets  .env and secrets/ for docker compose (random passwords, the keys; kept if present)"
-	@echo "make k8s-check checkov on deploy/k8s (the local overlay, rendered) and the Dockerfile (docs/deploy.md)"
+	@echo "make k8s-check checkov on deploy/k8s (the local overlays, rendered) and the Dockerfile (docs/deploy.md)"
 	@echo "make clean     remove caches; make distclean also removes .venv, .venv-checkov, .data and .bench"
 
 $(STAMP): pyproject.toml
@@ -83,12 +83,17 @@ $(CHECKOV_STAMP):
 
 k8s-check: $(STAMP) $(CHECKOV_STAMP)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	cp -r deploy/k8s "$$tmp/k8s" && local="$$tmp/k8s/overlays/local" && rm -rf "$$local/.env" "$$local/secrets" && \
-	$(VENV)/bin/eventflow compose-secrets --dir "$$local" > /dev/null && \
-	$(PY) -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(756)).decode())' > "$$local/secrets/mongo-keyfile" && \
-	$(VENV)/bin/kubectl kustomize "$$local" > "$$tmp/eventflow.yaml" && \
-	$(CHECKOV) --framework kubernetes -f "$$tmp/eventflow.yaml" && \
-	$(CHECKOV) --framework dockerfile -f Dockerfile
+	cp -r deploy/k8s "$$tmp/k8s" && overlays="$$tmp/k8s/overlays" && \
+	rm -rf "$$overlays/local/.env" "$$overlays/local/secrets" "$$overlays/local-tls/secrets" && \
+	$(VENV)/bin/eventflow compose-secrets --dir "$$overlays/local" > /dev/null && \
+	$(PY) -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(756)).decode())' > "$$overlays/local/secrets/mongo-keyfile" && \
+	$(VENV)/bin/eventflow certs --dir "$$overlays/local-tls/secrets/certs" > /dev/null && \
+	for overlay in local local-tls; do \
+	  echo "== deploy/k8s/overlays/$$overlay" && \
+	  $(VENV)/bin/kubectl kustomize "$$overlays/$$overlay" > "$$tmp/$$overlay.yaml" && \
+	  $(CHECKOV) --framework kubernetes -f "$$tmp/$$overlay.yaml" || exit 1; \
+	done && \
+	echo "== Dockerfile" && $(CHECKOV) --framework dockerfile -f Dockerfile
 
 clean:
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +

@@ -747,6 +747,8 @@ def test_the_docs_give_what_the_manifests_have(local: Rendered) -> None:
     target = f"dns:///{headless['metadata']['name']}.<namespace>.svc.cluster.local:{port['port']}"
     assert target in docs and '("grpc.lb_policy_name", "round_robin")' in docs
     assert f"kubectl apply -k deploy/k8s/{LOCAL}" in docs
+    assert f"kubectl apply -k deploy/k8s/{LOCAL_TLS}" in docs
+    assert f"eventflow certs --dir deploy/k8s/{LOCAL_TLS}/secrets/certs \\\n  --host {HEADLESS_NAME}" in docs
     for secret in local.all("Secret"):
         name = secret["metadata"]["name"].rsplit("-", 1)[0]
         assert f"kubectl -n eventflow create secret generic {name} " in docs, name

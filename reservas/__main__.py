@@ -1,6 +1,8 @@
 """`python -m reservas`: serve ReservasService, configured from the environment (see reservas.config)."""
 
 import asyncio
+import logging
+import sys
 
 from infra import logs
 from reservas.config import Config
@@ -9,7 +11,12 @@ from reservas.server import serve
 
 def main() -> None:
     logs.configure("reservas")
-    asyncio.run(serve(Config.from_env()))
+    try:
+        config = Config.from_env()
+    except ValueError as error:  # a missing key or a bad setting: the message names the variable
+        logging.getLogger("reservas").error("cannot start: %s", error)
+        sys.exit(2)
+    asyncio.run(serve(config))
 
 
 if __name__ == "__main__":

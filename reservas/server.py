@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from eventflow.reservas.v1 import reservas_pb2_grpc
 from infra.mongo import create_client, ping
+from infra.pagination import PageTokens
 from infra.server import GrpcApp, ServiceBinding, create_server
 from reservas.clients import EventosClient, UsuariosClient
 from reservas.config import Config
@@ -54,6 +55,7 @@ def lease_owner() -> str:
 
 async def create_app(config: Config) -> GrpcApp:
     """Everything wired, nothing started or connected yet."""
+    tokens = PageTokens(config.page_token_key)  # before anything is built: no key, no server
     mongo = create_client(config.mongodb_uri, "reservas", max_pool_size=config.mongodb_max_pool_size)
     db = mongo[config.mongodb_database]
     # Holds: a pool larger than the purchases in flight (redis-py's default of 100 would refuse the rest).
@@ -119,7 +121,7 @@ async def create_app(config: Config) -> GrpcApp:
                 ServiceBinding(
                     FULL_NAME,
                     reservas_pb2_grpc.add_ReservasServiceServicer_to_server,
-                    ReservasServicer(service, ReservasQueries(db)),
+                    ReservasServicer(service, ReservasQueries(db, tokens)),
                 )
             ],
             address=config.address,

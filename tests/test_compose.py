@@ -139,6 +139,36 @@ def test_services(compose: dict[str, Any]) -> None:
     assert set(compose["volumes"]) == {"mongo-data", "redis-data"}
 
 
+SECRETS_DIR = "/run/secrets/"
+
+
+def test_secrets_are_mounted_files_outside_the_image(compose: dict[str, Any]) -> None:
+    """Keys come from files compose mounts at run time (in .data/, which .dockerignore keeps out of the build)."""
+    ignored = {entry.strip("/") for entry in (ROOT / ".dockerignore").read_text(encoding="utf-8").split()}
+    for name, secret in compose["secrets"].items():
+        path = Path(secret["file"])
+        assert path.parts[0] == ".data" and ".data" in ignored, (name, path)
+    for name in APP_SERVICES:
+        service = compose["services"][name]
+        for var, value in service["environment"].items():
+            if var.endswith("_FILE"):
+                assert value.startswith(SECRETS_DIR), (name, var, value)
+                assert value.removeprefix(SECRETS_DIR) in service["secrets"], (name, var)
+                assert value.removeprefix(SECRETS_DIR) in compose["secrets"], (name, var)
+        assert service["environment"]["EVENTFLOW_PAGE_TOKEN_KEY_FILE"] == f"{SECRETS_DIR}page_token_key"
+
+
+def _as_mounted(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """`env` as the container sees it: each secret file a real file here (the secret's content is made up)."""
+    mounted = dict(env)
+    for var, value in env.items():
+        if var.endswith("_FILE") and value.startswith(SECRETS_DIR):
+            path = tmp_path / value.removeprefix(SECRETS_DIR)
+            path.write_bytes(b"k" * 32)
+            mounted[var] = str(path)
+    return mounted
+
+
 def test_mongo_is_an_initiated_single_node_replica_set(compose: dict[str, Any]) -> None:
     mongo, init = compose["services"]["mongo"], compose["services"]["mongo-init"]
     assert mongo["image"] == "mongo:7"
@@ -189,7 +219,7 @@ def _read_env_vars(config_class: type, env: dict[str, str]) -> tuple[Any, set[st
 
 
 @pytest.mark.parametrize("name", list(APP_SERVICES))
-def test_service_matches_its_config(compose: dict[str, Any], name: str) -> None:
+def test_service_matches_its_config(compose: dict[str, Any], name: str, tmp_path: Path) -> None:
     services = compose["services"]
     service, spec = services[name], APP_SERVICES[name]
     env = {key: str(value) for key, value in service["environment"].items()}
@@ -213,7 +243,7 @@ def test_service_matches_its_config(compose: dict[str, Any], name: str) -> None:
         config_module = importlib.import_module(f"{name}.config")
     except ModuleNotFoundError:
         pytest.skip(f"{name}/config.py does not exist yet")
-    config, read = _read_env_vars(config_module.Config, env)
+    config, read = _read_env_vars(config_module.Config, _as_mounted(env, tmp_path))
     unknown = set(env) - read - {HEALTH_PORT_VAR}
     assert not unknown, f"docker-compose.yml sets variables {name}'s Config never reads: {sorted(unknown)}"
     assert config.port == spec.default_port

@@ -1,6 +1,8 @@
 """`python -m usuarios`: serve UsuariosService, configured from the environment (see usuarios.config)."""
 
 import asyncio
+import logging
+import sys
 
 from infra import logs
 from usuarios.config import Config
@@ -9,7 +11,12 @@ from usuarios.server import serve
 
 def main() -> None:
     logs.configure("usuarios")
-    asyncio.run(serve(Config.from_env()))
+    try:
+        config = Config.from_env()
+    except ValueError as error:  # a missing key or a bad setting: the message names the variable
+        logging.getLogger("usuarios").error("cannot start: %s", error)
+        sys.exit(2)
+    asyncio.run(serve(config))
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@
 USUARIOS_PORT (50051), GRPC_BIND_HOST ("[::]"), MONGODB_URI
 ("mongodb://localhost:27017/?directConnection=true"), USUARIOS_MONGODB_DATABASE ("eventflow_usuarios"),
 MONGODB_MAX_POOL_SIZE (4: MongoDB connections of this process).
+EVENTFLOW_PAGE_TOKEN_KEY or EVENTFLOW_PAGE_TOKEN_KEY_FILE (required, no default: the key of page tokens).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from infra.keys import page_token_key
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 
 
@@ -21,6 +23,8 @@ class Config:
     mongodb_uri: str = "mongodb://localhost:27017/?directConnection=true"
     mongodb_database: str = "eventflow_usuarios"
     mongodb_max_pool_size: int = DEFAULT_POOL_SIZE
+    #: The deployment's page-token key; no default (create_app refuses to build a server without one).
+    page_token_key: bytes = field(default=b"", repr=False)
 
     @property
     def address(self) -> str:
@@ -42,4 +46,5 @@ class Config:
             mongodb_uri=env.get("MONGODB_URI", defaults.mongodb_uri),
             mongodb_max_pool_size=pool_size(env),
             mongodb_database=env.get("USUARIOS_MONGODB_DATABASE", defaults.mongodb_database),
+            page_token_key=page_token_key(env),
         )

@@ -14,6 +14,7 @@ from pymongo.errors import PyMongoError
 
 from eventflow.usuarios.v1 import usuarios_pb2_grpc
 from infra.mongo import create_client, ping
+from infra.pagination import PageTokens
 from infra.server import GrpcApp, ServiceBinding, create_server
 from usuarios.config import Config
 from usuarios.repository import MongoUsuarioRepository
@@ -27,10 +28,11 @@ ERROR_DOMAIN = "usuarios.eventflow"
 
 
 async def create_app(config: Config) -> GrpcApp:
+    tokens = PageTokens(config.page_token_key)  # before anything is built: no key, no server
     client = create_client(config.mongodb_uri, app_name="usuarios", max_pool_size=config.mongodb_max_pool_size)
     db = client[config.mongodb_database]
     repository = MongoUsuarioRepository(db)
-    servicer = UsuariosServicer(UsuariosService(repository))
+    servicer = UsuariosServicer(UsuariosService(repository, tokens))
 
     async def health_check() -> bool:
         if not await ping(db):

@@ -29,11 +29,11 @@ log = logging.getLogger(__name__)
 def database_settings(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
     """(MongoDB URI, reservas' database), read as the reservas service reads them; without MONGODB_URI, the
     embedded store of `eventflow up` on EVENTFLOW_MONGODB_PORT when that is set (not whatever answers on 27017)."""
-    config = Config.from_env(env)
-    uri = config.mongodb_uri
+    # Not Config.from_env: that also requires the service's keys, which the read models do not need.
+    uri = env.get("MONGODB_URI") or Config.mongodb_uri
     if not env.get("MONGODB_URI") and env.get(MONGODB_PORT_VAR):
         uri = f"mongodb://127.0.0.1:{env[MONGODB_PORT_VAR]}/?directConnection=true"
-    return uri, config.mongodb_database
+    return uri, env.get("RESERVAS_MONGODB_DATABASE") or Config.mongodb_database
 
 
 def _unreachable(uri: str, error: PyMongoError) -> int:

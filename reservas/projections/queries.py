@@ -15,8 +15,9 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from infra.errors import InvalidArgument
-from infra.mongo import for_reads
 from infra import pagination
+from infra.mongo import for_reads
+from infra.pagination import PageTokens
 from reservas.domain import Estado, Reserva
 from reservas.projections.checkpoint import Checkpoints
 from reservas.projections.read_models import COUNTERS, STATS, VIEWS, reserva_from_view
@@ -59,17 +60,14 @@ def _position_filter(position: dict[str, Any]) -> dict[str, Any]:
         creada = _EPOCH + timedelta(milliseconds=int(position["c"]))
         last_id = str(position["i"])
     except (KeyError, TypeError, ValueError, OverflowError):
-        raise InvalidArgument(
-            "page_token is not one this server issued for this query; start again with an empty page_token",
-            reason="INVALID_PAGE_TOKEN",
-            metadata={"field": "page_token"},
-        ) from None
+        raise pagination.invalid_token() from None
     return {"$or": [{"creada": {"$lt": creada}}, {"creada": creada, "_id": {"$lt": last_id}}]}
 
 
 class ReservasQueries:
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, tokens: PageTokens) -> None:
         self.client = db.client
+        self.tokens = tokens
         self.views = for_reads(db[VIEWS])
         self.stats = for_reads(db[STATS])
         self.checkpoints = Checkpoints(db)
@@ -93,7 +91,7 @@ class ReservasQueries:
             query["estado"] = str(estado)
         # A token only continues the query it was issued for.
         scope = f"ListReservas|{usuario_id}|{evento_id}|{estado or ''}"
-        position = pagination.decode_token(page_token, scope)
+        position = self.tokens.decode(page_token, scope)
         if position is not None:
             query = {"$and": [query, _position_filter(position)]} if query else _position_filter(position)
         async with self.client.start_session(causal_consistency=True) as session:
@@ -104,7 +102,7 @@ class ReservasQueries:
         if len(docs) > size:
             docs = docs[:size]
             last = docs[-1]
-            next_token = pagination.encode_token({"c": _millis(last["creada"]), "i": last["_id"]}, scope)
+            next_token = self.tokens.encode({"c": _millis(last["creada"]), "i": last["_id"]}, scope)
         return ReservasPage([reserva_from_view(d) for d in docs], next_token, hasta)
 
     async def estadisticas_evento(self, evento_id: str) -> Estadisticas:

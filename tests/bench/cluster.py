@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pymongo import AsyncMongoClient
 
 from infra import procs
+from infra.keys import ensure_keys
 from infra.procs import ManagedProcess
 from tests.bench.revision import pythonpath
 
@@ -175,8 +176,11 @@ class Cluster:
     async def start(self) -> None:
         await self.store.start()
         env = self._env()
+        keys = ensure_keys(self.logs / "keys")  # this run's own keys, as `eventflow up` makes them
         for name in SERVICES:
-            service_env = {**env, **self.reservas_env} if name == "reservas" else env
+            service_env = {**env, **keys.env(service_private=(name == "reservas"))}
+            if name == "reservas":
+                service_env.update(self.reservas_env)
             log = self.logs / f"{name}.log"
             process = procs.service_process(name, self.ports[name], service_env, log, cwd=self.code)
             self.services[name] = process.start()

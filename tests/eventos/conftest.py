@@ -92,9 +92,12 @@ class EventosEnv:
 
 
 @pytest.fixture
-def eventos_config(mongo_uri: str, db_name: Callable[[str], str]) -> Config:
+def eventos_config(mongo_uri: str, db_name: Callable[[str], str], page_token_key: bytes) -> Config:
     """An in-process server on a free port, with a database of this test's own."""
-    return Config(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("eventos"))
+    return Config(
+        port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("eventos"),
+        page_token_key=page_token_key,
+    )
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from eventos.domain import NewEvento
 from infra import procs
 
 
-def test_config_from_env() -> None:
-    assert Config.from_env({}) == Config()
+def test_config_from_env(keys_env: dict[str, str], page_token_key: bytes) -> None:
+    assert Config.from_env(keys_env) == Config(page_token_key=page_token_key)
     assert Config().port == 50052 and Config().mongodb_database == "eventflow_eventos"
     config = Config.from_env(
         {
@@ -26,9 +26,10 @@ def test_config_from_env() -> None:
             "GRPC_BIND_HOST": "127.0.0.1",
             "MONGODB_URI": "mongodb://db:27017",
             "EVENTOS_MONGODB_DATABASE": "x",
+            **keys_env,
         }
     )
-    assert config == Config(6000, "127.0.0.1", "mongodb://db:27017", "x")
+    assert config == Config(6000, "127.0.0.1", "mongodb://db:27017", "x", page_token_key=page_token_key)
     assert config.address == "127.0.0.1:6000"
 
 
@@ -54,7 +55,7 @@ async def test_page_size_is_capped_at_500(eventos) -> None:
     assert [e.nombre for e in rest.eventos] == ["e500"] and rest.next_page_token == ""
 
 
-async def test_runs_as_a_process_and_stops_on_sigterm(mongo_uri: str, db_name, logs_dir) -> None:
+async def test_runs_as_a_process_and_stops_on_sigterm(mongo_uri: str, db_name, logs_dir, keys_env) -> None:
     port = procs.free_port()
     env = dict(
         os.environ,
@@ -62,6 +63,7 @@ async def test_runs_as_a_process_and_stops_on_sigterm(mongo_uri: str, db_name, l
         GRPC_BIND_HOST="127.0.0.1",
         MONGODB_URI=mongo_uri,
         EVENTOS_MONGODB_DATABASE=db_name("eventos"),
+        **keys_env,
     )
     process = procs.service_process("eventos", port, env, logs_dir / "eventos-process.log").start()
     try:

@@ -29,6 +29,7 @@ from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
 from eventos.config import Config as EventosConfig
 from eventos.server import create_app as create_eventos
 from infra.errors import error_info
+from infra.keys import page_token_key
 from infra.server import GrpcApp
 from reservas.config import Config as ReservasConfig
 from reservas.server import create_app as create_reservas
@@ -71,6 +72,12 @@ class World:
     reservas_address: str = ""
     check_at_teardown: bool = True
     channels: list[grpc.aio.Channel] = field(default_factory=list)
+    #: The deployment keys' *_FILE variables (the session's `keys_env`).
+    keys_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def page_token_key(self) -> bytes:
+        return page_token_key(self.keys_env)
 
     # ---- setting the scene ----------------------------------------------------------------
 
@@ -218,6 +225,7 @@ class World:
             # One process here runs three servers and a hundred sagas on 2 shared cores: a call may wait
             # seconds for the event loop, which is load, not an outage (a stopped service is refused at once).
             "call_timeout_seconds": 10.0,
+            "page_token_key": self.page_token_key,
         }
         values.update(changes)
         return ReservasConfig(**values)
@@ -239,13 +247,17 @@ class World:
             EVENTFLOW_RECOVERY_INTERVAL_SECONDS="0.5",
         )
         env.pop("EVENTFLOW_FAULT", None)
+        env.update(self.keys_env)
         env.update(extra)
         return env
 
     async def restart_usuarios(self) -> None:
         """A new usuarios server on the same address and database (after `usuarios_app.stop()`)."""
         port = int(self.usuarios_address.rsplit(":", 1)[1])
-        config = UsuariosConfig(port=port, bind_host="127.0.0.1", mongodb_uri=self.mongo_uri, mongodb_database=self.dbs["usuarios"])
+        config = UsuariosConfig(
+            port=port, bind_host="127.0.0.1", mongodb_uri=self.mongo_uri, mongodb_database=self.dbs["usuarios"],
+            page_token_key=self.page_token_key,
+        )
         self.usuarios_app = await create_usuarios(config)
         await self.start_app(_ready(self.usuarios_app))
 
@@ -265,14 +277,20 @@ async def world(
     mongo_uri: str,
     redis_url: str,
     db_name: Callable[[str], str],
+    keys_env: dict[str, str],
 ) -> AsyncIterator[World]:
     dbs = {service: db_name(service) for service in ("usuarios", "eventos", "reservas")}
+    key = page_token_key(keys_env)
     usuarios_app = await create_usuarios(
-        UsuariosConfig(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["usuarios"])
+        UsuariosConfig(
+            port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["usuarios"], page_token_key=key
+        )
     )
     usuarios_address = await start_app(_ready(usuarios_app))
     eventos_app = await create_eventos(
-        EventosConfig(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["eventos"])
+        EventosConfig(
+            port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["eventos"], page_token_key=key
+        )
     )
     eventos_address = await start_app(_ready(eventos_app))
     mongo: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
@@ -291,6 +309,7 @@ async def world(
         usuarios_app=usuarios_app,
         start_app=start_app,
         channels=[usuarios_channel, eventos_channel],
+        keys_env=keys_env,
     )
     try:
         yield w

@@ -238,12 +238,15 @@ async def test_backoff_grows_exponentially_with_jitter_and_is_capped(fake: tuple
 
 
 async def test_usuarios_client_against_the_real_service(
-    mongo_uri: str, db_name: Callable[[str], str], start_app: Any
+    mongo_uri: str, db_name: Callable[[str], str], start_app: Any, page_token_key: bytes
 ) -> None:
     from usuarios.config import Config  # noqa: PLC0415
     from usuarios.server import create_app  # noqa: PLC0415
 
-    config = Config(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("usuarios"))
+    config = Config(
+        port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("usuarios"),
+        page_token_key=page_token_key,
+    )
     address = await start_app(create_app(config))
     async with grpc.aio.insecure_channel(address) as channel:
         nuevo = usuarios_pb2.Usuario(
@@ -264,12 +267,15 @@ async def test_usuarios_client_against_the_real_service(
 
 
 async def test_eventos_client_against_the_real_service(
-    mongo_uri: str, db_name: Callable[[str], str], start_app: Any
+    mongo_uri: str, db_name: Callable[[str], str], start_app: Any, page_token_key: bytes
 ) -> None:
     from eventos.config import Config  # noqa: PLC0415
     from eventos.server import create_app  # noqa: PLC0415
 
-    config = Config(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("eventos"))
+    config = Config(
+        port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("eventos"),
+        page_token_key=page_token_key,
+    )
     address = await start_app(create_app(config))
     async with grpc.aio.insecure_channel(address) as channel:
         nuevo = eventos_pb2.Evento(nombre="Concierto", lugar="Antel Arena", precio=250_000, asientos=["A1", "A2"])

@@ -112,7 +112,10 @@ EARLIER_RUNS: dict[str, Callable[[World], Awaitable[None]]] = {
 async def upgrade(world: World) -> None:
     """eventos restarted on the same address and database; a new reservas (both SERVING: migrated)."""
     port = int(world.eventos_address.rsplit(":", 1)[1])
-    config = EventosConfig(port=port, bind_host="127.0.0.1", mongodb_uri=world.mongo_uri, mongodb_database=world.dbs["eventos"])
+    config = EventosConfig(
+        port=port, bind_host="127.0.0.1", mongodb_uri=world.mongo_uri, mongodb_database=world.dbs["eventos"],
+        page_token_key=world.page_token_key,
+    )
     world.eventos_app = await create_eventos(config)
     await world.start_app(ready(world.eventos_app))
     channel = grpc.aio.insecure_channel(world.eventos_address)

@@ -147,7 +147,8 @@ async def test_eventos_restarted_mid_run_settles_everything(world: World, start_
     shoppers = Shoppers(world, world.reservas, rng)
     port = int(world.eventos_address.rsplit(":", 1)[1])
     eventos_config = EventosConfig(
-        port=port, bind_host="127.0.0.1", mongodb_uri=world.mongo_uri, mongodb_database=world.dbs["eventos"]
+        port=port, bind_host="127.0.0.1", mongodb_uri=world.mongo_uri, mongodb_database=world.dbs["eventos"],
+        page_token_key=world.page_token_key,
     )
     started = time.monotonic()
     await shoppers.start(general.id, platea.id)

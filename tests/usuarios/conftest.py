@@ -18,9 +18,12 @@ _serial = itertools.count(1)
 
 
 @pytest.fixture
-def usuarios_config(mongo_uri: str, db_name: Callable[[str], str]) -> Config:
+def usuarios_config(mongo_uri: str, db_name: Callable[[str], str], page_token_key: bytes) -> Config:
     """A config for an in-process server on a free port and a database of this test's own."""
-    return Config(port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("usuarios"))
+    return Config(
+        port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("usuarios"),
+        page_token_key=page_token_key,
+    )
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ and `python -m usuarios` as its own process."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from eventflow.usuarios.v1 import usuarios_pb2 as pb
 from eventflow.usuarios.v1 import usuarios_pb2_grpc
 from infra import procs
 from infra.errors import error_info
+from infra.keys import KeyConfigError
 from usuarios.config import Config
 from usuarios.server import SERVICE_NAME, create_app
 from usuarios.service import UsuariosService
@@ -45,15 +47,16 @@ async def wait_serving(address: str, timeout: float = 60) -> None:
 # --- configuration -------------------------------------------------------------------------------
 
 
-def test_config_defaults_and_environment() -> None:
-    assert Config.from_env({}) == Config(
+def test_config_defaults_and_environment(keys_env: dict[str, str], page_token_key: bytes) -> None:
+    assert Config.from_env(keys_env) == Config(
         port=50051,
         bind_host="[::]",
         mongodb_uri="mongodb://localhost:27017/?directConnection=true",
         mongodb_database="eventflow_usuarios",
+        page_token_key=page_token_key,
     )
     env = {"USUARIOS_PORT": "6001", "GRPC_BIND_HOST": "127.0.0.1", "MONGODB_URI": "mongodb://db:27017",
-           "USUARIOS_MONGODB_DATABASE": "u", "EVENTOS_PORT": "7000"}  # fmt: skip
+           "USUARIOS_MONGODB_DATABASE": "u", "EVENTOS_PORT": "7000", **keys_env}  # fmt: skip
     config = Config.from_env(env)
     assert (config.port, config.address, config.mongodb_uri, config.mongodb_database) == (
         6001, "127.0.0.1:6001", "mongodb://db:27017", "u",
@@ -61,9 +64,21 @@ def test_config_defaults_and_environment() -> None:
 
 
 @pytest.mark.parametrize("port", ["http", "-1", "70000", ""])
-def test_config_rejects_a_bad_port_naming_the_variable(port: str) -> None:
+def test_config_rejects_a_bad_port_naming_the_variable(port: str, keys_env: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="USUARIOS_PORT"):
-        Config.from_env({"USUARIOS_PORT": port})
+        Config.from_env({"USUARIOS_PORT": port, **keys_env})
+
+
+def test_config_without_a_page_token_key_names_the_variable() -> None:
+    with pytest.raises(KeyConfigError, match="EVENTFLOW_PAGE_TOKEN_KEY"):
+        Config.from_env({})
+    assert "page_token_key" not in repr(Config.from_env({"EVENTFLOW_PAGE_TOKEN_KEY": "k" * 32}))  # a secret
+
+
+async def test_no_server_without_a_page_token_key(usuarios_config: Config) -> None:
+    """A Config built in code without the key builds no server (nothing is connected or bound first)."""
+    with pytest.raises(KeyConfigError, match="EVENTFLOW_PAGE_TOKEN_KEY"):
+        await create_app(dataclasses.replace(usuarios_config, page_token_key=b""))
 
 
 # --- health and reflection -----------------------------------------------------------------------
@@ -80,11 +95,11 @@ async def test_health_serving_and_reflection_lists_the_service(usuarios_address:
 
 
 async def test_not_serving_until_the_database_answers_then_serving(
-    tmp_path: Path, db_name, rpc_error
+    tmp_path: Path, db_name, rpc_error, page_token_key: bytes
 ) -> None:
     port = procs.free_port()
     config = Config(port=0, bind_host="127.0.0.1", mongodb_uri=f"mongodb://127.0.0.1:{port}/?directConnection=true",
-                    mongodb_database=db_name("usuarios"))  # fmt: skip
+                    mongodb_database=db_name("usuarios"), page_token_key=page_token_key)  # fmt: skip
     app = await create_app(config)
     await app.start()
     address = f"127.0.0.1:{app.port}"
@@ -155,11 +170,11 @@ async def test_graceful_shutdown_finishes_an_in_flight_call(usuarios_config: Con
 
 
 async def test_python_dash_m_usuarios_serves_and_exits_cleanly_on_sigterm(
-    mongo_uri: str, db_name, tmp_path: Path, nuevo_usuario
+    mongo_uri: str, db_name, tmp_path: Path, nuevo_usuario, keys_env: dict[str, str]
 ) -> None:
     port = procs.free_port()
     env = {**os.environ, "USUARIOS_PORT": str(port), "GRPC_BIND_HOST": "127.0.0.1",
-           "MONGODB_URI": mongo_uri, "USUARIOS_MONGODB_DATABASE": db_name("usuarios")}  # fmt: skip
+           "MONGODB_URI": mongo_uri, "USUARIOS_MONGODB_DATABASE": db_name("usuarios"), **keys_env}  # fmt: skip
     log_path = tmp_path / "usuarios.log"
     process = procs.service_process("usuarios", port, env, log_path=log_path).start()
     try:
@@ -182,3 +197,4 @@ async def test_python_dash_m_usuarios_serves_and_exits_cleanly_on_sigterm(
     assert lines and all(line["service"] == "usuarios" for line in lines)
     messages = [line["msg"] for line in lines]
     assert "usuario created" in messages and "stopped" in messages
+

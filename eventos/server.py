@@ -55,6 +55,7 @@ async def create_app(config: Config) -> GrpcApp:
         address=config.address,
         domain=DOMAIN,
         health_check=health_check,
+        max_message_bytes=config.max_message_bytes,
     )
     app.on_stop.append(client.close)
     app.on_stop.append(repository.close)  # run first (newest first): takes in flight abort their transactions

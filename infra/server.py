@@ -1,7 +1,8 @@
 """The gRPC server skeleton every service uses.
 
 `create_server` builds a grpc.aio server with the standard health service, server
-reflection and the error-mapping interceptor; `GrpcApp.run_until_signal` serves
+reflection and the error-mapping interceptor, receiving and sending messages of at most
+`max_message_bytes` (see infra.limits); `GrpcApp.run_until_signal` serves
 until SIGTERM or SIGINT and then shuts down gracefully (in-flight calls finish).
 Health is NOT_SERVING until the service's own check (its MongoDB answering)
 passes, and follows that check afterwards.
@@ -22,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from infra.errors import DomainError, ErrorMappingInterceptor
+from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, message_options
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +110,16 @@ async def create_server(
     error_table: Mapping[type[DomainError], grpc.StatusCode] | None = None,
     check_interval: float = 2.0,
     grace: float = 10.0,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> GrpcApp:
-    """Build (not start) a server with health, reflection and the error mapping. Port 0 picks a free port."""
+    """Build (not start) a server with health, reflection and the error mapping. Port 0 picks a free port.
+
+    A request larger than `max_message_bytes` is refused by gRPC (RESOURCE_EXHAUSTED); so is a reply.
+    """
     bindings = list(bindings)
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(domain, error_table)])
+    server = grpc.aio.server(
+        interceptors=[ErrorMappingInterceptor(domain, error_table)], options=message_options(max_message_bytes)
+    )
     for binding in bindings:
         binding.add_to_server(binding.servicer, server)
     health_servicer = health.aio.HealthServicer()

@@ -10,6 +10,7 @@ EVENTFLOW_GATE_REFRESH_SECONDS (2: how often the admission gate re-reads an even
 so changes made outside the saga reach it), MONGODB_MAX_POOL_SIZE (4: MongoDB connections of this process).
 EVENTFLOW_PROJECTOR (embedded: the read models' projector runs in this process; off: it runs elsewhere,
 as `eventflow projector`). EVENTFLOW_FAULT (fault injection) is read by reservas.faults itself.
+GRPC_MAX_MESSAGE_BYTES (1 MiB: the largest request or reply, also on its channels to usuarios and eventos).
 EVENTFLOW_PAGE_TOKEN_KEY or EVENTFLOW_PAGE_TOKEN_KEY_FILE is required (no default: the key of page tokens).
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from infra.keys import page_token_key
+from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, max_message_bytes
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 
 
@@ -42,6 +44,7 @@ class Config:
     gate_refresh_seconds: float = 2.0
     mongodb_max_pool_size: int = DEFAULT_POOL_SIZE
     projector: str = "embedded"
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     #: The deployment's page-token key; no default (create_app refuses to build a server without one).
     page_token_key: bytes = field(default=b"", repr=False)
 
@@ -74,7 +77,11 @@ class Config:
             "mongodb_max_pool_size": "MONGODB_MAX_POOL_SIZE",
             "projector": "EVENTFLOW_PROJECTOR",
         }
-        values: dict[str, object] = {"mongodb_max_pool_size": pool_size(env), "page_token_key": page_token_key(env)}
+        values: dict[str, object] = {
+            "mongodb_max_pool_size": pool_size(env),
+            "max_message_bytes": max_message_bytes(env),
+            "page_token_key": page_token_key(env),
+        }
         for f in fields(cls):
             if f.name in values:
                 continue

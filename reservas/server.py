@@ -22,6 +22,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from eventflow.reservas.v1 import reservas_pb2_grpc
+from infra.limits import message_options
 from infra.mongo import create_client, ping
 from infra.pagination import PageTokens
 from infra.server import GrpcApp, ServiceBinding, create_server
@@ -64,8 +65,9 @@ async def create_app(config: Config) -> GrpcApp:
     )
     gate_redis = gate_client(config.redis_url)  # short timeouts: without an answer, no gate
     gate = AdmissionGate(gate_redis, refresh_seconds=config.gate_refresh_seconds)
-    usuarios_channel = grpc.aio.insecure_channel(config.usuarios_addr, options=CHANNEL_OPTIONS)
-    eventos_channel = grpc.aio.insecure_channel(config.eventos_addr, options=CHANNEL_OPTIONS)
+    channel_options = [*CHANNEL_OPTIONS, *message_options(config.max_message_bytes)]
+    usuarios_channel = grpc.aio.insecure_channel(config.usuarios_addr, options=channel_options)
+    eventos_channel = grpc.aio.insecure_channel(config.eventos_addr, options=channel_options)
 
     store = EventStore(db)
     leases = LeaseStore(db, lease_owner(), ttl_seconds=config.lease_seconds)
@@ -128,6 +130,7 @@ async def create_app(config: Config) -> GrpcApp:
             domain=DOMAIN,
             health_check=health_check,
             error_table=ERROR_TABLE,
+            max_message_bytes=config.max_message_bytes,
         )
     except BaseException:
         await mongo.close()

@@ -51,6 +51,7 @@ async def create_app(config: Config) -> GrpcApp:
             domain=ERROR_DOMAIN,
             health_check=health_check,
             error_table=ERROR_TABLE,
+            max_message_bytes=config.max_message_bytes,
         )
     except BaseException:
         await client.close()

@@ -13,6 +13,7 @@ from eventos.domain import Allocation, Evento, EventoDraft, InventoryChange, Res
 from eventos.repository import EventoRepository
 from infra import pagination
 from infra.errors import InvalidArgument, Unavailable
+from infra.limits import check_length
 from infra.pagination import PageTokens
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,7 @@ class EventoService:
 
     async def get(self, evento_id: str, fields: Sequence[str] = domain.READABLE_FIELDS) -> Evento:
         """The event; its seats are read only when `fields` (validated by domain.validate_read_mask) ask for them."""
-        if not evento_id:
-            raise domain.invalid("id", "must not be empty")
+        domain.validate_id("id", evento_id)
         with_seats = any(f in domain.SEAT_FIELDS for f in fields)
         evento = await self.eventos.get(evento_id, with_seats=with_seats)
         if evento is None:
@@ -79,6 +79,8 @@ class EventoService:
         desde: datetime | None,
         hasta: datetime | None,
     ) -> Page:
+        if lugar is not None:
+            check_length("lugar", lugar, domain.MAX_TEXT)
         if desde is not None and hasta is not None and desde > hasta:
             raise InvalidArgument(
                 f"desde ({desde.isoformat()}) is after hasta ({hasta.isoformat()})", metadata={"field": "desde"}
@@ -108,9 +110,9 @@ class EventoService:
         return Page(eventos, token)
 
     async def update(self, evento_id: str, draft: EventoDraft, mask: Sequence[str]) -> Evento:
-        if not evento_id:
-            raise domain.invalid("evento.id", "must not be empty")
+        domain.validate_id("evento.id", evento_id)
         fields = domain.validate_update_mask(mask)
+        domain.validate_update(draft, fields)  # every value but aforo_total, before the event is read
         for _ in range(MAX_ATTEMPTS):
             current = await self.eventos.get(evento_id, primary=True, with_seats=False)
             if current is None:
@@ -132,8 +134,7 @@ class EventoService:
         raise _contention("UpdateEvento", evento_id)
 
     async def delete(self, evento_id: str) -> None:
-        if not evento_id:
-            raise domain.invalid("id", "must not be empty")
+        domain.validate_id("id", evento_id)
         for _ in range(MAX_ATTEMPTS):
             if await self.eventos.delete_if_untaken(evento_id):
                 log.info("evento deleted", extra={"evento_id": evento_id})

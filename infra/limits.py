@@ -7,8 +7,10 @@ bytes (and give a next_page_token from there), and a seat map too big for one me
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sized
 from typing import TypeVar
+
+from infra.errors import InvalidArgument
 
 MAX_MESSAGE_VAR = "GRPC_MAX_MESSAGE_BYTES"
 #: 1 MiB: a page of 500 reservations or users is a fraction of it, the biggest seat map (50,000 seats)
@@ -70,3 +72,23 @@ def fitting(items: Iterable[T], size_of: Callable[[T], int], budget: int) -> int
             break
         count += 1
     return count
+
+
+# -- caps of request fields: each service's domain names its own (the limits live there), these raise --------
+
+
+def too_long(field: str, limit: int, got: int, unit: str = "characters") -> InvalidArgument:
+    """The error of a value over its cap: it names the field and the cap, and never echoes the value."""
+    return InvalidArgument(
+        f"{field} must be at most {limit} {unit}, got {got}", metadata={"field": field, "max": limit}
+    )
+
+
+def check_length(field: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise too_long(field, limit, len(value))
+
+
+def check_count(field: str, values: Sized, limit: int, unit: str = "items") -> None:
+    if len(values) > limit:
+        raise too_long(field, limit, len(values), unit)

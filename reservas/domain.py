@@ -15,7 +15,29 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from infra.errors import DomainError, FailedPrecondition
+from infra.errors import DomainError, FailedPrecondition, InvalidArgument
+from infra.limits import check_length
+
+# --- caps: the longest value of every field a request carries (issue 8) --------------------------
+# Checked before anything is recorded or asked of another service; the error names the field and its cap,
+# and never echoes more than a short prefix of the value. page_token's cap is the same everywhere
+# (infra.pagination).
+#: Any id a request names: usuario_id, evento_id, a reservation's id (and ListReservas' filters).
+MAX_ID = 128
+MAX_IDEMPOTENCY_KEY = 128
+#: A payment token (medio_pago).
+MAX_MEDIO_PAGO = 64
+#: A seat label, as long as eventos allows one in a seat map.
+MAX_SEAT_LABEL = 20
+#: Tickets of one purchase (and so the seats it names).
+MAX_CANTIDAD = 10
+
+
+def check_text(field: str, value: str, limit: int) -> None:
+    """A required string of at most `limit` characters; InvalidArgument naming the field (and the cap) otherwise."""
+    if not value or not value.strip():
+        raise InvalidArgument(f"{field} is required", metadata={"field": field})
+    check_length(field, value, limit)
 
 
 class Estado(enum.StrEnum):

@@ -32,7 +32,7 @@ from pymongo import ASCENDING, IndexModel, InsertOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from infra.errors import DomainError, FailedPrecondition, InvalidArgument
+from infra.errors import DomainError, FailedPrecondition, InvalidArgument, shorten
 from infra.group_commit import GroupWriter
 from infra.mongo import for_writes
 from reservas.domain import TipoPago
@@ -45,7 +45,7 @@ def validate_token(medio_pago: str) -> None:
     """InvalidArgument unless `medio_pago` is one of the known test tokens."""
     if medio_pago not in KNOWN_TOKENS:
         raise InvalidArgument(
-            f"medio_pago must be one of {', '.join(sorted(KNOWN_TOKENS))}; got {medio_pago!r}",
+            f"medio_pago must be one of {', '.join(sorted(KNOWN_TOKENS))}; got {shorten(medio_pago, 20)!r}",
             reason="UNKNOWN_PAYMENT_METHOD",
             metadata={"field": "medio_pago"},
         )

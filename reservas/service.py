@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from infra.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from reservas.domain import Estado, Event, Reserva, Tipo
+from reservas.domain import MAX_ID, Estado, Event, Reserva, Tipo, check_text
 from reservas.event_store import EventStore
 from reservas.gate import Admission, AdmissionGate, Inventory, Outcome
 from reservas.leases import Claim, LeaseStore
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 #: What the admission gate reads of an event to seed or refresh itself.
 INVENTORY_FIELDS = ("entradas_disponibles", "inventario_version", "aforo_total")
-MAX_RESERVA_ID = 128
 POLL_SECONDS = 0.05
 
 
@@ -48,10 +47,7 @@ class NotCancellable(FailedPrecondition):
 
 
 def check_reserva_id(reserva_id: str, field: str = "id") -> None:
-    if not reserva_id:
-        raise InvalidArgument(f"{field} is required", metadata={"field": field})
-    if len(reserva_id) > MAX_RESERVA_ID:
-        raise InvalidArgument(f"{field} must be at most {MAX_RESERVA_ID} characters", metadata={"field": field})
+    check_text(field, reserva_id, MAX_ID)
 
 
 def fingerprint(solicitud: Solicitud) -> str:

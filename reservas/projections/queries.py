@@ -14,11 +14,11 @@ from typing import Any
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from infra.errors import InvalidArgument
 from infra import pagination
+from infra.limits import check_length
 from infra.mongo import for_reads
 from infra.pagination import PageTokens
-from reservas.domain import Estado, Reserva
+from reservas.domain import MAX_ID, Estado, Reserva, check_text
 from reservas.projections.checkpoint import Checkpoints
 from reservas.projections.read_models import COUNTERS, STATS, VIEWS, reserva_from_view
 
@@ -81,6 +81,8 @@ class ReservasQueries:
         page_token: str = "",
     ) -> ReservasPage:
         """Reservations matching every filter given, newest first (creada, then id, descending)."""
+        check_length("usuario_id", usuario_id, MAX_ID)
+        check_length("evento_id", evento_id, MAX_ID)
         size = pagination.page_size(page_size)
         query: dict[str, Any] = {}
         if usuario_id:
@@ -107,8 +109,7 @@ class ReservasQueries:
 
     async def estadisticas_evento(self, evento_id: str) -> Estadisticas:
         """An event's sales figures; zeros for an event with no reservations."""
-        if not evento_id:
-            raise InvalidArgument("evento_id is required", metadata={"field": "evento_id"})
+        check_text("evento_id", evento_id, MAX_ID)
         async with self.client.start_session(causal_consistency=True) as session:
             hasta = await self.checkpoints.hasta(session)
             doc = await self.stats.find_one({"_id": evento_id}, session=session) or {}

@@ -10,6 +10,7 @@ import pytest
 
 from eventflow.usuarios.v1 import usuarios_pb2 as pb
 from eventflow.usuarios.v1 import usuarios_pb2_grpc
+from infra.errors import error_info
 from usuarios.config import Config
 from usuarios.server import create_app
 
@@ -35,3 +36,67 @@ async def test_the_message_limit_is_configurable(start_app, usuarios_config: Con
         stub = usuarios_pb2_grpc.UsuariosServiceStub(channel)
         error = await _code(stub.GetUsuario(pb.GetUsuarioRequest(id="x" * 70_000)))
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+# --- caps: a huge value is INVALID_ARGUMENT naming the field and its cap, in a short message ------------------
+
+HUGE = "x" * 1_000_000  # under the 1 MiB message limit: it reaches the service
+HUGE_UNICODE = "€" * 300_000  # 900 KB of three-byte characters
+
+
+def _usuario(**fields: str) -> pb.Usuario:
+    values = {"tipo_documento": "CI", "nro_documento": "12345678", "nombre": "Ana", "apellido": "Pérez",
+              "email": "ana@example.com"}  # fmt: skip
+    values.update(fields)
+    return pb.Usuario(**values)
+
+
+def _calls(huge: str) -> list[tuple[str, str, Any]]:
+    """(rpc, field the error names, request) for every string of every request."""
+    return [
+        ("GetUsuario", "id", pb.GetUsuarioRequest(id=huge)),
+        ("DeleteUsuario", "id", pb.DeleteUsuarioRequest(id=huge)),
+        ("UpdateUsuario", "usuario.id", pb.UpdateUsuarioRequest(usuario=_usuario(id=huge))),
+        ("RegistrarCompra", "usuario_id", pb.RegistrarCompraRequest(usuario_id=huge, reserva_id="r")),
+        ("RegistrarCompra", "reserva_id", pb.RegistrarCompraRequest(usuario_id="u", reserva_id=huge)),
+        ("AnularCompra", "usuario_id", pb.AnularCompraRequest(usuario_id=huge, reserva_id="r")),
+        ("AnularCompra", "reserva_id", pb.AnularCompraRequest(usuario_id="u", reserva_id=huge)),
+        ("ListUsuarios", "page_token", pb.ListUsuariosRequest(page_token=huge)),
+        *[
+            ("CreateUsuario", field, pb.CreateUsuarioRequest(usuario=_usuario(**{field: huge})))
+            for field in ("tipo_documento", "nro_documento", "nombre", "apellido", "email")
+        ],
+        *[
+            ("UpdateUsuario", field, pb.UpdateUsuarioRequest(usuario=_usuario(id="u", **{field: huge})))
+            for field in ("tipo_documento", "nro_documento", "nombre", "apellido", "email")
+        ],
+    ]
+
+
+@pytest.mark.parametrize("huge", [HUGE, HUGE_UNICODE], ids=["ascii", "unicode"])
+async def test_every_huge_string_is_invalid_argument_with_a_short_message(usuarios, huge: str) -> None:
+    for rpc, field, request in _calls(huge):
+        error = await _code(getattr(usuarios, rpc)(request))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (rpc, field, error.code(), error.details()[:200])
+        info = error_info(error)
+        assert info is not None and info.metadata["field"] == field, (rpc, field, dict(info.metadata) if info else None)
+        assert len(error.details()) < 200, (rpc, field)
+        assert huge[:50] not in error.details(), (rpc, field)  # never an echo of the value
+        assert all(len(value) <= 200 for value in info.metadata.values())
+
+
+async def test_the_error_names_the_cap(usuarios) -> None:
+    error = await _code(usuarios.GetUsuario(pb.GetUsuarioRequest(id=HUGE)))
+    assert "at most 128 characters" in error.details() and "got 1000000" in error.details()
+    assert error_info(error).metadata["max"] == "128"
+
+
+async def test_update_masks_are_capped(usuarios) -> None:
+    too_many = pb.UpdateUsuarioRequest(usuario=_usuario(id="u"))
+    too_many.update_mask.paths.extend(["nombre"] * 1000)
+    error = await _code(usuarios.UpdateUsuario(too_many))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most 16 paths" in error.details()
+    too_long = pb.UpdateUsuarioRequest(usuario=_usuario(id="u"))
+    too_long.update_mask.paths.append("n" * 100_000)
+    error = await _code(usuarios.UpdateUsuario(too_long))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and len(error.details()) < 200

@@ -42,9 +42,15 @@ MAX_MASK_PATH = 64
 #: How many labels an error message lists (the rest are counted).
 SHOWN_LABELS = 10
 MAX_INT32 = 2**31 - 1
-#: A ticket's price, in minor units (10,000,000.00 of a currency): the sum of every ticket of an event
-#: (aforo_total is an int32) stays inside int64, so no amount or total overflows (the read models add them up).
+
+# --- money and counts: bounded so that no amount or total overflows an int64 (issue 8) ------------------
+MAX_INT64 = 2**63 - 1
+#: A ticket's price, in minor units (10,000,000.00 of a currency).
 MAX_PRECIO = 10**9
+#: An event's capacity (more than any stadium or festival); also the most tickets one take may ask for.
+MAX_AFORO = 10_000_000
+#: The most an event can ever collect: every ticket at the highest price (the read models add amounts up).
+MAX_RECAUDADO = MAX_PRECIO * MAX_AFORO  # 10**16, far inside an int64
 DEFAULT_MONEDA = "UYU"
 _MONEDA = re.compile(r"[A-Z]{3}")
 
@@ -294,6 +300,8 @@ def validate_moneda(value: str) -> str:
 def validate_aforo(value: int) -> int:
     if value <= 0:
         raise invalid("aforo_total", f"must be more than 0, got {value}")
+    if value > MAX_AFORO:
+        raise invalid("aforo_total", f"must be at most {MAX_AFORO}, got {value}")
     return value
 
 
@@ -445,8 +453,8 @@ def validate_ids(evento_id: str, reserva_id: str) -> None:
 def validate_reserva_request(request: ReservaRequest) -> ReservaRequest:
     """The rules that need no event: ids, cantidad >= 1, seats distinct and as many as cantidad."""
     validate_ids(request.evento_id, request.reserva_id)
-    if request.cantidad < 1:
-        raise invalid("cantidad", f"must be 1 or more, got {request.cantidad}")
+    if not 1 <= request.cantidad <= MAX_AFORO:
+        raise invalid("cantidad", f"must be from 1 to {MAX_AFORO}, got {request.cantidad}")
     check_count("asientos", request.asientos, MAX_ASIENTOS_POR_RESERVA, "seats")
     for label in request.asientos:
         check_length("asientos", label, MAX_SEAT_LABEL)

@@ -32,6 +32,24 @@ MAX_SEAT_LABEL = 20
 #: Tickets of one purchase (and so the seats it names).
 MAX_CANTIDAD = 10
 
+# --- money: bounded so that no amount or total overflows an int64 (issue 8) ---------------------------
+MAX_INT64 = 2**63 - 1
+#: A ticket's price in minor units, as eventos bounds it.
+MAX_PRECIO = 10**9
+#: The most one purchase can cost (precio x cantidad); an event's takings are at most eventos' MAX_RECAUDADO.
+MAX_MONTO = MAX_PRECIO * MAX_CANTIDAD
+
+
+def importe(precio: int, cantidad: int) -> int:
+    """What a purchase costs: precio x cantidad, both within their bounds, so the amount fits in an int64."""
+    if not 0 <= precio <= MAX_PRECIO:
+        raise InvalidArgument(
+            f"precio must be from 0 to {MAX_PRECIO} minor units, got {precio}", metadata={"field": "precio"}
+        )
+    if not 1 <= cantidad <= MAX_CANTIDAD:
+        raise InvalidArgument(f"cantidad must be from 1 to {MAX_CANTIDAD}, got {cantidad}", metadata={"field": "cantidad"})
+    return precio * cantidad
+
 
 def check_text(field: str, value: str, limit: int) -> None:
     """A required string of at most `limit` characters; InvalidArgument naming the field (and the cap) otherwise."""

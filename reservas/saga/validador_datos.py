@@ -15,7 +15,16 @@ from typing import Any
 
 from infra.errors import FailedPrecondition, InvalidArgument
 from infra.limits import check_length
-from reservas.domain import MAX_CANTIDAD, MAX_ID, MAX_IDEMPOTENCY_KEY, MAX_MEDIO_PAGO, MAX_SEAT_LABEL, Tipo, check_text
+from reservas.domain import (
+    MAX_CANTIDAD,
+    MAX_ID,
+    MAX_IDEMPOTENCY_KEY,
+    MAX_MEDIO_PAGO,
+    MAX_SEAT_LABEL,
+    Tipo,
+    check_text,
+    importe,
+)
 from reservas.payments import validate_token
 from reservas.saga.base import Paso, SagaContext, now
 
@@ -107,7 +116,7 @@ class ValidadorDatos(Paso):
             )
         await ctx.record(
             Tipo.DATOS_VALIDADOS,
-            monto=evento.precio * reserva.cantidad,
+            monto=importe(evento.precio, reserva.cantidad),
             moneda=evento.moneda or DEFAULT_MONEDA,
             precio=evento.precio,
             fecha_evento=fecha,

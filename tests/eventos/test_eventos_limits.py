@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from eventflow.eventos.v1 import eventos_pb2 as pb
+from eventos import domain
 from infra.errors import error_info
 
 MIB = 1 << 20
@@ -101,3 +102,42 @@ async def test_unknown_and_taken_seats_are_listed_briefly(eventos) -> None:
     evento = await eventos.create(asientos=[f"A-{i}" for i in range(100)], aforo_total=0)
     error = await _error(eventos.reservar(evento.id, "r", cantidad=100, asientos=[f"Z-{i}" for i in range(100)]))
     assert eventos.reason(error) == "UNKNOWN_SEAT" and "and 90 more" in error.details()
+
+
+# --- money and counts: nothing can overflow an int64 ---------------------------------------------------------
+
+INT64_MAX = 2**63 - 1
+
+
+def test_an_events_takings_fit_in_an_int64() -> None:
+    assert domain.MAX_RECAUDADO == domain.MAX_PRECIO * domain.MAX_AFORO <= INT64_MAX
+    assert domain.MAX_AFORO < domain.MAX_INT32
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"precio": INT64_MAX}, "precio"),
+        ({"precio": domain.MAX_PRECIO + 1}, "precio"),
+        ({"precio": -(2**63)}, "precio"),
+        ({"aforo_total": 2**31 - 1}, "aforo_total"),
+        ({"aforo_total": domain.MAX_AFORO + 1}, "aforo_total"),
+    ],
+)
+async def test_out_of_bounds_money_and_counts_are_invalid_argument(eventos, fields: dict, field: str) -> None:
+    error = await _error(eventos.create(**fields))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info(error).metadata["field"] == field
+    evento = await eventos.create()
+    update = pb.UpdateEventoRequest(evento=_evento(id=evento.id, **fields))
+    update.update_mask.paths.append(field)
+    error = await _error(eventos.stub.UpdateEvento(update))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info(error).metadata["field"] == field
+
+
+async def test_the_bounds_themselves_are_allowed(eventos) -> None:
+    evento = await eventos.create(precio=domain.MAX_PRECIO, aforo_total=domain.MAX_AFORO)
+    assert (evento.precio, evento.aforo_total) == (domain.MAX_PRECIO, domain.MAX_AFORO)
+    error = await _error(eventos.reservar(evento.id, "r", cantidad=2**31 - 1))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info(error).metadata["field"] == "cantidad"
+    taken = await eventos.reservar(evento.id, "r", cantidad=domain.MAX_AFORO)
+    assert taken.entradas_disponibles == 0

@@ -3,13 +3,15 @@ amounts that cannot overflow."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
 import pytest
 
 from eventflow.reservas.v1 import reservas_pb2 as pb
-from infra.errors import error_info
+from infra.errors import InvalidArgument, error_info
+from reservas import domain
 
 from conftest import World
 
@@ -80,3 +82,45 @@ async def test_an_unknown_medio_pago_is_echoed_only_as_a_prefix(stack: World) ->
     error = await _error(stack.reservas.Reservar(_reservar(medio_pago="tok_" + "z" * 60)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info(error).reason == "UNKNOWN_PAYMENT_METHOD"
     assert "z" * 30 not in error.details()
+
+
+# --- money: amounts and totals fit in an int64 ---------------------------------------------------------------
+
+
+def test_the_largest_amounts_fit_in_an_int64() -> None:
+    assert domain.MAX_MONTO == domain.MAX_PRECIO * domain.MAX_CANTIDAD <= domain.MAX_INT64
+    assert domain.importe(domain.MAX_PRECIO, domain.MAX_CANTIDAD) == 10**10
+    for precio, cantidad in [(domain.MAX_PRECIO + 1, 1), (-1, 1), (1, 0), (1, domain.MAX_CANTIDAD + 1), (2**63, 10)]:
+        with pytest.raises(InvalidArgument):
+            domain.importe(precio, cantidad)
+
+
+@pytest.mark.parametrize("cantidad", [0, 11, 2**31 - 1, -(2**31)])
+async def test_cantidad_is_from_1_to_10(stack: World, cantidad: int) -> None:
+    assert stack.reservas is not None
+    error = await _error(stack.reservas.Reservar(_reservar(cantidad=cantidad)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info(error).metadata["field"] == "cantidad"
+    assert "from 1 to 10" in error.details()
+
+
+async def test_the_dearest_purchase_and_its_statistics_add_up_exactly(stack: World) -> None:
+    """Ten tickets at the highest price: 10**10 minor units, charged, counted and cancelled without overflow."""
+    usuario = await stack.usuario()
+    evento = await stack.evento(aforo=20, precio=domain.MAX_PRECIO)
+    first = await stack.reservar(stack.request(usuario, evento.id, cantidad=10))
+    second = await stack.reservar(stack.request(usuario, evento.id, cantidad=10))
+    assert first.monto == second.monto == 10**10
+    await stack.cancelar(second.id)
+    stats = await _statistics_once(stack, evento.id, lambda s: s.canceladas == 1 and s.confirmadas == 2)
+    assert (stats.entradas_vendidas, stats.recaudado) == (10, 10**10)
+
+
+async def _statistics_once(stack: World, evento_id: str, done: Any, timeout: float = 30.0) -> pb.EstadisticasEvento:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        stats = await stack.stub.GetEstadisticasEvento(pb.GetEstadisticasEventoRequest(evento_id=evento_id), timeout=10)
+        if done(stats):
+            return stats
+        assert loop.time() < deadline, f"statistics never got there: {stats}"
+        await asyncio.sleep(0.1)

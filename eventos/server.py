@@ -10,8 +10,9 @@ from eventflow.eventos.v1 import eventos_pb2_grpc
 from eventos.config import Config
 from eventos.repository import EventoRepository
 from eventos.service import EventoService
-from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer
+from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer, to_proto
 from infra.mongo import create_client, ping
+from infra.limits import ReplyBudget
 from infra.pagination import PageTokens
 from infra.server import GrpcApp, ServiceBinding, create_server
 
@@ -44,12 +45,13 @@ async def create_app(config: Config) -> GrpcApp:
             indexes_ready = True
         return True
 
+    budget = ReplyBudget.of_messages(config.max_message_bytes, to_proto)  # a page of events, in bytes
     app = await create_server(
         bindings=[
             ServiceBinding(
                 FULL_NAME,
                 eventos_pb2_grpc.add_EventosServiceServicer_to_server,
-                EventosServicer(EventoService(repository, tokens)),
+                EventosServicer(EventoService(repository, tokens, budget)),
             )
         ],
         address=config.address,

@@ -13,7 +13,7 @@ from eventos.domain import Allocation, Evento, EventoDraft, InventoryChange, Res
 from eventos.repository import EventoRepository
 from infra import pagination
 from infra.errors import InvalidArgument, Unavailable
-from infra.limits import check_length
+from infra.limits import ReplyBudget, check_length
 from infra.pagination import PageTokens
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,11 @@ def _from_millis(millis: int) -> datetime:
 
 
 class EventoService:
-    def __init__(self, eventos: EventoRepository, tokens: PageTokens) -> None:
+    def __init__(self, eventos: EventoRepository, tokens: PageTokens, budget: ReplyBudget[Evento]) -> None:
+        """`budget`: the bytes a page of events may take in a reply (see infra.limits)."""
         self.eventos = eventos
         self.tokens = tokens
+        self.budget = budget
 
     # --- catalogue ---------------------------------------------------------------------------
 
@@ -101,10 +103,11 @@ class EventoService:
                 after = (_from_millis(int(position["f"])), str(position["id"]))
             except (KeyError, TypeError, ValueError, OverflowError, OSError):
                 raise pagination.invalid_token("does not hold a position of this listing") from None
-        eventos = await self.eventos.list(lugar=lugar, desde=desde, hasta=hasta, after=after, limit=size + 1)
+        found = await self.eventos.list(lugar=lugar, desde=desde, hasta=hasta, after=after, limit=size + 1)
+        # At most `size` events, and no more than fit in the reply's bytes: the next page starts after the last.
+        eventos = found[: min(size, self.budget.fitting(found))]
         token = ""
-        if len(eventos) > size:
-            eventos = eventos[:size]
+        if len(found) > len(eventos):
             last = eventos[-1]
             token = self.tokens.encode({"f": _millis(last.fecha), "id": last.id}, scope)
         return Page(eventos, token)

@@ -8,7 +8,8 @@ bytes (and give a next_page_token from there), and a seat map too big for one me
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sized
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from infra.errors import InvalidArgument
 
@@ -72,6 +73,31 @@ def fitting(items: Iterable[T], size_of: Callable[[T], int], budget: int) -> int
             break
         count += 1
     return count
+
+
+class _Message(Protocol):
+    def ByteSize(self) -> int: ...  # noqa: N802 - protobuf's name
+
+
+@dataclass(frozen=True)
+class ReplyBudget(Generic[T]):
+    """The bytes a list reply's items may take, and how one item is measured as it will be answered.
+
+    Services take one (built by their server from the message limit) and stop a page where the next item
+    would pass it, so a page is bounded by bytes as well as by page_size.
+    """
+
+    limit: int
+    size_of: Callable[[T], int]
+
+    @classmethod
+    def of_messages(cls, max_message_bytes: int, to_message: Callable[[T], _Message]) -> ReplyBudget[T]:
+        """The budget of replies of at most `max_message_bytes`, items measured as `to_message` encodes them."""
+        return cls(reply_budget(max_message_bytes), lambda item: to_message(item).ByteSize())
+
+    def fitting(self, items: Iterable[T]) -> int:
+        """How many of `items`, from the first, fit (at least one when there is any)."""
+        return fitting(items, self.size_of, self.limit)
 
 
 # -- caps of request fields: each service's domain names its own (the limits live there), these raise --------

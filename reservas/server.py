@@ -22,7 +22,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from eventflow.reservas.v1 import reservas_pb2_grpc
-from infra.limits import message_options
+from infra.limits import ReplyBudget, message_options
 from infra.mongo import create_client, ping
 from infra.pagination import PageTokens
 from infra.server import GrpcApp, ServiceBinding, create_server
@@ -33,6 +33,7 @@ from reservas.gate import AdmissionGate
 from reservas.gate import connect as gate_client
 from reservas.holds import HoldStore
 from reservas.leases import LeaseStore
+from reservas.mapping import reserva_to_pb
 from reservas.payments import SimulatedGateway
 from reservas.projections.projector import Projector
 from reservas.projections.queries import ReservasQueries
@@ -95,6 +96,7 @@ async def create_app(config: Config) -> GrpcApp:
         wait_seconds=config.reservar_wait_seconds,
     )
     background: list[asyncio.Task[None]] = []
+    budget = ReplyBudget.of_messages(config.max_message_bytes, reserva_to_pb)  # a page of ListReservas, in bytes
 
     async def health_check() -> bool:
         if not await ping(db):
@@ -123,7 +125,7 @@ async def create_app(config: Config) -> GrpcApp:
                 ServiceBinding(
                     FULL_NAME,
                     reservas_pb2_grpc.add_ReservasServiceServicer_to_server,
-                    ReservasServicer(service, ReservasQueries(db, tokens)),
+                    ReservasServicer(service, ReservasQueries(db, tokens, budget)),
                 )
             ],
             address=config.address,

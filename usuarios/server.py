@@ -14,12 +14,13 @@ from pymongo.errors import PyMongoError
 
 from eventflow.usuarios.v1 import usuarios_pb2_grpc
 from infra.mongo import create_client, ping
+from infra.limits import ReplyBudget
 from infra.pagination import PageTokens
 from infra.server import GrpcApp, ServiceBinding, create_server
 from usuarios.config import Config
 from usuarios.repository import MongoUsuarioRepository
 from usuarios.service import UsuariosService
-from usuarios.servicer import ERROR_TABLE, UsuariosServicer
+from usuarios.servicer import ERROR_TABLE, UsuariosServicer, to_proto
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ async def create_app(config: Config) -> GrpcApp:
     client = create_client(config.mongodb_uri, app_name="usuarios", max_pool_size=config.mongodb_max_pool_size)
     db = client[config.mongodb_database]
     repository = MongoUsuarioRepository(db)
-    servicer = UsuariosServicer(UsuariosService(repository, tokens))
+    budget = ReplyBudget.of_messages(config.max_message_bytes, to_proto)
+    servicer = UsuariosServicer(UsuariosService(repository, tokens, budget))
 
     async def health_check() -> bool:
         if not await ping(db):

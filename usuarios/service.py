@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from infra import pagination
+from infra.limits import ReplyBudget
 from infra.logs import reserva_id_var
 from infra.pagination import PageTokens
 from usuarios.domain import (
@@ -46,9 +47,11 @@ def decode_cursor(tokens: PageTokens, token: str) -> Cursor | None:
 
 
 class UsuariosService:
-    def __init__(self, repository: UsuarioRepository, tokens: PageTokens) -> None:
+    def __init__(self, repository: UsuarioRepository, tokens: PageTokens, budget: ReplyBudget[Usuario]) -> None:
+        """`budget`: the bytes a page of usuarios may take in a reply (see infra.limits)."""
         self.repository = repository
         self.tokens = tokens
+        self.budget = budget
 
     async def create_usuario(self, values: Mapping[str, str]) -> Usuario:
         profile = validate_profile(values)
@@ -67,8 +70,11 @@ class UsuariosService:
         """One page, oldest first, and the token of the next page ("" on the last one)."""
         size = pagination.page_size(page_size)
         after = decode_cursor(self.tokens, page_token)
-        usuarios, next_cursor = await self.repository.list_page(after, size)
-        return usuarios, encode_cursor(self.tokens, next_cursor)
+        found = await self.repository.list_page(after, size + 1)
+        # At most `size` usuarios, and no more than fit in the reply's bytes: the next page starts after the last.
+        page = found[: min(size, self.budget.fitting(usuario for usuario, _ in found))]
+        next_cursor = page[-1][1] if len(found) > len(page) else None
+        return [usuario for usuario, _ in page], encode_cursor(self.tokens, next_cursor)
 
     async def update_usuario(self, usuario_id: str, values: Mapping[str, str], mask: Iterable[str]) -> Usuario:
         """Sets the fields the mask names (all updatable ones when it is empty), after validating them."""

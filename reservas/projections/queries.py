@@ -15,7 +15,7 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from infra import pagination
-from infra.limits import check_length
+from infra.limits import ReplyBudget, check_length
 from infra.mongo import for_reads
 from infra.pagination import PageTokens
 from reservas.domain import MAX_ID, Estado, Reserva, check_text
@@ -65,9 +65,11 @@ def _position_filter(position: dict[str, Any]) -> dict[str, Any]:
 
 
 class ReservasQueries:
-    def __init__(self, db: AsyncDatabase, tokens: PageTokens) -> None:
+    def __init__(self, db: AsyncDatabase, tokens: PageTokens, budget: ReplyBudget[Reserva]) -> None:
+        """`budget`: the bytes a page of reservations may take in a reply (see infra.limits)."""
         self.client = db.client
         self.tokens = tokens
+        self.budget = budget
         self.views = for_reads(db[VIEWS])
         self.stats = for_reads(db[STATS])
         self.checkpoints = Checkpoints(db)
@@ -100,12 +102,14 @@ class ReservasQueries:
             hasta = await self.checkpoints.hasta(session)
             cursor = self.views.find(query, session=session).sort(NEWEST_FIRST).limit(size + 1)
             docs = [doc async for doc in cursor]
+        found = [reserva_from_view(d) for d in docs]
+        # At most `size`, and no more than fit in the reply's bytes: the next page starts after the last.
+        reservas = found[: min(size, self.budget.fitting(found))]
         next_token = ""
-        if len(docs) > size:
-            docs = docs[:size]
-            last = docs[-1]
+        if len(found) > len(reservas):
+            last = docs[len(reservas) - 1]
             next_token = self.tokens.encode({"c": _millis(last["creada"]), "i": last["_id"]}, scope)
-        return ReservasPage([reserva_from_view(d) for d in docs], next_token, hasta)
+        return ReservasPage(reservas, next_token, hasta)
 
     async def estadisticas_evento(self, evento_id: str) -> Estadisticas:
         """An event's sales figures; zeros for an event with no reservations."""

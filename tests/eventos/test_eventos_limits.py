@@ -3,13 +3,17 @@ big seat maps (written as rows, read in pages), and money and counts that cannot
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import dataclasses
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
 
 from eventflow.eventos.v1 import eventos_pb2 as pb
+from eventflow.eventos.v1 import eventos_pb2_grpc
+from eventos.config import Config
+from eventos.server import create_app
 from eventos import domain
 from infra.errors import error_info
 
@@ -141,3 +145,29 @@ async def test_the_bounds_themselves_are_allowed(eventos) -> None:
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info(error).metadata["field"] == "cantidad"
     taken = await eventos.reservar(evento.id, "r", cantidad=domain.MAX_AFORO)
     assert taken.entradas_disponibles == 0
+
+
+# --- replies bounded by bytes ----------------------------------------------------------------------------------
+
+
+async def test_a_page_of_big_events_stays_under_the_message_limit(start_app, eventos_config: Config) -> None:
+    """page_size 500 of events with nombre and lugar at their cap would pass a 64 KiB limit: the page stops
+    before it, and the next_page_token goes on from there (no event missed or repeated)."""
+    limit = 64 * 1024
+    address = await start_app(create_app(dataclasses.replace(eventos_config, max_message_bytes=limit)))
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = eventos_pb2_grpc.EventosServiceStub(channel)
+        created = []
+        for n in range(300):
+            evento = _evento(nombre=f"{n:03d}" + "n" * 197, lugar="l" * 200)
+            evento.fecha.FromDatetime(datetime(2030, 1, 1, tzinfo=UTC) + timedelta(minutes=n))
+            created.append((await stub.CreateEvento(pb.CreateEventoRequest(evento=evento))).id)
+        listed, token, pages = [], "", 0
+        while True:
+            reply = await stub.ListEventos(pb.ListEventosRequest(page_size=500, page_token=token))
+            assert reply.ByteSize() <= limit
+            listed.extend(e.id for e in reply.eventos)
+            pages, token = pages + 1, reply.next_page_token
+            if not token:
+                break
+        assert listed == created and pages >= 3

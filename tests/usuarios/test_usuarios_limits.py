@@ -100,3 +100,31 @@ async def test_update_masks_are_capped(usuarios) -> None:
     too_long.update_mask.paths.append("n" * 100_000)
     error = await _code(usuarios.UpdateUsuario(too_long))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and len(error.details()) < 200
+
+
+# --- pages are bounded by bytes -------------------------------------------------------------------------------
+
+
+async def test_a_page_of_big_usuarios_stays_under_the_message_limit(start_app, usuarios_config: Config) -> None:
+    """page_size 500 of usuarios with every field at its cap would pass a 64 KiB limit: the page stops before
+    it, and the next_page_token goes on from there (no usuario missed or repeated)."""
+    limit = 64 * 1024
+    address = await start_app(create_app(dataclasses.replace(usuarios_config, max_message_bytes=limit)))
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = usuarios_pb2_grpc.UsuariosServiceStub(channel)
+
+        async def create(n: int) -> str:
+            email = f"{n:04d}" + "a" * 60 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 55 + ".uy"
+            usuario = _usuario(nro_documento=f"{n:020d}", nombre="n" * 100, apellido="a" * 100, email=email)
+            return (await stub.CreateUsuario(pb.CreateUsuarioRequest(usuario=usuario))).id
+
+        created = [await create(n) for n in range(260)]
+        listed, token, pages = [], "", 0
+        while True:
+            reply = await stub.ListUsuarios(pb.ListUsuariosRequest(page_size=500, page_token=token))
+            assert reply.ByteSize() <= limit
+            listed.extend(u.id for u in reply.usuarios)
+            pages, token = pages + 1, reply.next_page_token
+            if not token:
+                break
+        assert listed == created and pages >= 3

@@ -100,6 +100,12 @@ class EventStore:
         cursor = self.collection.find(query, {"_id": 0}).sort("version", ASCENDING)
         return [from_document(doc) async for doc in cursor]
 
+    async def load_page(self, reserva_id: str, after_version: int, limit: int) -> list[Event]:
+        """Up to `limit` events of a stream, those after `after_version`, oldest first."""
+        query = {"reserva_id": reserva_id, "version": {"$gt": after_version}}
+        cursor = self.collection.find(query, {"_id": 0}).sort("version", ASCENDING).limit(limit)
+        return [from_document(doc) async for doc in cursor]
+
     async def get(self, reserva_id: str, as_of: datetime | None = None) -> Reserva | None:
         """The aggregate rebuilt from its stream (as it was at `as_of`, when given); None if it has no events."""
         return Reserva.replay(await self.load(reserva_id, until=as_of))

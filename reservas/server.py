@@ -33,7 +33,7 @@ from reservas.gate import AdmissionGate
 from reservas.gate import connect as gate_client
 from reservas.holds import HoldStore
 from reservas.leases import LeaseStore
-from reservas.mapping import reserva_to_pb
+from reservas.mapping import event_to_pb, reserva_to_pb
 from reservas.payments import SimulatedGateway
 from reservas.projections.projector import Projector
 from reservas.projections.queries import ReservasQueries
@@ -93,6 +93,8 @@ async def create_app(config: Config) -> GrpcApp:
         saga=saga,
         eventos=deps.eventos,
         gate=gate,
+        tokens=tokens,
+        historial_budget=ReplyBudget.of_messages(config.max_message_bytes, event_to_pb),
         wait_seconds=config.reservar_wait_seconds,
     )
     background: list[asyncio.Task[None]] = []

@@ -21,7 +21,10 @@ import uuid
 from datetime import UTC, datetime
 from functools import partial
 
-from infra.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from infra import pagination
+from infra.errors import DeadlineExceeded, DomainError, FailedPrecondition, NotFound, Unavailable
+from infra.limits import ReplyBudget
+from infra.pagination import PageTokens
 from reservas.domain import MAX_ID, Estado, Event, Reserva, Tipo, check_text
 from reservas.event_store import EventStore
 from reservas.gate import Admission, AdmissionGate, Inventory, Outcome
@@ -71,9 +74,14 @@ class ReservasService:
         saga: Saga,
         eventos: EventosPort,
         gate: AdmissionGate,
+        tokens: PageTokens,
+        historial_budget: ReplyBudget[Event],
         wait_seconds: float = 30.0,
     ) -> None:
+        """`historial_budget`: the bytes a page of GetHistorialReserva may take (see infra.limits)."""
         self.store = store
+        self.tokens = tokens
+        self.historial_budget = historial_budget
         self.gate = gate
         self.keys = keys
         self.driver = driver
@@ -205,12 +213,24 @@ class ReservasService:
             raise ReservaNotFound(f"no reservation with id {reserva_id!r}{when}", metadata={"reserva_id": reserva_id})
         return reserva
 
-    async def get_historial(self, reserva_id: str) -> list[Event]:
+    async def get_historial(self, reserva_id: str, page_size: int = 0, page_token: str = "") -> tuple[list[Event], str]:
+        """A page of a reservation's stream, oldest first, and the token of the next page ("" on the last one).
+
+        A page holds at most `page_size` events (0 means 500) and no more than fit in the reply's bytes.
+        """
         check_reserva_id(reserva_id, "reserva_id")
-        events = await self.store.load(reserva_id)
-        if not events:
+        size = pagination.page_size(page_size, default=pagination.MAX_PAGE_SIZE)
+        scope = f"GetHistorialReserva|{reserva_id}"
+        position = self.tokens.decode(page_token, scope)
+        after = 0 if position is None else position.get("v")
+        if type(after) is not int or after < 0:
+            raise pagination.invalid_token()
+        found = await self.store.load_page(reserva_id, after, size + 1)
+        if not found and after == 0:
             raise ReservaNotFound(f"no reservation with id {reserva_id!r}", metadata={"reserva_id": reserva_id})
-        return events
+        events = found[: min(size, self.historial_budget.fitting(found))]
+        token = self.tokens.encode({"v": events[-1].version}, scope) if len(found) > len(events) else ""
+        return events, token
 
     # ---- CancelarReserva ---------------------------------------------------------------------
 

@@ -11,7 +11,12 @@ import pytest
 
 from eventflow.reservas.v1 import reservas_pb2 as pb
 from infra.errors import InvalidArgument, error_info
+from infra.limits import ReplyBudget, field_size
+from infra.pagination import PageTokens
 from reservas import domain
+from reservas.event_store import EventStore
+from reservas.mapping import event_to_pb
+from reservas.service import ReservasService
 
 from conftest import World
 
@@ -124,3 +129,61 @@ async def _statistics_once(stack: World, evento_id: str, done: Any, timeout: flo
             return stats
         assert loop.time() < deadline, f"statistics never got there: {stats}"
         await asyncio.sleep(0.1)
+
+
+# --- GetHistorialReserva: a stream is read a page at a time -------------------------------------------------
+
+
+async def _historial(stub: Any, reserva_id: str, **fields: Any) -> tuple[list[str], int]:
+    """Every event of the stream, following next_page_token; and how many pages it took."""
+    tipos, token, pages = [], "", 0
+    while True:
+        reply = await stub.GetHistorialReserva(
+            pb.GetHistorialReservaRequest(reserva_id=reserva_id, page_token=token, **fields), timeout=10
+        )
+        tipos.extend(f"{e.version}:{e.tipo}" for e in reply.eventos)
+        pages, token = pages + 1, reply.next_page_token
+        if not token:
+            return tipos, pages
+
+
+async def test_the_audit_trail_is_paged(stack: World) -> None:
+    usuario = await stack.usuario()
+    evento = await stack.evento()
+    reserva = await stack.reservar(stack.request(usuario, evento.id))
+    whole, pages = await _historial(stack.stub, reserva.id)
+    assert pages == 1 and len(whole) == reserva.version
+    paged, pages = await _historial(stack.stub, reserva.id, page_size=3)
+    assert paged == whole and pages == -(-len(whole) // 3)
+    first = await stack.stub.GetHistorialReserva(pb.GetHistorialReservaRequest(reserva_id=reserva.id, page_size=3))
+    other = await stack.reservar(stack.request(usuario, evento.id))
+    for forged in (first.next_page_token[:-1] + "0", "garbage"):
+        error = await _error(stack.stub.GetHistorialReserva(
+            pb.GetHistorialReservaRequest(reserva_id=reserva.id, page_token=forged)))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info(error).reason == "INVALID_PAGE_TOKEN"
+    error = await _error(stack.stub.GetHistorialReserva(  # another reservation's token
+        pb.GetHistorialReservaRequest(reserva_id=other.id, page_token=first.next_page_token)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_page_of_the_audit_trail_is_bounded_by_bytes(stack: World) -> None:
+    usuario = await stack.usuario()
+    evento = await stack.evento()
+    reserva = await stack.reservar(stack.request(usuario, evento.id))
+    store = EventStore(stack.db("reservas"))
+    events = await store.load(reserva.id)
+    largest = max(event_to_pb(e).ByteSize() for e in events)
+    budget = ReplyBudget(limit=largest * 2 + 8, size_of=lambda e: event_to_pb(e).ByteSize())
+    service = ReservasService(
+        store=store, keys=None, driver=None, saga=None, eventos=None, gate=None,  # type: ignore[arg-type]
+        tokens=PageTokens(stack.page_token_key), historial_budget=budget,
+    )
+    seen, token, pages = [], "", 0
+    while True:
+        page, token = await service.get_historial(reserva.id, page_size=500, page_token=token)
+        assert page and sum(field_size(event_to_pb(e).ByteSize()) for e in page) <= budget.limit
+        seen.extend(e.version for e in page)
+        pages += 1
+        if not token:
+            break
+    assert seen == [e.version for e in events] and pages >= len(events) // 3

@@ -123,8 +123,10 @@ class ReservasServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetHistorialReserva(self, request, context):
-        """Returns a reservation's whole event stream in order: the audit trail.
-        Errors: INVALID_ARGUMENT (empty reserva_id), NOT_FOUND (no such reservation).
+        """Returns a reservation's event stream in order (the audit trail), one page at a
+        time: a stream whose compensation was retried for long can outgrow one message.
+        Errors: INVALID_ARGUMENT (empty or too long reserva_id, negative page_size, a
+        forged page_token), NOT_FOUND (no such reservation).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

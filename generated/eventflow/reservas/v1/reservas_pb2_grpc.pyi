@@ -69,8 +69,10 @@ class ReservasServiceStub:
     Errors: INVALID_ARGUMENT (negative page_size, a forged page_token).
     """
     GetHistorialReserva: _grpc.UnaryUnaryMultiCallable[_reservas_pb2.GetHistorialReservaRequest, _reservas_pb2.GetHistorialReservaResponse]
-    """Returns a reservation's whole event stream in order: the audit trail.
-    Errors: INVALID_ARGUMENT (empty reserva_id), NOT_FOUND (no such reservation).
+    """Returns a reservation's event stream in order (the audit trail), one page at a
+    time: a stream whose compensation was retried for long can outgrow one message.
+    Errors: INVALID_ARGUMENT (empty or too long reserva_id, negative page_size, a
+    forged page_token), NOT_FOUND (no such reservation).
     """
     GetEstadisticasEvento: _grpc.UnaryUnaryMultiCallable[_reservas_pb2.GetEstadisticasEventoRequest, _reservas_pb2.EstadisticasEvento]
     """Returns an event's sales figures from the read model (eventually consistent).
@@ -117,8 +119,10 @@ class ReservasServiceAsyncStub(ReservasServiceStub):
     Errors: INVALID_ARGUMENT (negative page_size, a forged page_token).
     """
     GetHistorialReserva: _aio.UnaryUnaryMultiCallable[_reservas_pb2.GetHistorialReservaRequest, _reservas_pb2.GetHistorialReservaResponse]  # type: ignore[assignment]
-    """Returns a reservation's whole event stream in order: the audit trail.
-    Errors: INVALID_ARGUMENT (empty reserva_id), NOT_FOUND (no such reservation).
+    """Returns a reservation's event stream in order (the audit trail), one page at a
+    time: a stream whose compensation was retried for long can outgrow one message.
+    Errors: INVALID_ARGUMENT (empty or too long reserva_id, negative page_size, a
+    forged page_token), NOT_FOUND (no such reservation).
     """
     GetEstadisticasEvento: _aio.UnaryUnaryMultiCallable[_reservas_pb2.GetEstadisticasEventoRequest, _reservas_pb2.EstadisticasEvento]  # type: ignore[assignment]
     """Returns an event's sales figures from the read model (eventually consistent).
@@ -192,8 +196,10 @@ class ReservasServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _reservas_pb2.GetHistorialReservaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_reservas_pb2.GetHistorialReservaResponse, _abc.Awaitable[_reservas_pb2.GetHistorialReservaResponse]]:
-        """Returns a reservation's whole event stream in order: the audit trail.
-        Errors: INVALID_ARGUMENT (empty reserva_id), NOT_FOUND (no such reservation).
+        """Returns a reservation's event stream in order (the audit trail), one page at a
+        time: a stream whose compensation was retried for long can outgrow one message.
+        Errors: INVALID_ARGUMENT (empty or too long reserva_id, negative page_size, a
+        forged page_token), NOT_FOUND (no such reservation).
         """
 
     @_abc_1.abstractmethod

@@ -35,6 +35,15 @@ MAX_SEAT_LABEL = 20
 MAX_ASIENTOS = 50_000
 #: Seats one ReservarEntradas names (a purchase in reservas names at most 10).
 MAX_ASIENTOS_POR_RESERVA = 100
+#: Rows of numbered seats (`filas`) in one CreateEvento, a row's name, and the highest seat number.
+MAX_FILAS = 1_000
+MAX_FILA = 10
+MAX_NUMERO = 99_999
+#: Seats per ListAsientos page: the default, the most (a page is also bounded by bytes), and how many seats
+#: one call looks through for the available ones (a page may then be short, even empty, with a next token).
+DEFAULT_ASIENTOS_PAGE = 1_000
+MAX_ASIENTOS_PAGE = 5_000
+MAX_ASIENTOS_SCAN = 5_000
 MAX_RESERVA_ID = 128
 #: read_mask and update_mask: how many paths, and how long each.
 MAX_MASK_PATHS = 16
@@ -57,7 +66,9 @@ _MONEDA = re.compile(r"[A-Z]{3}")
 #: Fields UpdateEvento may change; an empty mask means all of them.
 UPDATABLE_FIELDS = ("nombre", "fecha", "lugar", "aforo_total", "precio", "moneda")
 #: Fields of Evento that no update may name.
-READ_ONLY_FIELDS = ("id", "entradas_disponibles", "asientos", "asientos_disponibles", "inventario_version", "con_asientos")
+READ_ONLY_FIELDS = (
+    "id", "entradas_disponibles", "asientos", "asientos_disponibles", "inventario_version", "con_asientos", "filas",
+)  # fmt: skip
 #: Every field of Evento, in proto order: what GetEvento's read_mask may name (empty means all).
 READABLE_FIELDS = (
     "id", "nombre", "fecha", "lugar", "aforo_total", "entradas_disponibles", "precio", "moneda",
@@ -110,6 +121,10 @@ class CapacityBelowSold(FailedPrecondition):
 
 class SeatedEvent(FailedPrecondition):
     reason = "SEATED_EVENT"
+
+
+class SeatMapTooLarge(FailedPrecondition):
+    reason = "SEAT_MAP_TOO_LARGE"
 
 
 class HasSoldTickets(FailedPrecondition):
@@ -185,6 +200,20 @@ class EventoDraft:
     precio: int = 0
     moneda: str = ""
     asientos: tuple[str, ...] = ()
+    filas: tuple[FilaAsientos, ...] = ()
+
+
+@dataclass(frozen=True)
+class FilaAsientos:
+    """A row of numbered seats: the labels "<fila>-<desde>" to "<fila>-<hasta>" (a compact seat map)."""
+
+    fila: str
+    desde: int
+    hasta: int
+
+    @property
+    def size(self) -> int:
+        return self.hasta - self.desde + 1
 
 
 @dataclass(frozen=True)
@@ -316,14 +345,37 @@ def validate_seat_map(asientos: Sequence[str]) -> tuple[str, ...]:
         if len(label) > MAX_SEAT_LABEL:
             raise too_long("asientos", MAX_SEAT_LABEL, len(label), "characters per seat label")
         if label in seen:
-            raise invalid("asientos", f"seat label {label!r} appears more than once")
+            raise invalid("asientos", f"seat label {label!r} appears more than once (in asientos or filas)")
         seen.add(label)
     return labels
 
 
+def validate_filas(filas: Sequence[FilaAsientos], before: int) -> tuple[str, ...]:
+    """The labels of rows of numbered seats, row by row, after `before` seats given as labels.
+
+    The rows are judged before a label is made, so no request makes more than MAX_ASIENTOS of them.
+    """
+    check_count("filas", filas, MAX_FILAS, "rows")
+    total = before
+    for fila in filas:
+        if not fila.fila.strip():
+            raise invalid("filas", "a row's fila must not be empty")
+        check_length("filas", fila.fila, MAX_FILA)
+        if not 1 <= fila.desde <= fila.hasta <= MAX_NUMERO:
+            raise invalid(
+                "filas",
+                f"row {fila.fila.strip()!r} must have 1 <= desde <= hasta <= {MAX_NUMERO}, got {fila.desde} to {fila.hasta}",
+            )
+        total += fila.size
+        if total > MAX_ASIENTOS:
+            raise invalid("filas", f"a seat map has at most {MAX_ASIENTOS} seats (asientos and filas together)")
+    return tuple(f"{fila.fila.strip()}-{n}" for fila in filas for n in range(fila.desde, fila.hasta + 1))
+
+
 def validate_new_evento(draft: EventoDraft) -> NewEvento:
-    """The rules of CreateEvento. With a seat map, aforo_total is its length (0 means: derive it)."""
-    asientos = validate_seat_map(draft.asientos)
+    """The rules of CreateEvento. With a seat map (labels, then rows), aforo_total is its length (0: derive it)."""
+    check_count("asientos", draft.asientos, MAX_ASIENTOS, "seats")
+    asientos = validate_seat_map((*draft.asientos, *validate_filas(draft.filas, len(draft.asientos))))
     if asientos:
         if draft.aforo_total not in (0, len(asientos)):
             raise invalid(
@@ -430,6 +482,14 @@ def capacity_below_sold(current: Evento, aforo: int) -> CapacityBelowSold:
     return CapacityBelowSold(
         f"aforo_total cannot be {aforo}: {current.tomadas} tickets are already sold or held",
         metadata={"evento_id": current.id, "aforo_total": aforo, "tomadas": current.tomadas},
+    )
+
+
+def seat_map_too_large(evento: Evento, fields: Sequence[str]) -> SeatMapTooLarge:
+    return SeatMapTooLarge(
+        f"read_mask: {', '.join(fields)} of evento {evento.id!r} ({evento.aforo_total} seats) do not fit in one "
+        "answer: leave them out of read_mask, and read the seats a page at a time with ListAsientos",
+        metadata={"evento_id": evento.id, "aforo_total": evento.aforo_total},
     )
 
 

@@ -10,7 +10,7 @@ from eventflow.eventos.v1 import eventos_pb2_grpc
 from eventos.config import Config
 from eventos.repository import EventoRepository
 from eventos.service import EventoService
-from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer, to_proto
+from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer, to_asiento, to_proto
 from infra.mongo import create_client, ping
 from infra.limits import ReplyBudget
 from infra.pagination import PageTokens
@@ -46,12 +46,13 @@ async def create_app(config: Config) -> GrpcApp:
         return True
 
     budget = ReplyBudget.of_messages(config.max_message_bytes, to_proto)  # a page of events, in bytes
+    seat_budget = ReplyBudget.of_messages(config.max_message_bytes, to_asiento)  # a page of seats
     app = await create_server(
         bindings=[
             ServiceBinding(
                 FULL_NAME,
                 eventos_pb2_grpc.add_EventosServiceServicer_to_server,
-                EventosServicer(EventoService(repository, tokens, budget)),
+                EventosServicer(EventoService(repository, tokens, budget, seat_budget), budget.limit),
             )
         ],
         address=config.address,

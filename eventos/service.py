@@ -28,6 +28,16 @@ class Page:
     next_page_token: str
 
 
+#: A seat of a page of ListAsientos: its label and whether it is available.
+Seat = tuple[str, bool]
+
+
+@dataclass(frozen=True)
+class SeatPage:
+    asientos: list[Seat]
+    next_page_token: str
+
+
 def _contention(what: str, evento_id: str) -> Unavailable:
     return Unavailable(
         f"{what} kept racing with other changes to evento {evento_id!r}; retry",
@@ -50,11 +60,18 @@ def _from_millis(millis: int) -> datetime:
 
 
 class EventoService:
-    def __init__(self, eventos: EventoRepository, tokens: PageTokens, budget: ReplyBudget[Evento]) -> None:
-        """`budget`: the bytes a page of events may take in a reply (see infra.limits)."""
+    def __init__(
+        self,
+        eventos: EventoRepository,
+        tokens: PageTokens,
+        budget: ReplyBudget[Evento],
+        seat_budget: ReplyBudget[Seat],
+    ) -> None:
+        """`budget`, `seat_budget`: the bytes a page of events, or of seats, may take in a reply (infra.limits)."""
         self.eventos = eventos
         self.tokens = tokens
         self.budget = budget
+        self.seat_budget = seat_budget
 
     # --- catalogue ---------------------------------------------------------------------------
 
@@ -111,6 +128,35 @@ class EventoService:
             last = eventos[-1]
             token = self.tokens.encode({"f": _millis(last.fecha), "id": last.id}, scope)
         return Page(eventos, token)
+
+    async def list_asientos(self, evento_id: str, *, page_size: int, page_token: str, solo_disponibles: bool) -> SeatPage:
+        """A page of the event's seat map, in seat-map order: at most `page_size` seats and the reply's bytes.
+
+        With `solo_disponibles`, one call looks through at most MAX_ASIENTOS_SCAN seats for available ones,
+        so a page of a nearly sold-out map may be short (or empty) and still have a next_page_token.
+        """
+        domain.validate_id("evento_id", evento_id)
+        size = pagination.page_size(page_size, domain.DEFAULT_ASIENTOS_PAGE, domain.MAX_ASIENTOS_PAGE)
+        scope = json.dumps(["asientos", evento_id, solo_disponibles], separators=(",", ":"))
+        position = self.tokens.decode(page_token, scope)
+        start = 0 if position is None else position.get("i")
+        if type(start) is not int or not 0 <= start <= domain.MAX_ASIENTOS:
+            raise pagination.invalid_token("does not hold a position of this seat map")
+        found: list[tuple[int, Seat]] = []  # (position in the seat map, seat)
+        scanned, total = start, None
+        while len(found) < size and scanned - start < domain.MAX_ASIENTOS_SCAN and (total is None or scanned < total):
+            window = await self.eventos.seat_window(evento_id, scanned, size if not solo_disponibles else max(size, 500))
+            if window is None:
+                raise domain.not_found(evento_id)
+            total, seats = window
+            found += [(scanned + i, seat) for i, seat in enumerate(seats) if seat[1] or not solo_disponibles]
+            scanned += len(seats)
+            if not seats:
+                break
+        page = found[: min(size, self.seat_budget.fitting(seat for _, seat in found))]
+        after = page[-1][0] + 1 if len(page) < len(found) else scanned  # where the next page starts
+        token = self.tokens.encode({"i": after}, scope) if total is not None and after < total else ""
+        return SeatPage([seat for _, seat in page], token)
 
     async def update(self, evento_id: str, draft: EventoDraft, mask: Sequence[str]) -> Evento:
         domain.validate_id("evento.id", evento_id)

@@ -505,9 +505,10 @@ def example_ids(
     chosen = seated[0] if seated else next((e for e in listed if e.entradas_disponibles >= 2), None)
     if chosen is not None:
         ids["evento"] = chosen.id
-        if chosen.con_asientos:  # a list leaves the seats out: GetEvento has them
-            free = eventos.GetEvento(eventos_pb2.GetEventoRequest(id=chosen.id), timeout=10).asientos_disponibles
-            ids["asientos"] = ", ".join(f'"{s}"' for s in free[:2])
+        if chosen.con_asientos:  # a list leaves the seats out: ListAsientos pages them
+            request = eventos_pb2.ListAsientosRequest(evento_id=chosen.id, page_size=2, solo_disponibles=True)
+            free = eventos.ListAsientos(request, timeout=10).asientos
+            ids["asientos"] = ", ".join(f'"{s.etiqueta}"' for s in free)
     return ids
 
 

@@ -253,7 +253,7 @@ class ReservasService:
             reserva = driven if driven is not None else await self.get_reserva(reserva_id)
 
     async def _check_not_past(self, reserva: Reserva) -> None:
-        evento = await self.eventos.get_evento(reserva.evento_id)
+        evento = await self.eventos.get_evento(reserva.evento_id, ("fecha",))  # never its seat map
         fecha = evento.fecha.ToDatetime(tzinfo=UTC)
         if fecha <= now():
             raise FailedPrecondition(

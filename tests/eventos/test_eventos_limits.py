@@ -171,3 +171,129 @@ async def test_a_page_of_big_events_stays_under_the_message_limit(start_app, eve
             if not token:
                 break
         assert listed == created and pages >= 3
+
+
+# --- big seat maps: written as rows, read in pages --------------------------------------------------------------
+
+
+def _filas(rows: int, seats: int, name: str = "PLATEA{:04d}") -> list[pb.FilaAsientos]:
+    return [pb.FilaAsientos(fila=name.format(r), desde=1, hasta=seats) for r in range(rows)]
+
+
+async def _all_seats(stub: Any, evento_id: str, limit: int | None = None, **fields: Any) -> tuple[list[pb.Asiento], int]:
+    seats, token, pages = [], "", 0
+    while True:
+        reply = await stub.ListAsientos(pb.ListAsientosRequest(evento_id=evento_id, page_token=token, **fields))
+        if limit is not None:
+            assert reply.ByteSize() <= limit
+        seats.extend(reply.asientos)
+        pages, token = pages + 1, reply.next_page_token
+        if not token:
+            return seats, pages
+
+
+async def test_a_50000_seat_event_is_created_from_rows_and_read_in_pages(eventos) -> None:
+    """50,000 seats as labels of 12 to 15 characters would not fit in a 1 MiB request, nor both seat lists in a
+    1 MiB answer: as 500 rows the request is a few kilobytes; GetEvento leaves the lists out (or refuses them
+    when asked by name), and ListAsientos pages the map, bounded by bytes."""
+    filas = _filas(500, 100)
+    request = pb.CreateEventoRequest(evento=_evento(aforo_total=0, filas=filas))
+    assert request.ByteSize() < 16 * 1024
+    created = await eventos.stub.CreateEvento(request, timeout=120)
+    assert (created.aforo_total, created.entradas_disponibles, created.con_asientos) == (50_000, 50_000, True)
+    assert not created.asientos and created.ByteSize() < 1024  # left out: too big for one answer
+    got = await eventos.get(created.id)
+    assert got.con_asientos and not got.asientos and not got.asientos_disponibles and got.aforo_total == 50_000
+    asked = _masked(pb.GetEventoRequest(id=created.id), "read_mask", ["asientos", "asientos_disponibles"])
+    error = await eventos.fails(eventos.stub.GetEvento(asked), grpc.StatusCode.FAILED_PRECONDITION, "SEAT_MAP_TOO_LARGE")
+    assert "ListAsientos" in error.details()
+    one = await eventos.stub.GetEvento(_masked(pb.GetEventoRequest(id=created.id), "read_mask", ["asientos_disponibles"]))
+    assert len(one.asientos_disponibles) == 50_000  # one list alone (about 750 KB) fits
+
+    expected = [f"PLATEA{r:04d}-{n}" for r in range(500) for n in range(1, 101)]
+    first = await eventos.stub.ListAsientos(pb.ListAsientosRequest(evento_id=created.id))
+    assert [s.etiqueta for s in first.asientos] == expected[:1000] and first.next_page_token  # default page: 1000
+    seats, pages = await _all_seats(eventos.stub, created.id, limit=1 << 20, page_size=5000)
+    assert [s.etiqueta for s in seats] == expected and all(s.disponible for s in seats) and pages == 10
+
+    taken = await eventos.reservar(created.id, "r1", cantidad=2, asientos=["PLATEA0000-2", "PLATEA0499-100"])
+    assert taken.entradas_disponibles == 49_998
+    page = await eventos.stub.ListAsientos(pb.ListAsientosRequest(evento_id=created.id, page_size=3))
+    assert [(s.etiqueta, s.disponible) for s in page.asientos] == [
+        ("PLATEA0000-1", True), ("PLATEA0000-2", False), ("PLATEA0000-3", True)
+    ]
+    free = await eventos.stub.ListAsientos(pb.ListAsientosRequest(evento_id=created.id, page_size=3, solo_disponibles=True))
+    assert [s.etiqueta for s in free.asientos] == ["PLATEA0000-1", "PLATEA0000-3", "PLATEA0000-4"]
+
+
+async def test_seat_pages_are_bounded_by_bytes_and_skip_taken_seats(start_app, eventos_config: Config) -> None:
+    limit = 64 * 1024
+    address = await start_app(create_app(dataclasses.replace(eventos_config, max_message_bytes=limit)))
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = eventos_pb2_grpc.EventosServiceStub(channel)
+        created = await stub.CreateEvento(pb.CreateEventoRequest(evento=_evento(aforo_total=0, filas=_filas(60, 100))))
+        assert created.aforo_total == 6000 and not created.asientos  # 6,000 labels of 13 characters: > 64 KiB
+        page = await stub.ListAsientos(pb.ListAsientosRequest(evento_id=created.id, page_size=5000))
+        assert 1000 < len(page.asientos) < 5000 and page.ByteSize() <= limit
+        seats, _ = await _all_seats(stub, created.id, limit=limit, page_size=5000)
+        assert len(seats) == 6000 and len({s.etiqueta for s in seats}) == 6000
+        # Sell rows 0 to 54 (5,500 seats) but for one seat: the available ones are found past them.
+        labels = [s.etiqueta for s in seats[:5500] if s.etiqueta != "PLATEA0030-7"]
+        for n, first in enumerate(range(0, len(labels), 100)):
+            chunk = labels[first : first + 100]
+            await stub.ReservarEntradas(
+                pb.ReservarEntradasRequest(evento_id=created.id, reserva_id=f"r{n}", cantidad=len(chunk), asientos=chunk)
+            )
+        free, pages = await _all_seats(stub, created.id, limit=limit, page_size=10, solo_disponibles=True)
+        assert [s.etiqueta for s in free][:3] == ["PLATEA0030-7", "PLATEA0055-1", "PLATEA0055-2"]
+        assert len(free) == 501 and all(s.disponible for s in free) and pages > 2
+
+
+async def test_list_asientos_of_unseated_unknown_and_forged(eventos) -> None:
+    plain = await eventos.create()
+    reply = await eventos.stub.ListAsientos(pb.ListAsientosRequest(evento_id=plain.id))
+    assert not reply.asientos and not reply.next_page_token
+    await eventos.fails(
+        eventos.stub.ListAsientos(pb.ListAsientosRequest(evento_id="0" * 24)), grpc.StatusCode.NOT_FOUND, "EVENTO_NOT_FOUND"
+    )
+    seated = await eventos.create(aforo_total=0, filas=_filas(2, 10))
+    first = await eventos.stub.ListAsientos(pb.ListAsientosRequest(evento_id=seated.id, page_size=5))
+    for token in ("garbage", first.next_page_token[:-2] + "00"):
+        await eventos.fails(
+            eventos.stub.ListAsientos(pb.ListAsientosRequest(evento_id=seated.id, page_token=token)),
+            grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN",
+        )  # fmt: skip
+    await eventos.fails(  # a token of another listing (only the available seats)
+        eventos.stub.ListAsientos(
+            pb.ListAsientosRequest(evento_id=seated.id, page_token=first.next_page_token, solo_disponibles=True)
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN",
+    )  # fmt: skip
+
+
+async def test_rows_and_labels_make_one_seat_map(eventos) -> None:
+    created = await eventos.create(aforo_total=0, asientos=["Palco-1"], filas=[pb.FilaAsientos(fila=" A ", desde=9, hasta=11)])
+    assert list(created.asientos) == ["Palco-1", "A-9", "A-10", "A-11"] == list(created.asientos_disponibles)
+    assert created.aforo_total == 4
+
+
+@pytest.mark.parametrize(
+    ("asientos", "filas", "message"),
+    [
+        ([], [("", 1, 2)], "must not be empty"),
+        ([], [("A", 0, 2)], "1 <= desde <= hasta"),
+        ([], [("A", 5, 4)], "1 <= desde <= hasta"),
+        ([], [("A", 1, 100_000)], "1 <= desde <= hasta"),
+        ([], [("A" * 11, 1, 2)], "at most 10"),
+        ([], [("A", 1, 99_999)], "at most 50000 seats"),
+        ([], [(f"F{r}", 1, 99_999) for r in range(1000)], "at most 50000 seats"),  # judged before a label is made
+        ([], [(f"F{r}", 1, 1) for r in range(1001)], "at most 1000 rows"),
+        (["A-1"], [("A", 1, 2)], "appears more than once"),
+    ],
+)
+async def test_bad_rows_are_invalid_argument(eventos, asientos: list[str], filas: list, message: str) -> None:
+    rows = [pb.FilaAsientos(fila=f, desde=d, hasta=h) for f, d, h in filas]
+    error = await eventos.fails(
+        eventos.create(aforo_total=0, asientos=asientos, filas=rows), grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED"
+    )
+    assert message in error.details() and error_info(error).metadata["field"] in ("filas", "asientos")

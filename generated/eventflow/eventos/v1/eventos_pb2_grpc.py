@@ -48,6 +48,11 @@ class EventosServiceStub:
                 request_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.GetEventoRequest.SerializeToString,
                 response_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.Evento.FromString,
                 _registered_method=True)
+        self.ListAsientos = channel.unary_unary(
+                '/eventflow.eventos.v1.EventosService/ListAsientos',
+                request_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListAsientosRequest.SerializeToString,
+                response_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListAsientosResponse.FromString,
+                _registered_method=True)
         self.ListEventos = channel.unary_unary(
                 '/eventflow.eventos.v1.EventosService/ListEventos',
                 request_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListEventosRequest.SerializeToString,
@@ -83,17 +88,38 @@ class EventosServiceServicer:
 
     def CreateEvento(self, request, context):
         """Creates an event. `entradas_disponibles` starts at `aforo_total`; with a seat
-        map, `aforo_total` is the number of seats and every seat starts available.
-        Errors: INVALID_ARGUMENT (a field breaks a rule; the message names it).
+        map (`asientos`, `filas` or both), `aforo_total` is the number of seats and every
+        seat starts available. A big seat map is written as rows (`filas`): 50,000 seats
+        in a few kilobytes. The answer leaves the seat lists out when they do not fit in
+        one message (see GetEvento).
+        Errors: INVALID_ARGUMENT (a field breaks a rule or passes its cap; the message names it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetEvento(self, request, context):
-        """Returns one event, or only the fields named in `read_mask`.
-        Errors: INVALID_ARGUMENT (empty id, reason VALIDATION_FAILED; `read_mask` names a
-        field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such event).
+        """Returns one event, or only the fields named in `read_mask`. The seat lists
+        (`asientos`, `asientos_disponibles`) come with it when they fit in one message;
+        with an empty read_mask they are left out otherwise (`con_asientos` still says
+        the event has a seat map): ListAsientos reads any seat map a page at a time.
+        Errors: INVALID_ARGUMENT (empty or too long id, reason VALIDATION_FAILED; `read_mask`
+        names a field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such
+        event), FAILED_PRECONDITION (`read_mask` names a seat list that does not fit in one
+        message, reason SEAT_MAP_TOO_LARGE: use ListAsientos).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAsientos(self, request, context):
+        """Lists an event's seats in seat-map order, each with whether it is still on sale,
+        optionally only the available ones, one page at a time. A page may hold fewer seats
+        than page_size (even none, when it looked through many taken seats) and still have
+        a next_page_token: only an empty next_page_token ends the list. An event without a
+        seat map has no seats to list.
+        Errors: INVALID_ARGUMENT (empty or too long evento_id, negative page_size, a forged
+        page_token), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,6 +140,7 @@ class EventosServiceServicer:
     def UpdateEvento(self, request, context):
         """Updates the fields named in `update_mask` (nombre, fecha, lugar, aforo_total,
         precio, moneda); an empty mask updates all of them. The seat map cannot change.
+        The answer is the whole event (its seat lists as in GetEvento with an empty read_mask).
         A new aforo_total moves entradas_disponibles by as much and increments inventario_version.
         Errors: INVALID_ARGUMENT (a field breaks a rule, or the mask names an unknown or
         read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
@@ -172,6 +199,11 @@ def add_EventosServiceServicer_to_server(servicer, server):
                     servicer.GetEvento,
                     request_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.GetEventoRequest.FromString,
                     response_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.Evento.SerializeToString,
+            ),
+            'ListAsientos': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAsientos,
+                    request_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListAsientosRequest.FromString,
+                    response_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListAsientosResponse.SerializeToString,
             ),
             'ListEventos': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEventos,
@@ -256,6 +288,33 @@ class EventosService:
             '/eventflow.eventos.v1.EventosService/GetEvento',
             eventflow_dot_eventos_dot_v1_dot_eventos__pb2.GetEventoRequest.SerializeToString,
             eventflow_dot_eventos_dot_v1_dot_eventos__pb2.Evento.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAsientos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventflow.eventos.v1.EventosService/ListAsientos',
+            eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListAsientosRequest.SerializeToString,
+            eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListAsientosResponse.FromString,
             options,
             channel_credentials,
             insecure,

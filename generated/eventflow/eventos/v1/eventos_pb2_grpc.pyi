@@ -39,13 +39,30 @@ class EventosServiceStub:
     def __new__(cls, channel: _aio.Channel) -> EventosServiceAsyncStub: ...
     CreateEvento: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.CreateEventoRequest, _eventos_pb2.Evento]
     """Creates an event. `entradas_disponibles` starts at `aforo_total`; with a seat
-    map, `aforo_total` is the number of seats and every seat starts available.
-    Errors: INVALID_ARGUMENT (a field breaks a rule; the message names it).
+    map (`asientos`, `filas` or both), `aforo_total` is the number of seats and every
+    seat starts available. A big seat map is written as rows (`filas`): 50,000 seats
+    in a few kilobytes. The answer leaves the seat lists out when they do not fit in
+    one message (see GetEvento).
+    Errors: INVALID_ARGUMENT (a field breaks a rule or passes its cap; the message names it).
     """
     GetEvento: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.GetEventoRequest, _eventos_pb2.Evento]
-    """Returns one event, or only the fields named in `read_mask`.
-    Errors: INVALID_ARGUMENT (empty id, reason VALIDATION_FAILED; `read_mask` names a
-    field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such event).
+    """Returns one event, or only the fields named in `read_mask`. The seat lists
+    (`asientos`, `asientos_disponibles`) come with it when they fit in one message;
+    with an empty read_mask they are left out otherwise (`con_asientos` still says
+    the event has a seat map): ListAsientos reads any seat map a page at a time.
+    Errors: INVALID_ARGUMENT (empty or too long id, reason VALIDATION_FAILED; `read_mask`
+    names a field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such
+    event), FAILED_PRECONDITION (`read_mask` names a seat list that does not fit in one
+    message, reason SEAT_MAP_TOO_LARGE: use ListAsientos).
+    """
+    ListAsientos: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.ListAsientosRequest, _eventos_pb2.ListAsientosResponse]
+    """Lists an event's seats in seat-map order, each with whether it is still on sale,
+    optionally only the available ones, one page at a time. A page may hold fewer seats
+    than page_size (even none, when it looked through many taken seats) and still have
+    a next_page_token: only an empty next_page_token ends the list. An event without a
+    seat map has no seats to list.
+    Errors: INVALID_ARGUMENT (empty or too long evento_id, negative page_size, a forged
+    page_token), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND).
     """
     ListEventos: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.ListEventosRequest, _eventos_pb2.ListEventosResponse]
     """Lists events ordered by `fecha` (earliest first), optionally only those at
@@ -58,6 +75,7 @@ class EventosServiceStub:
     UpdateEvento: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.UpdateEventoRequest, _eventos_pb2.Evento]
     """Updates the fields named in `update_mask` (nombre, fecha, lugar, aforo_total,
     precio, moneda); an empty mask updates all of them. The seat map cannot change.
+    The answer is the whole event (its seat lists as in GetEvento with an empty read_mask).
     A new aforo_total moves entradas_disponibles by as much and increments inventario_version.
     Errors: INVALID_ARGUMENT (a field breaks a rule, or the mask names an unknown or
     read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
@@ -99,13 +117,30 @@ class EventosServiceAsyncStub(EventosServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateEvento: _aio.UnaryUnaryMultiCallable[_eventos_pb2.CreateEventoRequest, _eventos_pb2.Evento]  # type: ignore[assignment]
     """Creates an event. `entradas_disponibles` starts at `aforo_total`; with a seat
-    map, `aforo_total` is the number of seats and every seat starts available.
-    Errors: INVALID_ARGUMENT (a field breaks a rule; the message names it).
+    map (`asientos`, `filas` or both), `aforo_total` is the number of seats and every
+    seat starts available. A big seat map is written as rows (`filas`): 50,000 seats
+    in a few kilobytes. The answer leaves the seat lists out when they do not fit in
+    one message (see GetEvento).
+    Errors: INVALID_ARGUMENT (a field breaks a rule or passes its cap; the message names it).
     """
     GetEvento: _aio.UnaryUnaryMultiCallable[_eventos_pb2.GetEventoRequest, _eventos_pb2.Evento]  # type: ignore[assignment]
-    """Returns one event, or only the fields named in `read_mask`.
-    Errors: INVALID_ARGUMENT (empty id, reason VALIDATION_FAILED; `read_mask` names a
-    field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such event).
+    """Returns one event, or only the fields named in `read_mask`. The seat lists
+    (`asientos`, `asientos_disponibles`) come with it when they fit in one message;
+    with an empty read_mask they are left out otherwise (`con_asientos` still says
+    the event has a seat map): ListAsientos reads any seat map a page at a time.
+    Errors: INVALID_ARGUMENT (empty or too long id, reason VALIDATION_FAILED; `read_mask`
+    names a field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such
+    event), FAILED_PRECONDITION (`read_mask` names a seat list that does not fit in one
+    message, reason SEAT_MAP_TOO_LARGE: use ListAsientos).
+    """
+    ListAsientos: _aio.UnaryUnaryMultiCallable[_eventos_pb2.ListAsientosRequest, _eventos_pb2.ListAsientosResponse]  # type: ignore[assignment]
+    """Lists an event's seats in seat-map order, each with whether it is still on sale,
+    optionally only the available ones, one page at a time. A page may hold fewer seats
+    than page_size (even none, when it looked through many taken seats) and still have
+    a next_page_token: only an empty next_page_token ends the list. An event without a
+    seat map has no seats to list.
+    Errors: INVALID_ARGUMENT (empty or too long evento_id, negative page_size, a forged
+    page_token), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND).
     """
     ListEventos: _aio.UnaryUnaryMultiCallable[_eventos_pb2.ListEventosRequest, _eventos_pb2.ListEventosResponse]  # type: ignore[assignment]
     """Lists events ordered by `fecha` (earliest first), optionally only those at
@@ -118,6 +153,7 @@ class EventosServiceAsyncStub(EventosServiceStub):
     UpdateEvento: _aio.UnaryUnaryMultiCallable[_eventos_pb2.UpdateEventoRequest, _eventos_pb2.Evento]  # type: ignore[assignment]
     """Updates the fields named in `update_mask` (nombre, fecha, lugar, aforo_total,
     precio, moneda); an empty mask updates all of them. The seat map cannot change.
+    The answer is the whole event (its seat lists as in GetEvento with an empty read_mask).
     A new aforo_total moves entradas_disponibles by as much and increments inventario_version.
     Errors: INVALID_ARGUMENT (a field breaks a rule, or the mask names an unknown or
     read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
@@ -162,8 +198,11 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_eventos_pb2.Evento, _abc.Awaitable[_eventos_pb2.Evento]]:
         """Creates an event. `entradas_disponibles` starts at `aforo_total`; with a seat
-        map, `aforo_total` is the number of seats and every seat starts available.
-        Errors: INVALID_ARGUMENT (a field breaks a rule; the message names it).
+        map (`asientos`, `filas` or both), `aforo_total` is the number of seats and every
+        seat starts available. A big seat map is written as rows (`filas`): 50,000 seats
+        in a few kilobytes. The answer leaves the seat lists out when they do not fit in
+        one message (see GetEvento).
+        Errors: INVALID_ARGUMENT (a field breaks a rule or passes its cap; the message names it).
         """
 
     @_abc_1.abstractmethod
@@ -172,9 +211,29 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _eventos_pb2.GetEventoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_eventos_pb2.Evento, _abc.Awaitable[_eventos_pb2.Evento]]:
-        """Returns one event, or only the fields named in `read_mask`.
-        Errors: INVALID_ARGUMENT (empty id, reason VALIDATION_FAILED; `read_mask` names a
-        field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such event).
+        """Returns one event, or only the fields named in `read_mask`. The seat lists
+        (`asientos`, `asientos_disponibles`) come with it when they fit in one message;
+        with an empty read_mask they are left out otherwise (`con_asientos` still says
+        the event has a seat map): ListAsientos reads any seat map a page at a time.
+        Errors: INVALID_ARGUMENT (empty or too long id, reason VALIDATION_FAILED; `read_mask`
+        names a field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such
+        event), FAILED_PRECONDITION (`read_mask` names a seat list that does not fit in one
+        message, reason SEAT_MAP_TOO_LARGE: use ListAsientos).
+        """
+
+    @_abc_1.abstractmethod
+    def ListAsientos(
+        self,
+        request: _eventos_pb2.ListAsientosRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_eventos_pb2.ListAsientosResponse, _abc.Awaitable[_eventos_pb2.ListAsientosResponse]]:
+        """Lists an event's seats in seat-map order, each with whether it is still on sale,
+        optionally only the available ones, one page at a time. A page may hold fewer seats
+        than page_size (even none, when it looked through many taken seats) and still have
+        a next_page_token: only an empty next_page_token ends the list. An event without a
+        seat map has no seats to list.
+        Errors: INVALID_ARGUMENT (empty or too long evento_id, negative page_size, a forged
+        page_token), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND).
         """
 
     @_abc_1.abstractmethod
@@ -199,6 +258,7 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_eventos_pb2.Evento, _abc.Awaitable[_eventos_pb2.Evento]]:
         """Updates the fields named in `update_mask` (nombre, fecha, lugar, aforo_total,
         precio, moneda); an empty mask updates all of them. The seat map cannot change.
+        The answer is the whole event (its seat lists as in GetEvento with an empty read_mask).
         A new aforo_total moves entradas_disponibles by as much and increments inventario_version.
         Errors: INVALID_ARGUMENT (a field breaks a rule, or the mask names an unknown or
         read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets

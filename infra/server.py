@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,6 +29,17 @@ from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, message_options
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], Awaitable[bool]]
+C = TypeVar("C")
+
+
+def config_or_exit(from_env: Callable[[], C]) -> C:
+    """A service's configuration, or exit code 2 with one log line naming what to set (a key with no
+    default that is missing, a setting that is malformed): `python -m <service>` uses it before serving."""
+    try:
+        return from_env()
+    except ValueError as error:  # infra.keys.KeyConfigError is one
+        log.error("cannot start: %s", error)
+        sys.exit(2)
 
 
 @dataclass(frozen=True)

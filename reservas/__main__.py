@@ -1,22 +1,16 @@
 """`python -m reservas`: serve ReservasService, configured from the environment (see reservas.config)."""
 
 import asyncio
-import logging
-import sys
 
 from infra import logs
+from infra.server import config_or_exit
 from reservas.config import Config
 from reservas.server import serve
 
 
 def main() -> None:
     logs.configure("reservas")
-    try:
-        config = Config.from_env()
-    except ValueError as error:  # a missing key or a bad setting: the message names the variable
-        logging.getLogger("reservas").error("cannot start: %s", error)
-        sys.exit(2)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config_or_exit(Config.from_env)))
 
 
 if __name__ == "__main__":

@@ -404,7 +404,7 @@ class ReservarEntradasRequest(_message.Message):
     reserva_id: _builtins.str
     """The reservation taking the tickets; the idempotency key of this call."""
     cantidad: _builtins.int
-    """How many tickets: 1 or more. For a seated event, the number of `asientos`."""
+    """How many tickets: 1 to 10,000,000. For a seated event, the number of `asientos` (at most 100)."""
     @_builtins.property
     def asientos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The seats to take, for a seated event; must be empty for an unseated one."""

@@ -30,6 +30,10 @@ class EventosServiceStub:
     """EventosService owns events, their capacity, their seat maps and the tickets
     still available. Errors carry a google.rpc.ErrorInfo detail whose `reason`
     names the problem (for example VALIDATION_FAILED, EVENTO_NOT_FOUND, SOLD_OUT, SEAT_TAKEN).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     def __init__(self, channel):
@@ -84,6 +88,10 @@ class EventosServiceServicer:
     """EventosService owns events, their capacity, their seat maps and the tickets
     still available. Errors carry a google.rpc.ErrorInfo detail whose `reason`
     names the problem (for example VALIDATION_FAILED, EVENTO_NOT_FOUND, SOLD_OUT, SEAT_TAKEN).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     def CreateEvento(self, request, context):
@@ -127,7 +135,8 @@ class EventosServiceServicer:
 
     def ListEventos(self, request, context):
         """Lists events ordered by `fecha` (earliest first), optionally only those at
-        `lugar` and between `desde` and `hasta` (inclusive), one page at a time. The
+        `lugar` and between `desde` and `hasta` (inclusive), one page at a time (a page
+        also ends before it passes the message limit). The
         seat lists (`asientos`, `asientos_disponibles`) are left out, so a page stays
         small however big the seat maps: `con_asientos` says whether an event has one,
         and GetEvento answers it.
@@ -163,8 +172,9 @@ class EventosServiceServicer:
         for the reservation `reserva_id`, in one atomic operation: all or nothing.
         Idempotent per reserva_id: a retry takes nothing more and answers what that
         reserva_id holds. Every take increments the event's `inventario_version`.
-        Errors: INVALID_ARGUMENT (cantidad < 1, seats missing, repeated, given for an
-        unseated event, reason VALIDATION_FAILED; a seat not in the seat map, reason
+        Errors: INVALID_ARGUMENT (cantidad not from 1 to 10,000,000, more than 100
+        seats, seats missing, repeated, given for an unseated event, reason
+        VALIDATION_FAILED; a seat not in the seat map, reason
         UNKNOWN_SEAT), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND),
         FAILED_PRECONDITION (not enough tickets, reason SOLD_OUT; a named seat is
         taken, reason SEAT_TAKEN, with the taken seats in the metadata's `asientos`;
@@ -242,6 +252,10 @@ class EventosService:
     """EventosService owns events, their capacity, their seat maps and the tickets
     still available. Errors carry a google.rpc.ErrorInfo detail whose `reason`
     names the problem (for example VALIDATION_FAILED, EVENTO_NOT_FOUND, SOLD_OUT, SEAT_TAKEN).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     @staticmethod

@@ -31,6 +31,10 @@ class EventosServiceStub:
     """EventosService owns events, their capacity, their seat maps and the tickets
     still available. Errors carry a google.rpc.ErrorInfo detail whose `reason`
     names the problem (for example VALIDATION_FAILED, EVENTO_NOT_FOUND, SOLD_OUT, SEAT_TAKEN).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     @_typing.overload
@@ -66,7 +70,8 @@ class EventosServiceStub:
     """
     ListEventos: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.ListEventosRequest, _eventos_pb2.ListEventosResponse]
     """Lists events ordered by `fecha` (earliest first), optionally only those at
-    `lugar` and between `desde` and `hasta` (inclusive), one page at a time. The
+    `lugar` and between `desde` and `hasta` (inclusive), one page at a time (a page
+    also ends before it passes the message limit). The
     seat lists (`asientos`, `asientos_disponibles`) are left out, so a page stays
     small however big the seat maps: `con_asientos` says whether an event has one,
     and GetEvento answers it.
@@ -90,8 +95,9 @@ class EventosServiceStub:
     for the reservation `reserva_id`, in one atomic operation: all or nothing.
     Idempotent per reserva_id: a retry takes nothing more and answers what that
     reserva_id holds. Every take increments the event's `inventario_version`.
-    Errors: INVALID_ARGUMENT (cantidad < 1, seats missing, repeated, given for an
-    unseated event, reason VALIDATION_FAILED; a seat not in the seat map, reason
+    Errors: INVALID_ARGUMENT (cantidad not from 1 to 10,000,000, more than 100
+    seats, seats missing, repeated, given for an unseated event, reason
+    VALIDATION_FAILED; a seat not in the seat map, reason
     UNKNOWN_SEAT), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND),
     FAILED_PRECONDITION (not enough tickets, reason SOLD_OUT; a named seat is
     taken, reason SEAT_TAKEN, with the taken seats in the metadata's `asientos`;
@@ -112,6 +118,10 @@ class EventosServiceAsyncStub(EventosServiceStub):
     """EventosService owns events, their capacity, their seat maps and the tickets
     still available. Errors carry a google.rpc.ErrorInfo detail whose `reason`
     names the problem (for example VALIDATION_FAILED, EVENTO_NOT_FOUND, SOLD_OUT, SEAT_TAKEN).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -144,7 +154,8 @@ class EventosServiceAsyncStub(EventosServiceStub):
     """
     ListEventos: _aio.UnaryUnaryMultiCallable[_eventos_pb2.ListEventosRequest, _eventos_pb2.ListEventosResponse]  # type: ignore[assignment]
     """Lists events ordered by `fecha` (earliest first), optionally only those at
-    `lugar` and between `desde` and `hasta` (inclusive), one page at a time. The
+    `lugar` and between `desde` and `hasta` (inclusive), one page at a time (a page
+    also ends before it passes the message limit). The
     seat lists (`asientos`, `asientos_disponibles`) are left out, so a page stays
     small however big the seat maps: `con_asientos` says whether an event has one,
     and GetEvento answers it.
@@ -168,8 +179,9 @@ class EventosServiceAsyncStub(EventosServiceStub):
     for the reservation `reserva_id`, in one atomic operation: all or nothing.
     Idempotent per reserva_id: a retry takes nothing more and answers what that
     reserva_id holds. Every take increments the event's `inventario_version`.
-    Errors: INVALID_ARGUMENT (cantidad < 1, seats missing, repeated, given for an
-    unseated event, reason VALIDATION_FAILED; a seat not in the seat map, reason
+    Errors: INVALID_ARGUMENT (cantidad not from 1 to 10,000,000, more than 100
+    seats, seats missing, repeated, given for an unseated event, reason
+    VALIDATION_FAILED; a seat not in the seat map, reason
     UNKNOWN_SEAT), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND),
     FAILED_PRECONDITION (not enough tickets, reason SOLD_OUT; a named seat is
     taken, reason SEAT_TAKEN, with the taken seats in the metadata's `asientos`;
@@ -189,6 +201,10 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
     """EventosService owns events, their capacity, their seat maps and the tickets
     still available. Errors carry a google.rpc.ErrorInfo detail whose `reason`
     names the problem (for example VALIDATION_FAILED, EVENTO_NOT_FOUND, SOLD_OUT, SEAT_TAKEN).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     @_abc_1.abstractmethod
@@ -243,7 +259,8 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_eventos_pb2.ListEventosResponse, _abc.Awaitable[_eventos_pb2.ListEventosResponse]]:
         """Lists events ordered by `fecha` (earliest first), optionally only those at
-        `lugar` and between `desde` and `hasta` (inclusive), one page at a time. The
+        `lugar` and between `desde` and `hasta` (inclusive), one page at a time (a page
+        also ends before it passes the message limit). The
         seat lists (`asientos`, `asientos_disponibles`) are left out, so a page stays
         small however big the seat maps: `con_asientos` says whether an event has one,
         and GetEvento answers it.
@@ -285,8 +302,9 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
         for the reservation `reserva_id`, in one atomic operation: all or nothing.
         Idempotent per reserva_id: a retry takes nothing more and answers what that
         reserva_id holds. Every take increments the event's `inventario_version`.
-        Errors: INVALID_ARGUMENT (cantidad < 1, seats missing, repeated, given for an
-        unseated event, reason VALIDATION_FAILED; a seat not in the seat map, reason
+        Errors: INVALID_ARGUMENT (cantidad not from 1 to 10,000,000, more than 100
+        seats, seats missing, repeated, given for an unseated event, reason
+        VALIDATION_FAILED; a seat not in the seat map, reason
         UNKNOWN_SEAT), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND),
         FAILED_PRECONDITION (not enough tickets, reason SOLD_OUT; a named seat is
         taken, reason SEAT_TAKEN, with the taken seats in the metadata's `asientos`;

@@ -210,8 +210,8 @@ class ReservarRequest(_message.Message):
     cantidad: _builtins.int
     """Number of tickets: 1 to 10. For a seated event, the number of `asientos`."""
     medio_pago: _builtins.str
-    """Payment token: tok_visa (approved), tok_declined (declined), tok_slow
-    (approved after a delay), tok_timeout (the gateway does not answer).
+    """Payment token (at most 64 characters): tok_visa (approved), tok_declined
+    (declined), tok_slow (approved after a delay), tok_timeout (the gateway does not answer).
     """
     idempotency_key: _builtins.str
     """Client-chosen key, unique per user, 1 to 128 characters: a repeat with the
@@ -219,7 +219,9 @@ class ReservarRequest(_message.Message):
     """
     @_builtins.property
     def asientos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Distinct seats, required for a seated event and refused for an unseated one."""
+        """Distinct seats (labels of 1 to 20 characters), required for a seated event and
+        refused for an unseated one.
+        """
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv install protos run test test-e2e soak bench clean distclean
+.PHONY: help venv install protos run test test-e2e soak bench compose-secrets clean distclean
 
 help:
 	@echo "make run       set up and run the whole system (usuarios, eventos, reservas, MongoDB, Redis)"
@@ -18,6 +18,7 @@ help:
 	@echo "make soak      long concurrency and crash runs (not part of make test)"
 	@echo "make bench     benchmark: the floor and the system, a table, JSON and a chart (BENCH_ARGS=--quick:"
 	@echo "               a few minutes; BENCH_ARGS='--baseline main': before and after in one run; see BENCHMARKS.md)"
+	@echo "make compose-secrets  .env and secrets/ for docker compose (random passwords, the keys; kept if present)"
 	@echo "make clean     remove caches; make distclean also removes .venv, .data and .bench"
 
 $(STAMP): pyproject.toml
@@ -53,6 +54,12 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PY) -m tests.bench $(BENCH_ARGS)
+
+# What docker-compose.yml needs before `docker compose up`: .env (passwords) and secrets/ (see README,
+# Deployment with docker-compose). Existing values are kept, and distclean leaves them: MongoDB's users in the
+# compose volume were made with these passwords.
+compose-secrets: $(STAMP)
+	$(VENV)/bin/eventflow compose-secrets
 
 clean:
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +

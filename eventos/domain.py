@@ -11,6 +11,12 @@ again. The invariant every operation keeps, under any concurrency:
 
 Every change of an event's inventory (a take, a give-back, a new capacity) increments its
 `inventario_version`, so a cache of it elsewhere can tell the newer of two answers.
+
+An event may limit the tickets one buyer holds (`max_por_usuario`, 0: no limit), across all of
+that buyer's reservations of it, against scalpers and bots. A take names its buyer (`usuario_id`);
+the tickets each buyer holds are counted by the same operations that take and give them back, so
+the limit holds under any concurrency: a take that would leave its buyer above the limit takes
+nothing, and a give-back (a cancellation, a compensation) gives the allowance back.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ DEFAULT_ASIENTOS_PAGE = 1_000
 MAX_ASIENTOS_PAGE = 5_000
 MAX_ASIENTOS_SCAN = 5_000
 MAX_RESERVA_ID = 128
+#: The buyer a take names (ReservarEntradas' usuario_id).
+MAX_USUARIO_ID = 128
 #: read_mask and update_mask: how many paths, and how long each.
 MAX_MASK_PATHS = 16
 MAX_MASK_PATH = 64
@@ -64,7 +72,7 @@ DEFAULT_MONEDA = "UYU"
 _MONEDA = re.compile(r"[A-Z]{3}")
 
 #: Fields UpdateEvento may change; an empty mask means all of them.
-UPDATABLE_FIELDS = ("nombre", "fecha", "lugar", "aforo_total", "precio", "moneda")
+UPDATABLE_FIELDS = ("nombre", "fecha", "lugar", "aforo_total", "precio", "moneda", "max_por_usuario")
 #: Fields of Evento that no update may name.
 READ_ONLY_FIELDS = (
     "id", "entradas_disponibles", "asientos", "asientos_disponibles", "inventario_version", "con_asientos", "filas",
@@ -72,7 +80,7 @@ READ_ONLY_FIELDS = (
 #: Every field of Evento, in proto order: what GetEvento's read_mask may name (empty means all).
 READABLE_FIELDS = (
     "id", "nombre", "fecha", "lugar", "aforo_total", "entradas_disponibles", "precio", "moneda",
-    "asientos", "asientos_disponibles", "inventario_version", "con_asientos",
+    "asientos", "asientos_disponibles", "inventario_version", "con_asientos", "max_por_usuario",
 )  # fmt: skip
 #: The fields that cost a read of the event's seats (O(seats)); every other one is in the event itself.
 SEAT_FIELDS = ("asientos", "asientos_disponibles")
@@ -131,6 +139,10 @@ class HasSoldTickets(FailedPrecondition):
     reason = "HAS_SOLD_TICKETS"
 
 
+class LimitPerBuyerExceeded(FailedPrecondition):
+    reason = "LIMIT_PER_BUYER_EXCEEDED"
+
+
 def invalid(field: str, message: str) -> InvalidArgument:
     return InvalidArgument(f"{field}: {message}", metadata={"field": field})
 
@@ -178,6 +190,8 @@ class Evento:
     #: Whether the event has a seat map, known even when the seats were not read.
     con_asientos: bool = False
     inventario_version: int = 0
+    #: The most tickets one buyer may hold, across its reservations; 0: no limit.
+    max_por_usuario: int = 0
 
     @property
     def seated(self) -> bool:
@@ -201,6 +215,7 @@ class EventoDraft:
     moneda: str = ""
     asientos: tuple[str, ...] = ()
     filas: tuple[FilaAsientos, ...] = ()
+    max_por_usuario: int = 0
 
 
 @dataclass(frozen=True)
@@ -227,18 +242,23 @@ class NewEvento:
     precio: int
     moneda: str
     asientos: tuple[str, ...]
+    max_por_usuario: int = 0
 
 
 @dataclass(frozen=True)
 class Allocation:
-    """What one reservation took from one event."""
+    """What one reservation took from one event, and for which buyer ("" when the take named none)."""
 
     reserva_id: str
     cantidad: int
     asientos: tuple[str, ...] = ()
+    usuario_id: str = ""
 
-    def same_request(self, cantidad: int, asientos: Iterable[str]) -> bool:
-        return self.cantidad == cantidad and set(self.asientos) == set(asientos)
+    def same_request(self, cantidad: int, asientos: Iterable[str], usuario_id: str = "") -> bool:
+        """Whether a take asks for what this allocation holds (a buyer is compared only when both name one:
+        takes stored before buyers were named, and callers that name none, are the same buyer's)."""
+        same_buyer = not (self.usuario_id and usuario_id) or self.usuario_id == usuario_id
+        return self.cantidad == cantidad and set(self.asientos) == set(asientos) and same_buyer
 
 
 @dataclass(frozen=True)
@@ -247,6 +267,7 @@ class Stock:
 
     `holders` has an entry for each requested seat that is in the seat map: the reserva_id
     holding it, or None when it is available. A requested seat missing from it is unknown.
+    `compradas`: the tickets the take's buyer holds of the event, judged against `max_por_usuario`.
     """
 
     evento_id: str
@@ -254,6 +275,8 @@ class Stock:
     inventario_version: int
     con_asientos: bool
     holders: Mapping[str, str | None]
+    max_por_usuario: int = 0
+    compradas: int = 0
 
 
 @dataclass(frozen=True)
@@ -286,6 +309,8 @@ class ReservaRequest:
     reserva_id: str
     cantidad: int
     asientos: tuple[str, ...] = ()
+    #: The buyer, counted against the event's max_por_usuario (required when it has one).
+    usuario_id: str = ""
 
 
 # --- field rules ---------------------------------------------------------------------------
@@ -332,6 +357,19 @@ def validate_aforo(value: int) -> int:
     if value > MAX_AFORO:
         raise invalid("aforo_total", f"must be at most {MAX_AFORO}, got {value}")
     return value
+
+
+def validate_max_por_usuario(value: int, aforo: int) -> int:
+    if value < 0:
+        raise invalid("max_por_usuario", f"must be 0 (no limit) or more, got {value}")
+    if value > aforo:
+        raise invalid("max_por_usuario", f"must be at most aforo_total ({aforo}), got {value}")
+    return value
+
+
+def within_limit(max_por_usuario: int, compradas: int, cantidad: int) -> bool:
+    """Whether a buyer holding `compradas` tickets may take `cantidad` more (0: the event has no limit)."""
+    return max_por_usuario == 0 or compradas + cantidad <= max_por_usuario
 
 
 def validate_seat_map(asientos: Sequence[str]) -> tuple[str, ...]:
@@ -393,6 +431,7 @@ def validate_new_evento(draft: EventoDraft) -> NewEvento:
         precio=validate_precio(draft.precio),
         moneda=validate_moneda(draft.moneda),
         asientos=asientos,
+        max_por_usuario=validate_max_por_usuario(draft.max_por_usuario, aforo),
     )
 
 
@@ -470,6 +509,15 @@ def plan_update(current: Evento, draft: EventoDraft, fields: Sequence[str]) -> d
             if aforo != current.aforo_total:
                 check_capacity(current, aforo)
                 changes[field] = aforo
+    aforo = int(changes.get("aforo_total", current.aforo_total))  # type: ignore[call-overload]
+    if "max_por_usuario" in fields:
+        # Lowering it below what a buyer holds takes nothing back: that buyer just cannot take more.
+        changes["max_por_usuario"] = validate_max_por_usuario(draft.max_por_usuario, aforo)
+    elif current.max_por_usuario > aforo:
+        raise invalid(
+            "aforo_total",
+            f"must be at least max_por_usuario ({current.max_por_usuario}), got {aforo}; lower max_por_usuario too",
+        )
     return changes
 
 
@@ -494,9 +542,12 @@ def seat_map_too_large(evento: Evento, fields: Sequence[str]) -> SeatMapTooLarge
 
 
 def has_sold_tickets(current: Evento) -> HasSoldTickets:
+    """Why an event with tickets taken cannot be deleted: its buyers would lose their way to a refund."""
     return HasSoldTickets(
-        f"evento {current.id!r} cannot be deleted: {current.tomadas} of its tickets are sold or held",
-        metadata={"evento_id": current.id, "tomadas": current.tomadas},
+        f"evento {current.id!r} cannot be deleted: {current.tomadas} of its {current.aforo_total} tickets are "
+        "sold or held by purchases in flight; cancel those reservations first (a cancellation refunds the buyer "
+        "and gives the tickets back), then delete it",
+        metadata={"evento_id": current.id, "tomadas": current.tomadas, "aforo_total": current.aforo_total},
     )
 
 
@@ -515,6 +566,7 @@ def validate_reserva_request(request: ReservaRequest) -> ReservaRequest:
     validate_ids(request.evento_id, request.reserva_id)
     if not 1 <= request.cantidad <= MAX_AFORO:
         raise invalid("cantidad", f"must be from 1 to {MAX_AFORO}, got {request.cantidad}")
+    check_length("usuario_id", request.usuario_id, MAX_USUARIO_ID)
     check_count("asientos", request.asientos, MAX_ASIENTOS_POR_RESERVA, "seats")
     for label in request.asientos:
         check_length("asientos", label, MAX_SEAT_LABEL)
@@ -524,7 +576,7 @@ def validate_reserva_request(request: ReservaRequest) -> ReservaRequest:
             raise invalid("asientos", "a seat is named more than once")
         if len(asientos) != request.cantidad:
             raise invalid("asientos", f"names {len(asientos)} seats but cantidad is {request.cantidad}")
-    return ReservaRequest(request.evento_id, request.reserva_id, request.cantidad, asientos)
+    return ReservaRequest(request.evento_id, request.reserva_id, request.cantidad, asientos, request.usuario_id)
 
 
 def check_fits_event(stock: Stock, request: ReservaRequest) -> None:
@@ -553,7 +605,7 @@ def explain_refusal(stock: Stock | None, request: ReservaRequest, existing: Allo
         raise not_found(request.evento_id)
     check_fits_event(stock, request)
     if existing is not None:
-        if existing.same_request(request.cantidad, request.asientos):
+        if existing.same_request(request.cantidad, request.asientos, request.usuario_id):
             return True
         raise ReservaMismatch(
             f"reserva_id {request.reserva_id!r} already took {existing.cantidad} tickets"
@@ -580,7 +632,32 @@ def explain_refusal(stock: Stock | None, request: ReservaRequest, existing: Allo
             f"only {stock.entradas_disponibles} tickets left, {request.cantidad} requested",
             metadata={"evento_id": stock.evento_id, **inventory},
         )
+    if stock.max_por_usuario and not request.usuario_id:
+        raise invalid("usuario_id", f"evento {stock.evento_id!r} limits the tickets per buyer: name the buyer")
+    if not within_limit(stock.max_por_usuario, stock.compradas, request.cantidad):
+        raise limit_per_buyer_exceeded(stock, request, inventory)
     return False
+
+
+def limit_per_buyer_exceeded(
+    stock: Stock, request: ReservaRequest, inventory: Mapping[str, int]
+) -> LimitPerBuyerExceeded:
+    """A take that would leave its buyer above the event's max_por_usuario. Not a sell-out: the metadata
+    carries what is left (`disponibles`, `inventario_version`), so a cache of the inventory stays right."""
+    left = max(0, stock.max_por_usuario - stock.compradas)
+    return LimitPerBuyerExceeded(
+        f"evento {stock.evento_id!r} sells at most {stock.max_por_usuario} tickets per buyer; usuario "
+        f"{request.usuario_id!r} already has {stock.compradas}, so {request.cantidad} more would exceed it "
+        f"({left} more allowed; a cancelled reservation gives its tickets back to the allowance)",
+        metadata={
+            "evento_id": stock.evento_id,
+            "usuario_id": request.usuario_id,
+            "max_por_usuario": stock.max_por_usuario,
+            "compradas": stock.compradas,
+            "solicitadas": request.cantidad,
+            **inventory,
+        },
+    )
 
 
 def in_seat_map_order(asientos: Sequence[str], available: Iterable[str]) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ are sold (the seat map and every allocation live in `inventario`):
       "aforo_total": int, "entradas_disponibles": int, "precio": int, "moneda": str,
       "con_asientos": bool,               # has a seat map (immutable)
       "inventario_version": int,          # +1 on every take, give-back and capacity change
+      "max_por_usuario": int,             # tickets one buyer may hold, 0: no limit (absent before it existed)
     }
 
 The `inventario` collection holds the rest, in documents whose `_id` is a JSON array (unambiguous
@@ -20,23 +21,36 @@ whatever the strings hold, and unique: a reserva_id takes from an event once):
                   "asiento": "A-12", "reserva_id": str | None}   # who holds it; None: available
     allocation:  {"_id": '["reserva","<evento_id>","<reserva_id>"]', "tipo": "reserva", "evento_id": str,
                   "reserva_id": str, "cantidad": int, "asientos": [str],
+                  "usuario_id": str,       # the buyer ("" or absent: the take named none)
                   "liberada": bool}        # True: a tombstone, this reserva_id can never take again
                                            # (cantidad/asientos: what it gave back, 0/[] if nothing)
+    buyer:       {"_id": '["comprador","<evento_id>","<usuario_id>"]', "tipo": "comprador", "evento_id": str,
+                  "usuario_id": str, "entradas": int}   # tickets the buyer's active allocations hold
 
-Atomicity: a take or a give-back changes the event's counter, one allocation and its k seats
-in one multi-document transaction, so there is no intermediate state for a crash to leave
-behind: an uncommitted transaction is discarded. Its first write is the conditional update of
-the event (enough tickets left, seats named iff it has a seat map), so concurrent transactions
-conflict at once, before doing more work; a write conflict is a TransientTransactionError that
-`with_transaction` retries with backoff. Within this process, writers of one event also queue
-on a lock, so they do not waste attempts conflicting with each other. Idempotency per
-reserva_id: the allocation's `_id` (an upsert that must insert), the seats' holder (an update
-that must modify all k of them), and a tombstone that stays after the give-back.
+Atomicity: a take or a give-back changes the event's counter, one allocation, its k seats and
+its buyer's count in one multi-document transaction, so there is no intermediate state for a
+crash to leave behind: an uncommitted transaction is discarded. Its first write is the
+conditional update of the event (enough tickets left, seats named iff it has a seat map), so
+concurrent transactions conflict at once, before doing more work; a write conflict is a
+TransientTransactionError that `with_transaction` retries with backoff. Within this process,
+writers of one event also queue on a lock, so they do not waste attempts conflicting with each
+other. Idempotency per reserva_id: the allocation's `_id` (an upsert that must insert), the
+seats' holder (an update that must modify all k of them), and a tombstone that stays after the
+give-back.
+
+Tickets per buyer: every take that names its buyer adds to the buyer's count, and its give-back
+subtracts, whether or not the event has a limit, so a limit set later counts what each buyer
+already holds. When the event has one (`max_por_usuario`, read in the take's transaction, and the
+event's update filtered on it), the count moves only if it stays within it: an upsert that
+creates the count at 0, then an update filtered on `entradas <= limit - cantidad`, which must
+modify it. Without a limit it is one upsert that adds.
 
 A take is 4 commands whatever the event's size or sales: a read of the event's counters, an update
-of them filtered on the version read, one `update` of `inventario` (the allocation upsert and the
-seats' updateMany), commitTransaction. The takes of one event that arrive while one is written wait
-and go together in the next transaction (group commit): still 4 commands for the batch.
+of them filtered on the version read, one `update` of `inventario` (the allocation upsert, the
+seats' updateMany and the buyer's count), commitTransaction. The takes of one event that arrive
+while one is written wait and go together in the next transaction (group commit): still 4 commands
+for the batch, 5 when the event limits tickets per buyer (a read of the batch's buyers' counts,
+to choose the takes that fit).
 Reading an event with its seats (the seat map, and the available seats in seat-map order) reads
 its seat map document and the smaller side of its seats, the held ones or the free ones, in one
 snapshot, so the answer's seats agree with its counter.
@@ -60,7 +74,9 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -70,8 +86,9 @@ from pymongo.read_concern import ReadConcern
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.results import BulkWriteResult
 
-from eventos.domain import Allocation, Evento, InventoryChange, NewEvento, ReservaRequest, Stock
+from eventos.domain import Allocation, Evento, InventoryChange, NewEvento, ReservaRequest, Stock, within_limit
 from infra.group_commit import DUPLICATE_KEY
 from infra.mongo import MAJORITY, for_reads, for_writes
 
@@ -82,13 +99,14 @@ INVENTORY = "inventario"
 SEAT_MAP = "plano"
 SEAT = "asiento"
 ALLOCATION = "reserva"
+BUYER = "comprador"
 #: Seat documents written per insert_many when an event is created.
 SEAT_BATCH = 5_000
 #: Seats per `$in` when a page of seats is read (a long `$in` is slow on some servers, SecantusDB among them).
 SEAT_LOOKUP_BATCH = 100
 
 #: What a take or a give-back needs of the event: never its seats.
-_COUNTERS = {"entradas_disponibles": 1, "inventario_version": 1, "con_asientos": 1}
+_COUNTERS = {"entradas_disponibles": 1, "inventario_version": 1, "con_asientos": 1, "max_por_usuario": 1}
 
 #: The fields of the earlier shape, inside the event (see the module docstring).
 _LEGACY_FIELDS = ("asientos", "asientos_disponibles", "reservas", "reservas_liberadas")
@@ -109,6 +127,15 @@ def allocation_id(evento_id: str, reserva_id: str) -> str:
     return json.dumps([ALLOCATION, evento_id, reserva_id], ensure_ascii=False, separators=(",", ":"))
 
 
+def buyer_id(evento_id: str, usuario_id: str) -> str:
+    return json.dumps([BUYER, evento_id, usuario_id], ensure_ascii=False, separators=(",", ":"))
+
+
+def _limit(doc: Mapping[str, Any]) -> int:
+    """An event's max_por_usuario (0: none; events stored before it existed have none)."""
+    return int(doc.get("max_por_usuario") or 0)
+
+
 def _to_evento(doc: Mapping[str, Any], seats: tuple[Sequence[str], Sequence[str]] = ((), ())) -> Evento:
     """An event; `seats` are its seat map and available seats, when they were read."""
     return Evento(
@@ -124,15 +151,45 @@ def _to_evento(doc: Mapping[str, Any], seats: tuple[Sequence[str], Sequence[str]
         asientos_disponibles=tuple(seats[1]),
         con_asientos=doc["con_asientos"],
         inventario_version=doc["inventario_version"],
+        max_por_usuario=_limit(doc),
     )
 
 
 def _to_allocation(doc: Mapping[str, Any]) -> Allocation:
-    return Allocation(doc["reserva_id"], doc["cantidad"], tuple(doc.get("asientos") or ()))
+    return Allocation(doc["reserva_id"], doc["cantidad"], tuple(doc.get("asientos") or ()), doc.get("usuario_id") or "")
 
 
-def _to_stock(evento_id: str, doc: Mapping[str, Any], holders: Mapping[str, str | None]) -> Stock:
-    return Stock(evento_id, doc["entradas_disponibles"], doc["inventario_version"], doc["con_asientos"], holders)
+def _to_stock(evento_id: str, doc: Mapping[str, Any], holders: Mapping[str, str | None], compradas: int = 0) -> Stock:
+    return Stock(
+        evento_id, doc["entradas_disponibles"], doc["inventario_version"], doc["con_asientos"], holders,
+        _limit(doc), compradas,
+    )  # fmt: skip
+
+
+@dataclass
+class _Writes:
+    """A transaction's writes to `inventario`, and what its bulk write's result must show for all of them to
+    have applied: the upserts that must insert (allocations), the documents the conditional updates must
+    modify (seats, limited buyers' counts), and the upserts that insert or else modify one (unlimited
+    buyers' counts)."""
+
+    ops: list[UpdateOne | UpdateMany] = field(default_factory=list)
+    inserts: list[int] = field(default_factory=list)
+    modifies: int = 0
+    inserts_or_modifies: list[int] = field(default_factory=list)
+
+    def add(self, op: UpdateOne | UpdateMany, *, insert: bool = False, modifies: int = 0, either: bool = False) -> None:
+        if insert:
+            self.inserts.append(len(self.ops))
+        if either:
+            self.inserts_or_modifies.append(len(self.ops))
+        self.modifies += modifies
+        self.ops.append(op)
+
+    def applied(self, result: BulkWriteResult) -> bool:
+        upserted = result.upserted_ids or {}
+        expected = self.modifies + sum(1 for i in self.inserts_or_modifies if i not in upserted)
+        return all(i in upserted for i in self.inserts) and result.modified_count == expected
 
 
 def _settle(outcome: asyncio.Future[Any], result: Any = None, error: BaseException | None = None) -> None:
@@ -143,6 +200,11 @@ def _settle(outcome: asyncio.Future[Any], result: Any = None, error: BaseExcepti
         outcome.set_exception(error)
     else:
         outcome.set_result(result)
+
+
+def _unchanged(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A filter that matches the event only if its version and limit are still those of `doc`."""
+    return {"inventario_version": doc["inventario_version"], "max_por_usuario": doc.get("max_por_usuario")}
 
 
 class _Refused(Exception):
@@ -219,6 +281,8 @@ class EventoRepository:
     ) -> Mapping[str, Any] | None:
         """Inside a take's or give-back's transaction: add `delta` to the event's tickets and bump its
         inventory version, if the event exists and matches `condition`; its counters after, or None.
+        The update is filtered on the version and the max_por_usuario read, so a take is judged against
+        the limit the event has when it commits.
 
         A read and an update filtered on the version read (so a change in between matches nothing),
         not a findAndModify: SecantusDB's findAndModify scans the whole collection, so its cost would
@@ -228,7 +292,7 @@ class EventoRepository:
         if doc is None:
             return None
         result = await self._writes.update_one(
-            {"_id": evento_id, "inventario_version": doc["inventario_version"], **condition},
+            {"_id": evento_id, **_unchanged(doc), **condition},
             {"$inc": {"entradas_disponibles": delta, "inventario_version": 1}},
             session=session,
         )
@@ -268,6 +332,7 @@ class EventoRepository:
             "moneda": new.moneda,
             "con_asientos": bool(seats),
             "inventario_version": 0,
+            "max_por_usuario": new.max_por_usuario,
         }
         await self._writes.insert_one(doc)
         return _to_evento(doc, (new.asientos, new.asientos))
@@ -359,8 +424,11 @@ class EventoRepository:
         cursor = self._reads.find(query).sort([("fecha", ASCENDING), ("_id", ASCENDING)]).limit(limit)
         return [_to_evento(doc) async for doc in cursor]
 
-    async def update(self, evento_id: str, changes: Mapping[str, Any], expected_aforo: int) -> Evento | None:
-        """Apply `changes` atomically, provided aforo_total is still `expected_aforo`.
+    async def update(
+        self, evento_id: str, changes: Mapping[str, Any], expected_aforo: int, expected_max: int = 0
+    ) -> Evento | None:
+        """Apply `changes` atomically, provided aforo_total and max_por_usuario are still `expected_aforo` and
+        `expected_max` (so the two, judged together, stay consistent: the limit never above the capacity).
 
         A new aforo_total moves entradas_disponibles by the same difference, and only if that
         leaves it at 0 or more (the tickets taken meanwhile are re-checked in the filter); it is a
@@ -368,7 +436,11 @@ class EventoRepository:
         its seats. None when nothing matched: the event is gone, its capacity changed, or too
         many tickets are taken.
         """
-        query: dict[str, Any] = {"_id": evento_id, "aforo_total": expected_aforo}
+        query: dict[str, Any] = {
+            "_id": evento_id,
+            "aforo_total": expected_aforo,
+            "max_por_usuario": expected_max if expected_max else {"$in": [0, None]},
+        }
         update: dict[str, Any] = {"$set": dict(changes)}
         new_aforo = changes.get("aforo_total")
         if new_aforo is not None and new_aforo != expected_aforo:
@@ -383,7 +455,11 @@ class EventoRepository:
         allocations and tombstones.
 
         The event goes first, in one conditional operation: once it is gone nothing can take from it,
-        and what a crash leaves of its inventory belongs to an id no new event will have.
+        and what a crash leaves of its inventory belongs to an id no new event will have. Against a
+        concurrent take: a take commits its decrement of the event's counter before the delete (the
+        delete then matches nothing: the caller is told tickets are taken), or its transaction's update
+        of the event meets the deletion (a write conflict: retried, it finds no event, EVENTO_NOT_FOUND),
+        so no take outlives the event.
         """
         result = await self._writes.delete_one(
             {"_id": evento_id, "$expr": {"$eq": ["$entradas_disponibles", "$aforo_total"]}}
@@ -457,35 +533,43 @@ class EventoRepository:
             self._draining.discard(evento_id)  # no await since the last pop: nothing arrived unseen
 
     async def _take_together(self, evento_id: str, requests: list[ReservaRequest]) -> list[InventoryChange | None] | None:
-        """One transaction for several takes of one event: those that fit the tickets left, in order, are
-        taken (the version goes up by one per take, as if they ran one after the other); the others are
-        refused (None). None when the batch cannot be judged as a whole (a seat wanted twice or taken, a
-        reserva_id with an allocation already, a mixed batch): then each is taken on its own.
+        """One transaction for several takes of one event: those that fit the tickets left (and, when the
+        event limits them, their buyer's allowance), in order, are taken (the version goes up by one per
+        take, as if they ran one after the other); the others are refused (None). None when the batch cannot
+        be judged as a whole (a seat wanted twice or taken, a reserva_id with an allocation already, a mixed
+        batch, a take naming no buyer of a limited event): then each is taken on its own.
         """
 
         async def body(session: AsyncClientSession) -> list[InventoryChange | None]:
             doc = await self._writes.find_one({"_id": evento_id}, _COUNTERS, session=session)
             if doc is None:
                 raise _Refused
-            left, chosen = doc["entradas_disponibles"], []
+            limit = _limit(doc)
+            if limit and not all(request.usuario_id for request in requests):
+                raise _Refused  # the single take explains it
+            held = await self._buyers(evento_id, {r.usuario_id for r in requests}, session) if limit else {}
+            left, chosen, bought = doc["entradas_disponibles"], [], Counter[str]()
             for request in requests:
                 if bool(request.asientos) != doc["con_asientos"]:
                     raise _Refused  # the single take explains it (a kind of error, not a refusal to share)
-                if request.cantidad <= left:
+                buyer = request.usuario_id
+                fits_buyer = within_limit(limit, held.get(buyer, 0) + bought[buyer], request.cantidad)
+                if request.cantidad <= left and fits_buyer:
                     chosen.append(request)
                     left -= request.cantidad
+                    bought[buyer] += request.cantidad
             if not chosen:
                 return [None] * len(requests)
-            writes: list[UpdateOne | UpdateMany] = []
+            writes = _Writes()
             for request in chosen:
-                writes.extend(self._allocation_writes(request))
-            seats = sum(len(request.asientos) for request in chosen)
-            result = await self._inventory.bulk_write(writes, ordered=True, session=session)
-            if result.upserted_count != len(chosen) or result.modified_count != seats:
+                self._allocation_writes(writes, request)
+            self._buyer_writes(writes, evento_id, bought, limit)
+            result = await self._inventory.bulk_write(writes.ops, ordered=True, session=session)
+            if not writes.applied(result):
                 raise _Refused
             taken = doc["entradas_disponibles"] - left
             moved = await self._writes.update_one(
-                {"_id": evento_id, "inventario_version": doc["inventario_version"], "entradas_disponibles": {"$gte": taken}},
+                {"_id": evento_id, **_unchanged(doc), "entradas_disponibles": {"$gte": taken}},
                 {"$inc": {"entradas_disponibles": -taken, "inventario_version": len(chosen)}},
                 session=session,
             )
@@ -507,16 +591,21 @@ class EventoRepository:
     async def _take_one(self, request: ReservaRequest) -> InventoryChange | None:
         """One take in its own transaction (see `take`)."""
         rid = request.reserva_id
-        writes = self._allocation_writes(request)
 
         async def body(session: AsyncClientSession) -> InventoryChange:
             condition = {"entradas_disponibles": {"$gte": request.cantidad}, "con_asientos": bool(request.asientos)}
             evento = await self._move_counter(session, request.evento_id, -request.cantidad, condition)
             if evento is None:
                 raise _Refused
-            result = await self._inventory.bulk_write(writes, ordered=True, session=session)
-            if 0 not in result.upserted_ids or result.modified_count != len(request.asientos):
-                raise _Refused  # this reserva_id has an allocation, or a seat is taken or unknown
+            limit = _limit(evento)
+            if limit and not request.usuario_id:
+                raise _Refused  # a limited event counts every ticket against its buyer
+            writes = _Writes()
+            self._allocation_writes(writes, request)
+            self._buyer_writes(writes, request.evento_id, Counter({request.usuario_id: request.cantidad}), limit)
+            result = await self._inventory.bulk_write(writes.ops, ordered=True, session=session)
+            if not writes.applied(result):
+                raise _Refused  # this reserva_id has an allocation, a seat is taken or unknown, or over the limit
             return InventoryChange(
                 request.evento_id, rid, request.cantidad, request.asientos,
                 evento["entradas_disponibles"], evento["inventario_version"],
@@ -525,40 +614,68 @@ class EventoRepository:
         return await self._transaction(request.evento_id, body)
 
     @staticmethod
-    def _allocation_writes(request: ReservaRequest) -> list[UpdateOne | UpdateMany]:
+    def _allocation_writes(writes: _Writes, request: ReservaRequest) -> None:
         """Insert the allocation (an upsert that must insert) and hold its seats (an update that must change each)."""
         rid, seats = request.reserva_id, list(request.asientos)
         allocation = {
             "tipo": ALLOCATION, "evento_id": request.evento_id, "reserva_id": rid,
-            "cantidad": request.cantidad, "asientos": seats, "liberada": False,
+            "cantidad": request.cantidad, "asientos": seats, "usuario_id": request.usuario_id, "liberada": False,
         }  # fmt: skip
-        writes: list[UpdateOne | UpdateMany] = [
-            UpdateOne({"_id": allocation_id(request.evento_id, rid)}, {"$setOnInsert": allocation}, upsert=True)
-        ]
+        writes.add(
+            UpdateOne({"_id": allocation_id(request.evento_id, rid)}, {"$setOnInsert": allocation}, upsert=True),
+            insert=True,
+        )
         if seats:
             ids = [seat_id(request.evento_id, label) for label in seats]
-            writes.append(UpdateMany({"_id": {"$in": ids}, "reserva_id": None}, {"$set": {"reserva_id": rid}}))
-        return writes
+            hold = UpdateMany({"_id": {"$in": ids}, "reserva_id": None}, {"$set": {"reserva_id": rid}})
+            writes.add(hold, modifies=len(ids))
+
+    @staticmethod
+    def _buyer_writes(writes: _Writes, evento_id: str, bought: Mapping[str, int], limit: int) -> None:
+        """Add what each buyer takes to its count; with a limit, only within it (see the module docstring).
+        Takes that name no buyer ("") are counted against no one."""
+        for usuario_id, cantidad in bought.items():
+            if not usuario_id or not cantidad:
+                continue
+            bid = buyer_id(evento_id, usuario_id)
+            buyer = {"tipo": BUYER, "evento_id": evento_id, "usuario_id": usuario_id}
+            if not limit:
+                add = UpdateOne({"_id": bid}, {"$inc": {"entradas": cantidad}, "$setOnInsert": buyer}, upsert=True)
+                writes.add(add, either=True)
+                continue
+            writes.add(UpdateOne({"_id": bid}, {"$setOnInsert": {**buyer, "entradas": 0}}, upsert=True))
+            within = UpdateOne({"_id": bid, "entradas": {"$lte": limit - cantidad}}, {"$inc": {"entradas": cantidad}})
+            writes.add(within, modifies=1)
+
+    async def _buyers(self, evento_id: str, usuario_ids: set[str], session: AsyncClientSession) -> dict[str, int]:
+        """Inside a take's transaction: the tickets each of these buyers holds of the event (absent: none)."""
+        ids = [buyer_id(evento_id, usuario_id) for usuario_id in usuario_ids if usuario_id]
+        cursor = self._inventory.find({"_id": {"$in": ids}}, {"usuario_id": 1, "entradas": 1}, session=session)
+        return {doc["usuario_id"]: doc["entradas"] async for doc in cursor}
 
     async def snapshot_for(
-        self, evento_id: str, reserva_id: str, asientos: Sequence[str] = ()
+        self, evento_id: str, reserva_id: str, asientos: Sequence[str] = (), usuario_id: str = ""
     ) -> tuple[Stock, Allocation | None, Allocation | None] | None:
-        """From the primary: the event's counters and the holders of `asientos`, what `reserva_id`
-        holds of it, and its tombstone (what it gave back) if it has one. None when the event does
-        not exist. Two queries."""
+        """From the primary: the event's counters and the holders of `asientos`, the tickets `usuario_id`
+        holds of it, what `reserva_id` holds of it, and its tombstone (what it gave back) if it has one.
+        None when the event does not exist. Two queries."""
         doc = await self._writes.find_one({"_id": evento_id}, _COUNTERS)
         if doc is None:
             return None
         aid = allocation_id(evento_id, reserva_id)
+        bid = buyer_id(evento_id, usuario_id) if usuario_id else None
         ids = {seat_id(evento_id, label): label for label in asientos}
         holders: dict[str, str | None] = {}
         allocation: Mapping[str, Any] | None = None
-        async for found in self._inventory.find({"_id": {"$in": [aid, *ids]}}):
+        compradas = 0
+        async for found in self._inventory.find({"_id": {"$in": [aid, *ids, *([bid] if bid else [])]}}):
             if found["_id"] == aid:
                 allocation = found
+            elif found["_id"] == bid:
+                compradas = found["entradas"]
             else:
                 holders[ids[found["_id"]]] = found["reserva_id"]
-        stock = _to_stock(evento_id, doc, holders)
+        stock = _to_stock(evento_id, doc, holders, compradas)
         if allocation is None:
             return stock, None, None
         if allocation["liberada"]:
@@ -568,22 +685,28 @@ class EventoRepository:
     async def give_back(self, evento_id: str, allocation: Allocation) -> InventoryChange | None:
         """Return what `allocation` took and spend its reserva_id, once, in one transaction.
 
-        None if it no longer holds them (given back concurrently) or the event is gone.
+        None if it no longer holds them (given back concurrently) or the event is gone. Its buyer's count
+        goes down by as much: the allowance comes back.
         """
         rid = allocation.reserva_id
-        writes: list[UpdateOne | UpdateMany] = [
-            UpdateOne({"_id": allocation_id(evento_id, rid), "liberada": False}, {"$set": {"liberada": True}})
-        ]
+        writes = _Writes()
+        spend = UpdateOne({"_id": allocation_id(evento_id, rid), "liberada": False}, {"$set": {"liberada": True}})
+        writes.add(spend, modifies=1)
         if allocation.asientos:
             ids = [seat_id(evento_id, label) for label in allocation.asientos]
-            writes.append(UpdateMany({"_id": {"$in": ids}, "reserva_id": rid}, {"$set": {"reserva_id": None}}))
+            free = UpdateMany({"_id": {"$in": ids}, "reserva_id": rid}, {"$set": {"reserva_id": None}})
+            writes.add(free, modifies=len(ids))
+        if allocation.usuario_id:
+            bid, cantidad = buyer_id(evento_id, allocation.usuario_id), allocation.cantidad
+            back = UpdateOne({"_id": bid, "entradas": {"$gte": cantidad}}, {"$inc": {"entradas": -cantidad}})
+            writes.add(back, modifies=1)
 
         async def body(session: AsyncClientSession) -> InventoryChange:
             evento = await self._move_counter(session, evento_id, allocation.cantidad, {})
             if evento is None:
                 raise _Refused
-            result = await self._inventory.bulk_write(writes, ordered=True, session=session)
-            if result.modified_count != 1 + len(allocation.asientos):
+            result = await self._inventory.bulk_write(writes.ops, ordered=True, session=session)
+            if not writes.applied(result):
                 raise _Refused
             return InventoryChange.of(_to_stock(evento_id, evento, {}), allocation)
 

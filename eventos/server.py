@@ -11,9 +11,10 @@ from eventos.config import Config
 from eventos.repository import EventoRepository
 from eventos.service import EventoService
 from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer, to_asiento, to_proto
-from infra.mongo import create_client, ping
 from infra.limits import ReplyBudget
+from infra.mongo import create_client, ping
 from infra.pagination import PageTokens
+from infra.ratelimit import limiter_for
 from infra.server import GrpcApp, ServiceBinding, create_server
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ async def create_app(config: Config) -> GrpcApp:
 
     budget = ReplyBudget.of_messages(config.max_message_bytes, to_proto)  # a page of events, in bytes
     seat_budget = ReplyBudget.of_messages(config.max_message_bytes, to_asiento)  # a page of seats
+    limiter = limiter_for(config.redis_url, config.rate_limits)
     app = await create_server(
         bindings=[
             ServiceBinding(
@@ -59,8 +61,12 @@ async def create_app(config: Config) -> GrpcApp:
         domain=DOMAIN,
         health_check=health_check,
         max_message_bytes=config.max_message_bytes,
+        auth=config.auth,
+        limiter=limiter,
     )
     app.on_stop.append(client.close)
+    if limiter is not None:
+        app.on_stop.append(limiter.close)
     app.on_stop.append(repository.close)  # run first (newest first): takes in flight abort their transactions
 
     return app

@@ -169,9 +169,11 @@ class EventoService:
             changes = domain.plan_update(current, draft, fields)
             updated = current
             if changes:
-                updated = await self.eventos.update(evento_id, changes, expected_aforo=current.aforo_total)
+                updated = await self.eventos.update(
+                    evento_id, changes, expected_aforo=current.aforo_total, expected_max=current.max_por_usuario
+                )
                 if updated is None:
-                    continue  # gone, capacity changed, or tickets taken meanwhile: judge again on a fresh read
+                    continue  # gone, capacity or limit changed, or tickets taken meanwhile: judge again on a fresh read
                 log.info("evento updated", extra={"evento_id": evento_id, "fields": sorted(changes)})
             if not updated.seated:
                 return updated
@@ -199,7 +201,10 @@ class EventoService:
     # --- inventory ---------------------------------------------------------------------------
 
     async def reservar(self, request: ReservaRequest) -> InventoryChange:
-        """Take the tickets of `request` once per reserva_id; a retry of the same request answers what it holds."""
+        """Take the tickets of `request` once per reserva_id; a retry of the same request answers what it holds.
+
+        When the event limits tickets per buyer, only within `request.usuario_id`'s allowance
+        (LIMIT_PER_BUYER_EXCEEDED otherwise)."""
         request = domain.validate_reserva_request(request)
         for _ in range(MAX_ATTEMPTS):
             taken = await self.eventos.take(request)
@@ -211,11 +216,14 @@ class EventoService:
                         "reserva_id": request.reserva_id,
                         "cantidad": request.cantidad,
                         "asientos": request.asientos,
+                        "usuario_id": request.usuario_id,
                         "inventario_version": taken.inventario_version,
                     },
                 )
                 return taken
-            snapshot = await self.eventos.snapshot_for(request.evento_id, request.reserva_id, request.asientos)
+            snapshot = await self.eventos.snapshot_for(
+                request.evento_id, request.reserva_id, request.asientos, request.usuario_id
+            )
             if snapshot is None:
                 raise domain.not_found(request.evento_id)
             stock, existing, tombstone = snapshot

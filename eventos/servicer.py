@@ -42,6 +42,7 @@ def to_draft(evento: eventos_pb2.Evento) -> EventoDraft:
         moneda=evento.moneda,
         asientos=tuple(evento.asientos),
         filas=tuple(FilaAsientos(f.fila, f.desde, f.hasta) for f in evento.filas),
+        max_por_usuario=evento.max_por_usuario,
     )
 
 
@@ -59,6 +60,7 @@ def to_proto(evento: Evento, fields: Sequence[str] = domain.READABLE_FIELDS) -> 
         "asientos_disponibles": evento.asientos_disponibles,
         "inventario_version": evento.inventario_version,
         "con_asientos": evento.seated,
+        "max_por_usuario": evento.max_por_usuario,
     }
     message = eventos_pb2.Evento(**{f: values[f] for f in fields if f in values})
     if "fecha" in fields:
@@ -155,7 +157,9 @@ class EventosServicer(eventos_pb2_grpc.EventosServiceServicer):
     async def ReservarEntradas(
         self, request: eventos_pb2.ReservarEntradasRequest, context: grpc.aio.ServicerContext
     ) -> eventos_pb2.ReservarEntradasResponse:
-        reserva = ReservaRequest(request.evento_id, request.reserva_id, request.cantidad, tuple(request.asientos))
+        reserva = ReservaRequest(
+            request.evento_id, request.reserva_id, request.cantidad, tuple(request.asientos), request.usuario_id
+        )
         return eventos_pb2.ReservarEntradasResponse(**to_change_fields(await self.service.reservar(reserva)))
 
     async def LiberarEntradas(

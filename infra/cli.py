@@ -43,6 +43,10 @@ def add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--start-timeout", type=float, default=90.0, metavar="SECONDS",
         help="how long each piece may take to start (default: 90)",
     )  # fmt: skip
+    parser.add_argument(
+        "--replicas-reservas", type=int, default=1, metavar="N", dest="reservas_replicas",
+        help="run N reservas processes, on RESERVAS_PORT and the ports after it (default: 1)",
+    )  # fmt: skip
     parser.set_defaults(handler=_run_up)
 
 
@@ -50,7 +54,8 @@ def _run_up(args: argparse.Namespace) -> int:
     from infra import stack  # noqa: PLC0415
 
     options = stack.Options(
-        data_dir=args.data_dir, host=args.host, demo=args.demo, start_timeout=args.start_timeout
+        data_dir=args.data_dir, host=args.host, demo=args.demo, start_timeout=args.start_timeout,
+        reservas_replicas=args.reservas_replicas,
     )
     return stack.up(options)
 
@@ -96,11 +101,138 @@ def _run_projections_rebuild(args: argparse.Namespace) -> int:
     return run_rebuild()
 
 
+def _duration(text: str) -> float:
+    """Seconds from "90", "90s", "30m", "8h" or "7d"."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 30m, 8h or 7d") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"a duration is more than 0, not {text!r}")
+    return seconds
+
+
+def add_keys(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "keys",
+        help="make this deployment's keys (once; existing keys are kept)",
+        description=(
+            "Make the keys a deployment needs, unless they exist: the issuer's Ed25519 key pair (signs people's "
+            "tokens), reservas' key pair (signs its own calls) and the page-token key. The directory is 0700 and "
+            "private keys 0600. `eventflow up` does this by itself in <data dir>/keys; docker-compose mounts them."
+        ),
+    )
+    parser.add_argument("--dir", type=Path, default=Path(".data/keys"), help="where (default: .data/keys)")
+    parser.set_defaults(handler=_run_keys)
+
+
+def _run_keys(args: argparse.Namespace) -> int:
+    from infra import keys  # noqa: PLC0415
+
+    try:
+        files = keys.ensure_keys(args.dir)
+    except (OSError, ValueError) as error:
+        print(f"eventflow keys: {error}", file=sys.stderr)
+        return 1
+    print(f"keys in {files.directory}: issuer.pub and reservas.pub are public; the rest stays private")
+    return 0
+
+
+def add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "token",
+        help="print a signed token for a person or a tool",
+        description=(
+            "Print a bearer token signed with this deployment's key, for the metadata "
+            "'authorization: Bearer <token>'. admin may call every public RPC; cliente is bound to one user "
+            "(its profile, its reservations, buying for itself); servicio is reservas' own identity, signed "
+            "with reservas' key (for tests and tools that play reservas)."
+        ),
+        epilog=(
+            "keys: <data dir>/keys as `eventflow up` made them, or EVENTFLOW_ISSUER_PRIVATE_KEY[_FILE] "
+            "(EVENTFLOW_SERVICE_PRIVATE_KEY[_FILE] for servicio)."
+        ),
+    )
+    parser.add_argument("--role", required=True, choices=["admin", "cliente", "servicio"])
+    parser.add_argument("--usuario", default="", metavar="ID", help="the user a cliente token is bound to")
+    parser.add_argument("--ttl", type=_duration, default=3600.0, help="how long it is valid (default: 1h; at most 7d)")
+    parser.add_argument("--sub", default="", help="who holds it, for the logs (default: the role, or the user)")
+    parser.add_argument("--data-dir", type=Path, default=Path(".data"), help="where `eventflow up` keeps its keys")
+    parser.set_defaults(handler=_run_token)
+
+
+def _run_token(args: argparse.Namespace) -> int:
+    import os  # noqa: PLC0415
+
+    from infra import auth, keys  # noqa: PLC0415
+
+    role = auth.Role(args.role)
+    if (role is auth.Role.CLIENTE) != bool(args.usuario):
+        print("eventflow token: --usuario ID is required for a cliente token, and only for one", file=sys.stderr)
+        return 2
+    servicio = role is auth.Role.SERVICIO
+    name = keys.SERVICE_PRIVATE_KEY if servicio else keys.ISSUER_PRIVATE_KEY
+    files = keys.KeyFiles(args.data_dir / "keys")
+    path = files.service_private if servicio else files.issuer_private
+    try:
+        pem = keys.read_secret(os.environ, name)
+        if pem is None:
+            if not path.exists():
+                print(
+                    f"eventflow token: no key at {path} and {name}[_FILE] is not set: `eventflow up` makes the "
+                    "keys at its first run (or pass --data-dir)",
+                    file=sys.stderr,
+                )
+                return 1
+            pem = path.read_bytes()
+        key = keys.load_private_key(pem, name if os.environ.get(name) or os.environ.get(f"{name}_FILE") else str(path))
+        issuer = auth.service_issuer(key) if servicio else auth.TokenIssuer(key)
+        sub = args.sub or (f"usuario:{args.usuario}" if args.usuario else role.value)
+        print(issuer.mint(role, sub, usuario_id=args.usuario, ttl_seconds=args.ttl))
+    except (ValueError, OSError) as error:
+        print(f"eventflow token: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_compose_secrets(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "compose-secrets",
+        help="make the passwords and keys docker-compose.yml needs (.env and secrets/)",
+        description=(
+            "Write .env (the MongoDB users' and Redis' passwords) and secrets/ (MongoDB's root password, Redis' "
+            "users, the deployment's keys) beside docker-compose.yml, with random values. What exists is kept; "
+            "what is missing is added. docker compose refuses to start without them."
+        ),
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=Path("."), help="the directory of docker-compose.yml (default: the current one)"
+    )
+    parser.set_defaults(handler=_run_compose_secrets)
+
+
+def _run_compose_secrets(args: argparse.Namespace) -> int:
+    from infra.compose_secrets import ComposeSecretsError, ensure_compose_secrets  # noqa: PLC0415
+
+    try:
+        files = ensure_compose_secrets(args.dir)
+    except (ComposeSecretsError, OSError) as error:
+        print(f"eventflow compose-secrets: {error}", file=sys.stderr)
+        return 1
+    print(f"compose secrets ready: {files.env_file} and {files.secrets_dir}/ (kept private: do not commit them)")
+    return 0
+
+
 #: Every subcommand, in the order `eventflow --help` lists them.
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     add_up,
+    add_keys,
+    add_token,
     add_projector,
     add_projections,
+    add_compose_secrets,
 ]
 
 

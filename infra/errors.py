@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -58,6 +58,28 @@ class DeadlineExceeded(DomainError):
     reason = "DEADLINE_EXCEEDED"
 
 
+class Unauthenticated(DomainError):
+    """The call carries no valid token (missing, expired, badly signed, for another audience or issuer)."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(DomainError):
+    """The caller is who it says, but may not do this; never says whether the target exists."""
+
+    reason = "PERMISSION_DENIED"
+
+
+class ResourceExhausted(DomainError):
+    """The caller went over a limit (a rate); `retry_delay` (seconds) becomes a google.rpc.RetryInfo."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, retry_delay: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_delay = retry_delay
+
+
 #: The default table; a service passes its own when it has more exception types.
 DEFAULT_STATUS_TABLE: dict[type[DomainError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -66,6 +88,9 @@ DEFAULT_STATUS_TABLE: dict[type[DomainError], grpc.StatusCode] = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -85,15 +110,28 @@ def shorten(text: str, limit: int) -> str:
 
 
 def rich_status(
-    code: grpc.StatusCode, message: str, *, reason: str, domain: str, metadata: Mapping[str, str] | None = None
+    code: grpc.StatusCode,
+    message: str,
+    *,
+    reason: str,
+    domain: str,
+    metadata: Mapping[str, str] | None = None,
+    retry_delay: float | None = None,
 ) -> grpc.Status:
-    """A gRPC status whose details carry a google.rpc.ErrorInfo; long values are cut to a short prefix."""
+    """A gRPC status whose details carry a google.rpc.ErrorInfo (and a RetryInfo when `retry_delay` is given);
+    long values are cut to a short prefix."""
     short = {shorten(k, 64): shorten(v, MAX_VALUE) for k, v in list((metadata or {}).items())[:MAX_KEYS]}
     message = shorten(message, MAX_MESSAGE)
     info = error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=short)
     detail = any_pb2.Any()
     detail.Pack(info)
-    proto = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    details = [detail]
+    if retry_delay is not None:
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+            seconds=int(retry_delay), nanos=int((retry_delay % 1) * 1e9))))  # fmt: skip
+        details.append(retry)
+    proto = status_pb2.Status(code=code.value[0], message=message, details=details)
     return rpc_status.to_status(proto)
 
 
@@ -141,7 +179,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             except DomainError as error:
                 code = status_code_for(error, self.table)
                 await context.abort_with_status(
-                    rich_status(code, error.message, reason=error.reason, domain=self.domain, metadata=error.metadata)
+                    rich_status(
+                        code,
+                        error.message,
+                        reason=error.reason,
+                        domain=self.domain,
+                        metadata=error.metadata,
+                        retry_delay=getattr(error, "retry_delay", None),
+                    )
                 )
             except (grpc.aio.AbortError, grpc.aio.UsageError):
                 raise
@@ -172,6 +217,9 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "Unauthenticated",
     "Unavailable",
     "error_info",
     "rich_status",

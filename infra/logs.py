@@ -1,4 +1,8 @@
-"""Structured logs: one JSON object per line, carrying the reservation id through the saga."""
+"""Structured logs: one JSON object per line, carrying the reservation id through the saga.
+
+Every line passes through infra.redact: no token, password, e-mail address, document number or payment token
+reaches a log, whatever a call site passed (issue 8).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from infra.redact import redact_field, redact_text
 
 #: The reservation the current task works for; every log line written meanwhile carries it.
 reserva_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("reserva_id", default=None)
@@ -27,17 +33,17 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact_text(record.getMessage()),
         }
         reserva_id = reserva_id_var.get()
         if reserva_id:
             entry["reserva_id"] = reserva_id
-        # Fields passed as logger.info("...", extra={...}).
+        # Fields passed as logger.info("...", extra={...}), each redacted by its name and its content.
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = redact_field(key, value)
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 

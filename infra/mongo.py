@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from pymongo import AsyncMongoClient, ReadPreference, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
+
+log = logging.getLogger(__name__)
 
 #: Inventory and money move on the primary and are acknowledged by a majority.
 MAJORITY = WriteConcern("majority")
@@ -56,10 +59,31 @@ def for_writes(collection: AsyncCollection) -> AsyncCollection:
     return collection.with_options(read_preference=ReadPreference.PRIMARY, write_concern=MAJORITY)
 
 
+def error_summary(error: PyMongoError) -> str:
+    """A MongoDB error for a log line. A failed command's message may quote stored values (a duplicate key
+    prints the document's key: an e-mail, a document number), so it is told by its code and name only; an
+    error of the connection (no server, a timeout) keeps its message, which names hosts, never credentials."""
+    if isinstance(error, OperationFailure):  # also DuplicateKeyError, WriteError, BulkWriteError
+        name = (error.details or {}).get("codeName", "")
+        return f"{type(error).__name__} (code {error.code}{f' {name}' if name else ''})"
+    return f"{type(error).__name__}: {error}"
+
+
+#: The last failure `ping` logged for a database: one line per cause, not one per health check.
+_last_failure: dict[str, str] = {}
+
+
 async def ping(db: AsyncDatabase) -> bool:
-    """True when the server answers a ping."""
+    """True when the server answers a ping. A failure is logged when its cause changes (a wrong password in
+    MONGODB_URI shows as AuthenticationFailed, an unreachable server as a timeout)."""
     try:
         await db.command("ping")
-    except PyMongoError:
+    except PyMongoError as error:
+        summary = error_summary(error)
+        if _last_failure.get(db.name) != summary:
+            _last_failure[db.name] = summary
+            log.warning("MongoDB does not answer", extra={"database": db.name, "error": summary})
         return False
+    if _last_failure.pop(db.name, None) is not None:
+        log.info("MongoDB answers again", extra={"database": db.name})
     return True

@@ -23,8 +23,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from infra.access import Access, OwnerLookup
+from infra.auth import AuthInterceptor, AuthSettings
 from infra.errors import DomainError, ErrorMappingInterceptor
 from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, message_options
+from infra.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +126,25 @@ async def create_server(
     check_interval: float = 2.0,
     grace: float = 10.0,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    auth: AuthSettings | None,
+    owner_of: OwnerLookup | None = None,
+    limiter: RateLimiter | None = None,
 ) -> GrpcApp:
-    """Build (not start) a server with health, reflection and the error mapping. Port 0 picks a free port.
+    """Build (not start) a server with health, reflection, authentication and the error mapping.
 
+    Every call but health and reflection needs a token `auth` verifies and infra/access.py allows;
+    `owner_of` says whose a reservation is (reservas); `limiter` applies a rate limit per identity.
     A request larger than `max_message_bytes` is refused by gRPC (RESOURCE_EXHAUSTED); so is a reply.
+    Port 0 picks a free port.
     """
+    if auth is None:
+        raise ValueError(f"{domain}: no keys to verify tokens with (see infra/keys.py); a server never runs open")
     bindings = list(bindings)
-    server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor(domain, error_table)], options=message_options(max_message_bytes)
-    )
+    # The error mapping is outermost, so authentication's refusals become rich statuses too.
+    interceptors = [ErrorMappingInterceptor(domain, error_table), AuthInterceptor(
+        auth.verifier, Access(owner_of), limiter.admit if limiter is not None else None
+    )]
+    server = grpc.aio.server(interceptors=interceptors, options=message_options(max_message_bytes))
     for binding in bindings:
         binding.add_to_server(binding.servicer, server)
     health_servicer = health.aio.HealthServicer()

@@ -3,11 +3,13 @@
 Starts SecantusDB and redis-server (unless MONGODB_URI / REDIS_URL point at servers already running),
 then usuarios, eventos and reservas as `python -m <service>`, waits until each reports SERVING through
 the standard health service, loads a small demo data set into an empty system (through the services'
-own gRPC APIs), prints the endpoints, and supervises: on Ctrl-C or SIGTERM, or when any process dies,
-it stops every process it started (SIGTERM, then SIGKILL after a timeout). Data lives under the data
-directory (default .data/) and survives to the next run; logs go to <data dir>/logs/<name>.log. The
-deployment's keys are made at the first run into <data dir>/keys (see infra.keys) and given to the services
-as *_FILE variables.
+own gRPC APIs), prints the endpoints, and supervises: a process that exits unexpectedly (a service or a
+store) is started again on the same port and data after a backoff (0.5 s, doubling up to 10 s), with a line
+that says what died and how; after 5 crashes of one process within 60 s it stops everything, with that
+reason. On Ctrl-C or SIGTERM it stops every process it started (SIGTERM, then SIGKILL after a timeout).
+Data lives under the data directory (default .data/) and survives to the next run; logs go to
+<data dir>/logs/<name>.log (a restarted process appends to its log). The deployment's keys are made at the
+first run into <data dir>/keys (see infra.keys) and given to the services as *_FILE variables.
 
 Environment (besides what the services read themselves):
   USUARIOS_PORT, EVENTOS_PORT, RESERVAS_PORT   service ports (50051, 50052, 50053)
@@ -18,6 +20,7 @@ Environment (besides what the services read themselves):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import importlib.util
 import os
@@ -41,9 +44,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
-from infra import procs
-from infra.keys import ensure_keys
+from infra import keys, procs
+from infra.auth import Role, TokenIssuer
 from infra.procs import ManagedProcess
+from infra.redact import redact_uri
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,31 @@ REDIS_PORT_VAR, DEFAULT_REDIS_PORT = "EVENTFLOW_REDIS_PORT", 6379
 
 #: Printed once every service is SERVING; tests and scripts may wait for it.
 READY_LINE = "EventFlow is up."
+#: The life of the admin token `eventflow up` prints: a working day.
+ADMIN_TOKEN_TTL_SECONDS = 8 * 3600
+
+
+class RestartPolicy:
+    """When to start a crashed process again: exponential backoff, and giving up on a crash loop.
+
+    The n-th crash of a process within `window` seconds is restarted after `first` * 2^(n-1) seconds (at
+    most `ceiling`); the `limit`-th crash within the window is not restarted: the stack stops.
+    """
+
+    def __init__(self, first: float = 0.5, ceiling: float = 10.0, limit: int = 5, window: float = 60.0) -> None:
+        self.first, self.ceiling, self.limit, self.window = first, ceiling, limit, window
+        self._crashes: dict[str, list[float]] = {}
+
+    def crashed(self, name: str, now: float) -> float | None:
+        """Record a crash of `name` at `now`; the delay before restarting it, or None to give up."""
+        recent = [t for t in self._crashes.get(name, []) if now - t < self.window] + [now]
+        self._crashes[name] = recent
+        if len(recent) >= self.limit:
+            return None
+        return float(min(self.ceiling, self.first * 2 ** (len(recent) - 1)))
+
+    def recent(self, name: str) -> int:
+        return len(self._crashes.get(name, []))
 
 
 class StackError(Exception):
@@ -83,6 +112,8 @@ class Options:
     demo: bool = True
     start_timeout: float = 90.0
     stop_timeout: float = 15.0
+    #: reservas processes: the first on RESERVAS_PORT, each further one on the next port.
+    reservas_replicas: int = 1
 
 
 def _say(message: str, stream: IO[str] | None = None) -> None:
@@ -143,6 +174,12 @@ class Stack:
         ipv6 = ":" in options.host and not options.host.startswith("[")
         self.bind_host = f"[{options.host}]" if ipv6 else options.host
         self.ports = {s.name: _port_from_env(self.env, s.port_var, s.default_port) for s in SERVICES}
+        if options.reservas_replicas < 1:
+            raise StackError(f"--replicas-reservas must be at least 1, got {options.reservas_replicas}")
+        #: The further reservas replicas, "reservas-2", ...: one process each, on the ports after RESERVAS_PORT.
+        self.replicas = [f"reservas-{k}" for k in range(2, options.reservas_replicas + 1)]
+        for offset, name in enumerate(self.replicas, start=1):
+            self.ports[name] = self.ports["reservas"] + offset
         self.mongodb_port = _port_from_env(self.env, MONGODB_PORT_VAR, DEFAULT_MONGODB_PORT)
         self.redis_port = _port_from_env(self.env, REDIS_PORT_VAR, DEFAULT_REDIS_PORT)
         self.mongodb_uri = self.env.get("MONGODB_URI", "")
@@ -154,6 +191,9 @@ class Stack:
         self._hurry = threading.Event()
         self._stopping = False
         self._lock_file: IO[bytes] | None = None
+        self.restarts = RestartPolicy()
+        self.keys: keys.KeyFiles | None = None
+        self.admin_token = ""
 
     def address(self, service: str) -> str:
         return f"{self.client_host}:{self.ports[service]}"
@@ -204,6 +244,7 @@ class Stack:
                 raise StackError(f"`python -m {spec.name}` is not available ({spec.name}/__main__.py is missing)")
         busy: list[str] = []
         wanted = [(self.options.host, self.ports[s.name], s.name, s.port_var) for s in SERVICES]
+        wanted += [(self.options.host, self.ports[name], name, "RESERVAS_PORT") for name in self.replicas]
         if not self.mongodb_uri:
             wanted.append(("127.0.0.1", self.mongodb_port, "MongoDB (SecantusDB)", MONGODB_PORT_VAR))
         if not self.redis_url:
@@ -223,6 +264,10 @@ class Stack:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise StackError(f"another `eventflow up` is already using {self.data_dir}") from None
+        # The deployment's keys, made at the first run and kept: tokens minted earlier stay valid.
+        self.keys = keys.ensure_keys(self.data_dir / "keys")
+        issuer = TokenIssuer(keys.load_private_key(self.keys.issuer_private.read_bytes(), str(self.keys.issuer_private)))
+        self.admin_token = issuer.mint(Role.ADMIN, "eventflow-up", ttl_seconds=ADMIN_TOKEN_TTL_SECONDS)
 
     @staticmethod
     def _module_runnable(name: str) -> bool:
@@ -262,8 +307,11 @@ class Stack:
                     raise StackError(self._describe(store, f"did not open port {store.port} in time"))
                 time.sleep(0.05)
 
-    def service_env(self) -> dict[str, str]:
+    def service_env(self, name: str) -> dict[str, str]:
+        """The environment of one service: ports, stores, and the keys it holds (reservas' private key: only it)."""
         env = dict(self.env)
+        if self.keys is not None:
+            env.update(self.keys.env(service_private=name == "reservas"))
         env.update({spec.port_var: str(self.ports[spec.name]) for spec in SERVICES})
         env.update(
             GRPC_BIND_HOST=self.bind_host,
@@ -276,14 +324,15 @@ class Stack:
         return env
 
     def _start_services(self) -> None:
-        env = self.service_env()
-        # The deployment's keys, made at the first run (0700 directory, 0600 private files) and kept.
-        files = ensure_keys(self.data_dir / "keys")
         for spec in SERVICES:
             self._check_interrupted()
-            service_env = {**env, **files.env(service_private=(spec.name == "reservas"))}
-            proc = procs.service_process(spec.name, self.ports[spec.name], service_env, self._log(spec.name))
+            env = self.service_env(spec.name)
+            proc = procs.service_process(spec.name, self.ports[spec.name], env, self._log(spec.name))
             self.services[spec.name] = proc.start()
+        for name in self.replicas:  # the same service on its own port; the saga lease coordinates them
+            env = {**self.service_env("reservas"), "RESERVAS_PORT": str(self.ports[name])}
+            proc = dataclasses.replace(procs.service_process("reservas", self.ports[name], env, self._log(name)), name=name)
+            self.services[name] = proc.start()
 
     def _wait_serving(self) -> None:
         _say("waiting for " + ", ".join(f"{n} ({self.address(n)})" for n in self.services) + " to report SERVING")
@@ -301,9 +350,9 @@ class Stack:
                         del pending[name]
                 if pending and time.monotonic() > deadline:
                     name, proc = next(iter(pending.items()))
-                    stores = f"MongoDB at {self.mongodb_uri}"
+                    stores = f"MongoDB at {redact_uri(self.mongodb_uri)}"
                     if name == "reservas":
-                        stores += f" or Redis at {self.redis_url}"
+                        stores += f" or Redis at {redact_uri(self.redis_url)}"
                     raise StackError(
                         self._describe(
                             proc,
@@ -325,14 +374,41 @@ class Stack:
         return f"{proc.name} {what}; see {proc.log_path}" + (f", which ends with:\n{tail}" if tail else "")
 
     def _supervise(self) -> int:
+        """Restart what dies (see RestartPolicy) until a signal; 1 when a process keeps crashing."""
+        due: dict[str, float] = {}  # name -> when to start it again
         while not self._stop.wait(0.25):
+            now = time.monotonic()
             for proc in [*self.stores, *self.services.values()]:
-                if not proc.running:
-                    message = self._describe(proc, f"exited unexpectedly ({_exit_reason(proc)})")
+                if proc.name in due:
+                    if now >= due[proc.name]:
+                        del due[proc.name]
+                        self._restart(proc)
+                    continue
+                if proc.running:
+                    continue
+                how = _exit_reason(proc)
+                proc.stop()  # reap it, close its log
+                delay = self.restarts.crashed(proc.name, now)
+                if delay is None:
+                    limit, window = self.restarts.limit, self.restarts.window
+                    message = self._describe(proc, f"exited unexpectedly ({how}), {limit} times within {window:g} s")
                     _say(f"error: {message}", sys.stderr)
-                    _say("stopping everything else", sys.stderr)
+                    _say("it keeps crashing: stopping everything else", sys.stderr)
                     return 1
+                _say(f"{proc.name} exited unexpectedly ({how}); restarting it in {delay:g} s "
+                     f"(crash {self.restarts.recent(proc.name)} of at most {self.restarts.limit - 1} "
+                     f"within {self.restarts.window:g} s; see {proc.log_path})", sys.stderr)  # fmt: skip
+                due[proc.name] = now + delay
         return 0
+
+    def _restart(self, proc: ManagedProcess) -> None:
+        """Start a dead process again, same command, port, data and log. Its dependents notice by themselves:
+        services report NOT_SERVING while a store is away and SERVING once it answers again."""
+        if proc.log_path is not None:
+            with proc.log_path.open("a", encoding="utf-8") as f:
+                f.write(f"--- restarted by eventflow up, {datetime.now(UTC).isoformat(timespec='seconds')} ---\n")
+        proc.start()
+        _say(f"{proc.name} restarted (pid {proc.proc.pid if proc.proc else '?'})", sys.stderr)
 
     # -- stopping ------------------------------------------------------------------------------------
 
@@ -370,28 +446,43 @@ class Stack:
             usuarios = usuarios_pb2_grpc.UsuariosServiceStub(u)
             eventos = eventos_pb2_grpc.EventosServiceStub(e)
             try:
-                empty = not usuarios.ListUsuarios(usuarios_pb2.ListUsuariosRequest(page_size=1), timeout=10).usuarios
+                auth = self.auth_metadata
+                request = usuarios_pb2.ListUsuariosRequest(page_size=1)
+                empty = not usuarios.ListUsuarios(request, timeout=10, metadata=auth).usuarios
                 if empty and self.options.demo:
-                    load_demo(usuarios, eventos)
+                    load_demo(usuarios, eventos, auth)
                     _say("loaded the demo data (users and events); --no-demo skips it")
-                return example_ids(usuarios, eventos)
+                return example_ids(usuarios, eventos, auth)
             except grpc.RpcError as err:
                 raise StackError(
                     f"loading the demo data failed: {err.code().name}: {err.details()} "  # type: ignore[attr-defined]
                     f"(see {self.logs_dir}; --no-demo skips the demo data)"
                 ) from None
 
+    @property
+    def auth_metadata(self) -> tuple[tuple[str, str]]:
+        """The metadata of this stack's own calls: its admin token."""
+        return (("authorization", f"Bearer {self.admin_token}"),)
+
     def _print_ready(self, ids: Mapping[str, str]) -> None:
         lines = [READY_LINE, ""]
         for spec in SERVICES:
             lines.append(f"  {spec.name:<9} {self.address(spec.name):<22} {spec.full_name}")
+        for name in self.replicas:
+            lines.append(f"  {name:<9} {self.address(name):<22} eventflow.reservas.v1.ReservasService (replica)")
         mongo_note = f"SecantusDB, data in {self.data_dir / 'mongodb'}" if self.mongo else "MONGODB_URI"
         redis_note = f"redis-server, data in {self.data_dir / 'redis'}" if self.redis else "REDIS_URL"
         lines += [
-            f"  {'MongoDB':<9} {self.mongodb_uri}  ({mongo_note})",
-            f"  {'Redis':<9} {self.redis_url}  ({redis_note})",
+            f"  {'MongoDB':<9} {redact_uri(self.mongodb_uri)}  ({mongo_note})",  # a given URI may hold a password
+            f"  {'Redis':<9} {redact_uri(self.redis_url)}  ({redis_note})",
             f"  {'logs':<9} {self.logs_dir}",
+            f"  {'keys':<9} {self.data_dir / 'keys'}  (owner-only; the issuer key signs tokens)",
             "",
+            f"An admin token for {ADMIN_TOKEN_TTL_SECONDS // 3600} hours (`eventflow token --help` makes others, "
+            "for a cliente too):",
+            f"  export TOKEN={self.admin_token}",
+            "",
+            *self._replicas_hint(),
             "Try (through server reflection, no .proto files needed):",
             *("  " + " ".join(cmd) for cmd in self.grpcurl_examples(ids)),
             "",
@@ -399,13 +490,24 @@ class Stack:
         ]
         print("\n".join(lines), flush=True)
 
+    def _replicas_hint(self) -> list[str]:
+        if not self.replicas:
+            return []
+        addresses = ",".join(self.address(n) for n in ["reservas", *self.replicas])
+        return [
+            "reservas runs as several replicas: a client spreads its calls over all of them with gRPC's round_robin:",
+            f"  grpc.aio.insecure_channel(\"ipv4:{addresses}\", options=[(\"grpc.lb_policy_name\", \"round_robin\")])",
+            "",
+        ]
+
     def grpcurl_examples(self, ids: Mapping[str, str]) -> Iterator[list[str]]:
         grpcurl = _grpcurl_command()
 
         def call(service: str, method: str, body: str | None = None) -> list[str]:
             spec = next(s for s in SERVICES if s.name == service)
             data = ["-d", shlex.quote(body)] if body is not None else []
-            return [grpcurl, "-plaintext", *data, self.address(service), f"{spec.full_name}/{method}"]
+            auth = ["-H", '"authorization: Bearer $TOKEN"']
+            return [grpcurl, "-plaintext", *auth, *data, self.address(service), f"{spec.full_name}/{method}"]
 
         yield [grpcurl, "-plaintext", self.address("usuarios"), "list"]
         yield call("usuarios", "ListUsuarios", '{"page_size": 5}')
@@ -480,34 +582,37 @@ def demo_eventos() -> list[eventos_pb2.Evento]:
     ]  # fmt: skip
 
 
+Metadata = Sequence[tuple[str, str]]
+
+
 def load_demo(
-    usuarios: usuarios_pb2_grpc.UsuariosServiceStub, eventos: eventos_pb2_grpc.EventosServiceStub
+    usuarios: usuarios_pb2_grpc.UsuariosServiceStub, eventos: eventos_pb2_grpc.EventosServiceStub, auth: Metadata
 ) -> None:
     for tipo, nro, nombre, apellido, email in DEMO_USUARIOS:
         usuario = usuarios_pb2.Usuario(
             tipo_documento=tipo, nro_documento=nro, nombre=nombre, apellido=apellido, email=email
         )
-        usuarios.CreateUsuario(usuarios_pb2.CreateUsuarioRequest(usuario=usuario), timeout=10)
+        usuarios.CreateUsuario(usuarios_pb2.CreateUsuarioRequest(usuario=usuario), timeout=10, metadata=auth)
     for evento in demo_eventos():
-        eventos.CreateEvento(eventos_pb2.CreateEventoRequest(evento=evento), timeout=10)
+        eventos.CreateEvento(eventos_pb2.CreateEventoRequest(evento=evento), timeout=10, metadata=auth)
 
 
 def example_ids(
-    usuarios: usuarios_pb2_grpc.UsuariosServiceStub, eventos: eventos_pb2_grpc.EventosServiceStub
+    usuarios: usuarios_pb2_grpc.UsuariosServiceStub, eventos: eventos_pb2_grpc.EventosServiceStub, auth: Metadata
 ) -> dict[str, str]:
     """Real ids for the printed grpcurl examples: the first user, and an event with free seats if any."""
     ids: dict[str, str] = {}
-    page = usuarios.ListUsuarios(usuarios_pb2.ListUsuariosRequest(page_size=1), timeout=10)
+    page = usuarios.ListUsuarios(usuarios_pb2.ListUsuariosRequest(page_size=1), timeout=10, metadata=auth)
     if page.usuarios:
         ids["usuario"] = page.usuarios[0].id
-    listed = eventos.ListEventos(eventos_pb2.ListEventosRequest(page_size=50), timeout=10).eventos
+    listed = eventos.ListEventos(eventos_pb2.ListEventosRequest(page_size=50), timeout=10, metadata=auth).eventos
     seated = [e for e in listed if e.con_asientos and e.entradas_disponibles >= 2]
     chosen = seated[0] if seated else next((e for e in listed if e.entradas_disponibles >= 2), None)
     if chosen is not None:
         ids["evento"] = chosen.id
         if chosen.con_asientos:  # a list leaves the seats out: ListAsientos pages them
             request = eventos_pb2.ListAsientosRequest(evento_id=chosen.id, page_size=2, solo_disponibles=True)
-            free = eventos.ListAsientos(request, timeout=10).asientos
+            free = eventos.ListAsientos(request, timeout=10, metadata=auth).asientos
             ids["asientos"] = ", ".join(f'"{s.etiqueta}"' for s in free)
     return ids
 

@@ -87,8 +87,10 @@ class _Client:
         attempts: int = 3,
         backoff: float = 0.1,
         max_backoff: float = 2.0,
+        token: Callable[[], str] | None = None,
     ) -> None:
-        """`timeout`: the deadline of each attempt; `backoff`: the first retry's delay ceiling, doubled each time."""
+        """`timeout`: the deadline of each attempt; `backoff`: the first retry's delay ceiling, doubled each time;
+        `token`: reservas' own servicio token, sent as `authorization: Bearer` metadata on every call."""
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, got {attempts}")
         self.channel = channel
@@ -96,6 +98,7 @@ class _Client:
         self.attempts = attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.token = token
 
     def _delay(self, attempt: int) -> float:
         """Exponential backoff with "equal jitter": half fixed, half random."""
@@ -105,7 +108,9 @@ class _Client:
     async def _call(self, rpc: Callable[..., Awaitable[Response]], request: object) -> Response:
         for attempt in range(1, self.attempts + 1):
             try:
-                return await rpc(request, timeout=self.timeout)
+                # Metadata on the call rather than a channel interceptor: grpc.aio's interceptor path costs more.
+                metadata = (("authorization", f"Bearer {self.token()}"),) if self.token is not None else None
+                return await rpc(request, timeout=self.timeout, metadata=metadata)
             except grpc.aio.AioRpcError as error:
                 if error.code() not in RETRYABLE or attempt == self.attempts:
                     raise translate(error, self.service) from error
@@ -155,11 +160,13 @@ class EventosClient(_Client):
         return await self._call(self._stub.GetEvento, request)
 
     async def reservar_entradas(
-        self, evento_id: str, reserva_id: str, cantidad: int, asientos: Sequence[str]
+        self, evento_id: str, reserva_id: str, cantidad: int, asientos: Sequence[str], usuario_id: str = ""
     ) -> eventos_pb2.ReservarEntradasResponse:
-        """What reserva_id holds (also on a retry), with the event's tickets left and inventory version."""
+        """What reserva_id holds (also on a retry), with the event's tickets left and inventory version.
+
+        `usuario_id`, the buyer, is counted against the event's max_por_usuario (LIMIT_PER_BUYER_EXCEEDED)."""
         request = eventos_pb2.ReservarEntradasRequest(
-            evento_id=evento_id, reserva_id=reserva_id, cantidad=cantidad, asientos=list(asientos)
+            evento_id=evento_id, reserva_id=reserva_id, cantidad=cantidad, asientos=list(asientos), usuario_id=usuario_id
         )
         return await self._call(self._stub.ReservarEntradas, request)
 

@@ -17,11 +17,12 @@ from typing import Any
 
 from pymongo import ASCENDING, IndexModel, InsertOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
+from infra.errors import Unavailable
 from infra.group_commit import DUPLICATE_KEY, GroupWriter
 from infra.mongo import for_writes
-from reservas.domain import ConcurrencyConflict, Event, Reserva, Tipo
+from reservas.domain import MAX_ID, ConcurrencyConflict, Event, Reserva, Tipo
 
 COLLECTION = "reserva_eventos"
 
@@ -105,6 +106,19 @@ class EventStore:
         query = {"reserva_id": reserva_id, "version": {"$gt": after_version}}
         cursor = self.collection.find(query, {"_id": 0}).sort("version", ASCENDING).limit(limit)
         return [from_document(doc) async for doc in cursor]
+
+    async def owner(self, reserva_id: str) -> str | None:
+        """The usuario_id a reservation belongs to (from its first event); None when there is no such reservation."""
+        if len(reserva_id) > MAX_ID:  # no reservation has so long an id: nothing is read for it (limits come first)
+            return None
+        try:
+            doc = await self.collection.find_one({"reserva_id": reserva_id, "version": 1}, {"_id": 0, "datos.usuario_id": 1})
+        except PyMongoError as error:
+            raise Unavailable(
+                "the reservations' store is not answering; try again shortly", reason="MONGODB_UNAVAILABLE"
+            ) from error
+        usuario_id = (doc or {}).get("datos", {}).get("usuario_id")
+        return usuario_id if isinstance(usuario_id, str) else None
 
     async def get(self, reserva_id: str, as_of: datetime | None = None) -> Reserva | None:
         """The aggregate rebuilt from its stream (as it was at `as_of`, when given); None if it has no events."""

@@ -138,9 +138,9 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import redis.asyncio
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from infra.redis_client import connect  # noqa: F401 - the client the gate expects (re-exported for its callers)
 
 try:
     from redis.exceptions import MaxConnectionsError
@@ -326,21 +326,6 @@ def _tag(evento_id: str) -> str:
     if evento_id and "{" not in evento_id and "}" not in evento_id:
         return evento_id
     return "h-" + hashlib.sha256(evento_id.encode()).hexdigest()
-
-
-def connect(url: str, *, timeout_seconds: float = 0.25, max_connections: int = 512) -> redis.asyncio.Redis:
-    """A client fit for the gate: short timeouts, one immediate retry (a connection gone stale), a large pool.
-
-    `max_connections` should exceed the purchases in flight in this process: past it a call is
-    UNAVAILABLE rather than queued.
-    """
-    return redis.asyncio.Redis.from_url(
-        url,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        retry=Retry(NoBackoff(), 1),
-        max_connections=max_connections,
-    )
 
 
 def _text(value: Any) -> str:

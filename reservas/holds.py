@@ -75,10 +75,14 @@ class HoldStore:
 
     @staticmethod
     def keys_for(evento_id: str, asientos: Sequence[str], reserva_id: str) -> list[str]:
-        """One key per seat for a seated event; one key for the reservation otherwise."""
+        """One key per seat for a seated event; one key for the reservation otherwise.
+
+        The event's id is the keys' hash tag (`{evento_id}`): the keys one script takes together live in one
+        Redis Cluster slot, so the same scripts run on a cluster.
+        """
         if asientos:
-            return [f"hold:{evento_id}:{asiento}" for asiento in asientos]
-        return [f"hold:{evento_id}:reserva:{reserva_id}"]
+            return [f"hold:{{{evento_id}}}:{asiento}" for asiento in asientos]
+        return [f"hold:{{{evento_id}}}:reserva:{reserva_id}"]
 
     async def acquire(self, keys: Sequence[str], reserva_id: str) -> list[str]:
         """Hold every key for `reserva_id`, or none. Returns the keys held by other reservations."""

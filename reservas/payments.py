@@ -32,7 +32,7 @@ from pymongo import ASCENDING, IndexModel, InsertOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from infra.errors import DomainError, FailedPrecondition, InvalidArgument, shorten
+from infra.errors import DomainError, FailedPrecondition, InvalidArgument
 from infra.group_commit import GroupWriter
 from infra.mongo import for_writes
 from reservas.domain import TipoPago
@@ -44,8 +44,11 @@ KNOWN_TOKENS = frozenset({"tok_visa", "tok_declined", "tok_slow", "tok_timeout"}
 def validate_token(medio_pago: str) -> None:
     """InvalidArgument unless `medio_pago` is one of the known test tokens."""
     if medio_pago not in KNOWN_TOKENS:
+        # The value is not echoed: a payment credential (a card number pasted by mistake, say) would reach the
+        # reservation's recorded failure and the logs with it.
         raise InvalidArgument(
-            f"medio_pago must be one of {', '.join(sorted(KNOWN_TOKENS))}; got {shorten(medio_pago, 20)!r}",
+            f"medio_pago must be one of {', '.join(sorted(KNOWN_TOKENS))}; "
+            f"got another value ({len(medio_pago)} characters)",
             reason="UNKNOWN_PAYMENT_METHOD",
             metadata={"field": "medio_pago"},
         )

@@ -130,9 +130,9 @@ class Recovery:
             return
         try:  # idempotent per reserva_id: success means the tickets are still taken for it
             held = await ctx.deps.eventos.reservar_entradas(
-                reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos
+                reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos, reserva.usuario_id
             )
-        except FailedPrecondition:  # RESERVA_RELEASED, SOLD_OUT, SEAT_TAKEN: not any more
+        except FailedPrecondition:  # RESERVA_RELEASED, SOLD_OUT, SEAT_TAKEN, LIMIT_PER_BUYER_EXCEEDED: not any more
             await self.saga.compensate(ctx, interrupted(reserva.id, charged=True), self.saga.possibly_started(reserva))
             return
         await report_answer(ctx.deps.gate, reserva, held)  # the gate stops counting it as pending

@@ -25,6 +25,7 @@ from eventflow.reservas.v1 import reservas_pb2_grpc
 from infra.limits import ReplyBudget, message_options
 from infra.mongo import create_client, ping
 from infra.pagination import PageTokens
+from infra.ratelimit import RateLimiter
 from infra.server import GrpcApp, ServiceBinding, create_server
 from reservas.clients import EventosClient, UsuariosClient
 from reservas.config import Config
@@ -66,6 +67,9 @@ async def create_app(config: Config) -> GrpcApp:
     )
     gate_redis = gate_client(config.redis_url)  # short timeouts: without an answer, no gate
     gate = AdmissionGate(gate_redis, refresh_seconds=config.gate_refresh_seconds)
+    limiter = RateLimiter(gate_redis, config.rate_limits)  # the gate's client: short timeouts, a large pool
+    if config.auth is None or config.auth.service_token is None:
+        raise ValueError("reservas: no key to sign its calls to usuarios and eventos with (see infra/keys.py)")
     channel_options = [*CHANNEL_OPTIONS, *message_options(config.max_message_bytes)]
     usuarios_channel = grpc.aio.insecure_channel(config.usuarios_addr, options=channel_options)
     eventos_channel = grpc.aio.insecure_channel(config.eventos_addr, options=channel_options)
@@ -76,8 +80,9 @@ async def create_app(config: Config) -> GrpcApp:
         db, slow_seconds=config.payment_slow_seconds, timeout_seconds=config.payment_timeout_seconds
     )
     deps = SagaDeps(
-        usuarios=UsuariosClient(usuarios_channel, timeout=config.call_timeout_seconds),
-        eventos=EventosClient(eventos_channel, timeout=config.call_timeout_seconds),
+        # reservas calls the other two as itself: its own short-lived servicio token on every call.
+        usuarios=UsuariosClient(usuarios_channel, timeout=config.call_timeout_seconds, token=config.auth.service_token),
+        eventos=EventosClient(eventos_channel, timeout=config.call_timeout_seconds, token=config.auth.service_token),
         holds=HoldStore(redis_client, ttl_ms=int(config.hold_ttl_seconds * 1000)),
         payments=payments,
         store=store,
@@ -99,14 +104,20 @@ async def create_app(config: Config) -> GrpcApp:
     )
     background: list[asyncio.Task[None]] = []
     budget = ReplyBudget.of_messages(config.max_message_bytes, reserva_to_pb)  # a page of ListReservas, in bytes
+    redis_failure: list[str] = []  # the cause last logged: one line per cause (a wrong password, no server)
 
     async def health_check() -> bool:
         if not await ping(db):
             return False
         try:
             await redis_client.ping()
-        except (RedisError, OSError):
+        except (RedisError, OSError) as error:
+            cause = f"{type(error).__name__}: {error}"
+            if redis_failure != [cause]:
+                redis_failure[:] = [cause]
+                log.warning("Redis does not answer", extra={"error": cause})
             return False
+        redis_failure.clear()
         if not background:
             try:
                 for indexed in (store, leases, payments):
@@ -135,6 +146,9 @@ async def create_app(config: Config) -> GrpcApp:
             health_check=health_check,
             error_table=ERROR_TABLE,
             max_message_bytes=config.max_message_bytes,
+            auth=config.auth,
+            owner_of=store.owner,
+            limiter=limiter,
         )
     except BaseException:
         await mongo.close()

@@ -18,7 +18,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from infra import procs
-from infra.keys import ensure_keys, page_token_key as read_page_token_key
 from infra.server import GrpcApp
 
 _counter = itertools.count()
@@ -27,22 +26,6 @@ _counter = itertools.count()
 @pytest.fixture(scope="session")
 def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
-
-
-@pytest.fixture(scope="session")
-def keys_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The session's deployment keys (made as `eventflow up` makes them), as the *_FILE variables a service reads.
-
-    Every server a test builds gets them: EventFlow has no default key. reservas' private key is included
-    (`service_private=True`); usuarios and eventos ignore it.
-    """
-    return ensure_keys(tmp_path_factory.mktemp("keys")).env(service_private=True)
-
-
-@pytest.fixture(scope="session")
-def page_token_key(keys_env: dict[str, str]) -> bytes:
-    """The session's page-token key, for Configs built in code (Config(..., page_token_key=page_token_key))."""
-    return read_page_token_key(keys_env)
 
 
 @pytest.fixture(scope="session")

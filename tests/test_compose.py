@@ -1,12 +1,15 @@
 """docker-compose.yml and the Dockerfile, checked by reading them (no Docker engine runs the tests).
 
 The compose file must start what the code expects: the service names, ports and environment variables
-the Config classes read, MongoDB as an initiated replica set, Redis with an append-only file, and the
-image's health check must really speak the gRPC health protocol (it is run here against a real server).
+the Config classes read, MongoDB as an initiated replica set with a user per service, Redis with an
+append-only file and a password, neither published on the host, every secret from `eventflow
+compose-secrets` (no default in the file), and the image's health check must really speak the gRPC health
+protocol (it is run here against a real server). tests/test_compose_stores.py runs the services against
+stores set up as compose sets them up.
 
-PyYAML is not a dependency, so a small parser reads the subset of YAML the compose file uses (block
-mappings and sequences, quoted and plain scalars, JSON-style flow sequences, `|` block scalars); when
-PyYAML happens to be importable, the parser is checked against it.
+A small parser reads the subset of YAML the compose files use (block mappings and sequences, quoted and
+plain scalars, JSON-style flow sequences, `|` block scalars), which keeps them plain; it is checked against
+PyYAML (a development dependency) on every compose file of the repository.
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from infra.compose_secrets import ENV_PASSWORDS, MONGO_PASSWORDS, REDIS_KEYS, REDIS_PASSWORDS, ComposeSecrets
+from infra.compose_secrets import ensure_compose_secrets, read_env_file
+from infra.keys import PAGE_TOKEN_KEY
 from infra.procs import free_port
 from infra.stack import SERVICES
 
@@ -126,9 +133,30 @@ def compose() -> dict[str, Any]:
     return parse_compose(COMPOSE.read_text(encoding="utf-8"))
 
 
-def test_the_parser_agrees_with_pyyaml(compose: dict[str, Any]) -> None:
-    yaml = pytest.importorskip("yaml")
-    assert compose == yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("path", sorted(ROOT.glob("docker-compose*.yml")), ids=lambda p: p.name)
+def test_the_parser_agrees_with_pyyaml(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert parse_compose(text) == yaml.safe_load(text)
+
+
+#: ${NAME:?message}: compose stops with the message when NAME is unset or empty.
+REQUIRED = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):\?(?P<message>[^}]+)\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """What compose makes of `value` with the variables `env` (only the ${NAME:?message} form is used)."""
+    return REQUIRED.sub(lambda m: env[m["name"]], value)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> ComposeSecrets:
+    """What `eventflow compose-secrets` writes, in a directory of its own."""
+    return ensure_compose_secrets(tmp_path_factory.mktemp("compose"))
+
+
+@pytest.fixture(scope="module")
+def dotenv(made: ComposeSecrets) -> dict[str, str]:
+    return read_env_file(made.env_file)
 
 
 # -- docker-compose.yml -------------------------------------------------------------------------------------
@@ -139,46 +167,66 @@ def test_services(compose: dict[str, Any]) -> None:
     assert set(compose["volumes"]) == {"mongo-data", "redis-data"}
 
 
-SECRETS_DIR = "/run/secrets/"
+def test_no_store_is_published_on_the_host(compose: dict[str, Any]) -> None:
+    for name in ("mongo", "mongo-init", "redis"):
+        assert "ports" not in compose["services"][name], f"{name} must be reachable only on compose's network"
 
 
-def test_secrets_are_mounted_files_outside_the_image(compose: dict[str, Any]) -> None:
-    """Keys come from files compose mounts at run time (in .data/, which .dockerignore keeps out of the build)."""
-    ignored = {entry.strip("/") for entry in (ROOT / ".dockerignore").read_text(encoding="utf-8").split()}
-    for name, secret in compose["secrets"].items():
-        path = Path(secret["file"])
-        assert path.parts[0] == ".data" and ".data" in ignored, (name, path)
-    for name in APP_SERVICES:
-        service = compose["services"][name]
-        for var, value in service["environment"].items():
-            if var.endswith("_FILE"):
-                assert value.startswith(SECRETS_DIR), (name, var, value)
-                assert value.removeprefix(SECRETS_DIR) in service["secrets"], (name, var)
-                assert value.removeprefix(SECRETS_DIR) in compose["secrets"], (name, var)
-        assert service["environment"]["EVENTFLOW_PAGE_TOKEN_KEY_FILE"] == f"{SECRETS_DIR}page_token_key"
+def test_every_variable_is_required_and_made_by_compose_secrets(dotenv: dict[str, str]) -> None:
+    """No password has a default: each ${...} is ${NAME:?message}, and compose-secrets writes every NAME."""
+    lines = COMPOSE.read_text(encoding="utf-8").splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))  # compose reads no comment
+    assert text.count("${") == len(REQUIRED.findall(text)), "every ${...} must be ${NAME:?message}"
+    names = {m["name"] for m in REQUIRED.finditer(text)}
+    assert names == set(ENV_PASSWORDS)
+    for m in REQUIRED.finditer(text):
+        assert "compose-secrets" in m["message"], "the message says how to make the variable"
+    assert set(dotenv) == set(ENV_PASSWORDS) and all(dotenv.values())
 
 
-def _as_mounted(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    """`env` as the container sees it: each secret file a real file here (the secret's content is made up)."""
-    mounted = dict(env)
-    for var, value in env.items():
-        if var.endswith("_FILE") and value.startswith(SECRETS_DIR):
-            path = tmp_path / value.removeprefix(SECRETS_DIR)
-            path.write_bytes(b"k" * 32)
-            mounted[var] = str(path)
-    return mounted
+def test_every_secret_file_is_made_by_compose_secrets(compose: dict[str, Any], made: ComposeSecrets) -> None:
+    declared = compose["secrets"]
+    for name, secret in declared.items():
+        assert set(secret) == {"file"}, name
+        assert (made.directory / secret["file"]).is_file(), f"compose-secrets does not make {secret['file']}"
+    used = {s for service in compose["services"].values() for s in service.get("secrets", [])}
+    assert used == set(declared)
+    # The key that signs people's tokens is no container's business.
+    assert str(made.keys.issuer_private.relative_to(made.directory)) not in {
+        str(Path(s["file"])) for s in declared.values()
+    }
 
 
-def test_mongo_is_an_initiated_single_node_replica_set(compose: dict[str, Any]) -> None:
+def test_mongo_is_an_initiated_single_node_replica_set_with_authentication(compose: dict[str, Any]) -> None:
     mongo, init = compose["services"]["mongo"], compose["services"]["mongo-init"]
     assert mongo["image"] == "mongo:7"
-    assert mongo["command"][mongo["command"].index("--replSet") + 1] == "rs0"
+    command = mongo["command"]
+    assert command[0] == "mongod"
+    assert command[command.index("--replSet") + 1] == "rs0"
+    # Authentication on a replica set needs a key file: the wrapper makes it where --keyFile says.
+    entrypoint = ROOT / mongo["volumes"][1].split(":")[0]
+    wrapper = entrypoint.read_text(encoding="utf-8")
+    assert mongo["entrypoint"] == ["bash", mongo["volumes"][1].split(":")[1]]
+    assert command[command.index("--keyFile") + 1] == "/run/eventflow/keyfile" and '"$private/keyfile"' in wrapper
+    assert "/run/eventflow" in mongo["tmpfs"]
+    assert wrapper.rstrip().endswith('exec docker-entrypoint.sh "$@"')
+    # Root credentials: the image's entrypoint reads the password from a file (the wrapper's readable copy).
+    assert mongo["environment"]["MONGO_INITDB_ROOT_USERNAME"] == "root"
+    assert "MONGO_INITDB_ROOT_PASSWORD" not in mongo["environment"]
+    assert "export MONGO_INITDB_ROOT_PASSWORD_FILE=" in wrapper and "/run/secrets/mongo_root_password" in wrapper
+    assert mongo["secrets"] == ["mongo_root_password"]
     assert "mongo-data:/data/db" in mongo["volumes"]
-    assert mongo["healthcheck"]["test"][0] == "CMD"
+    assert "./compose/mongo/initdb:/docker-entrypoint-initdb.d:ro" in mongo["volumes"]
+    # Healthy only as a replica-set member: not the image's temporary mongod that runs the init script.
+    assert mongo["healthcheck"]["test"][0] == "CMD" and "isreplicaset" in mongo["healthcheck"]["test"][-1]
 
     assert init["image"] == "mongo:7"
     assert init["depends_on"] == {"mongo": {"condition": "service_healthy"}}
+    assert init["entrypoint"] == ["mongosh"] and init["secrets"] == ["mongo_root_password"]
     script = init["command"][-1]
+    # As root, with the password read from the mounted secret, not from the command line.
+    root = mongo["environment"]["MONGO_INITDB_ROOT_USERNAME"]
+    assert f".auth('{root}', fs.readFileSync('/run/secrets/mongo_root_password', 'utf8').trim())" in script
     # Idempotent: initiate only when the replica set is not initiated yet, then wait for a primary.
     assert "NotYetInitialized" in script and "rs.initiate(" in script
     assert "_id: 'rs0'" in script and "host: 'mongo:27017'" in script
@@ -186,12 +234,81 @@ def test_mongo_is_an_initiated_single_node_replica_set(compose: dict[str, Any]) 
     assert "$" not in script, "compose would interpolate $ in the script"
 
 
-def test_redis_keeps_an_append_only_file(compose: dict[str, Any]) -> None:
+def test_redis_keeps_an_append_only_file_and_requires_its_user(compose: dict[str, Any], made: ComposeSecrets) -> None:
     redis = compose["services"]["redis"]
     assert redis["image"] == "redis:7"
-    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--aclfile") + 1] == "/run/secrets/redis_acl"
+    assert redis["secrets"] == ["redis_acl"]
+    assert compose["secrets"]["redis_acl"]["file"] == f"./{made.redis_acl.relative_to(made.directory)}"
     assert "redis-data:/data" in redis["volumes"]
-    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    # The check needs no password: unauthenticated, a live Redis answers NOAUTH.
+    assert redis["healthcheck"]["test"][0] == "CMD-SHELL" and "NOAUTH" in redis["healthcheck"]["test"][1]
+    acl = made.redis_acl.read_text(encoding="utf-8").splitlines()
+    assert acl[0] == "user default off"
+    users = {line.split()[1]: line for line in acl[1:]}
+    assert set(users) == set(APP_SERVICES) == set(REDIS_PASSWORDS)
+    for service, line in users.items():
+        assert line.startswith(f"user {service} on #") and line.endswith(" +@all -@dangerous")
+        assert f" ~{REDIS_KEYS[service]} " in line
+
+
+def _node() -> str:
+    import shutil  # noqa: PLC0415
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the init script cannot be run here")
+    return node
+
+
+#: What mongosh gives the init script, enough of it to run it: the calls are printed as JSON lines.
+MONGOSH_SHIM = """
+const calls = [];
+globalThis.print = (...args) => {};
+globalThis.db = { getSiblingDB: (name) => ({ createUser: (spec) => calls.push({ db: name, ...spec }) }) };
+try {
+  require('vm').runInThisContext(require('fs').readFileSync(process.argv[1], 'utf8'));
+} finally {
+  console.log(JSON.stringify(calls));
+}
+"""
+
+
+def run_init_script(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    script = ROOT / "compose" / "mongo" / "initdb" / "10-eventflow-users.js"
+    return subprocess.run(  # noqa: S603
+        [_node(), "-e", MONGOSH_SHIM, str(script)], env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def mongo_users(env: dict[str, str]) -> list[dict[str, Any]]:
+    """The createUser calls of compose's MongoDB init script, run with `env` as its environment."""
+    result = run_init_script(env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_mongo_init_script_gives_each_service_its_own_database_only(
+    compose: dict[str, Any], dotenv: dict[str, str]
+) -> None:
+    mongo_env = {k: interpolate(str(v), dotenv) for k, v in compose["services"]["mongo"]["environment"].items()}
+    users = {u["user"]: u for u in mongo_users(mongo_env)}
+    assert set(users) == set(APP_SERVICES) == set(MONGO_PASSWORDS)
+    for name, user in users.items():
+        database = importlib.import_module(f"{name}.config").Config.mongodb_database
+        assert user["db"] == "admin"
+        assert user["roles"] == [{"role": "readWrite", "db": database}]
+        assert user["pwd"] == dotenv[MONGO_PASSWORDS[name]]
+
+
+@pytest.mark.parametrize("password", ["", "short", "with space in it", "dollar$dollar$dollar", "p@ss:w0rd/0123456789"])
+def test_mongo_init_script_refuses_a_password_a_uri_cannot_carry(dotenv: dict[str, str], password: str) -> None:
+    result = run_init_script({**dotenv, MONGO_PASSWORDS["eventos"]: password})
+    assert result.returncode != 0
+    assert MONGO_PASSWORDS["eventos"] in result.stderr and "compose-secrets" in result.stderr
 
 
 def _read_env_vars(config_class: type, env: dict[str, str]) -> tuple[Any, set[str]]:
@@ -219,21 +336,38 @@ def _read_env_vars(config_class: type, env: dict[str, str]) -> tuple[Any, set[st
 
 
 @pytest.mark.parametrize("name", list(APP_SERVICES))
-def test_service_matches_its_config(compose: dict[str, Any], name: str, tmp_path: Path) -> None:
+def test_service_matches_its_config(
+    compose: dict[str, Any], made: ComposeSecrets, dotenv: dict[str, str], name: str
+) -> None:
     services = compose["services"]
     service, spec = services[name], APP_SERVICES[name]
-    env = {key: str(value) for key, value in service["environment"].items()}
+    env = {key: interpolate(str(value), dotenv) for key, value in service["environment"].items()}
 
     assert service["build"] == "." and service["image"] == services["usuarios"]["image"]
     assert service["command"] == ["python", "-m", name]
     assert env[spec.port_var] == str(spec.default_port)
     assert service["ports"] == [f"{spec.default_port}:{spec.default_port}"]
     assert env[HEALTH_PORT_VAR] == str(spec.default_port)
-    assert env["MONGODB_URI"] == "mongodb://mongo:27017/?replicaSet=rs0"
+    # Containers listen on every interface of their own network namespace; the default is loopback.
+    assert env["GRPC_BIND_HOST"] == "0.0.0.0"  # noqa: S104
+    # Its own MongoDB user, whose password is the one the init script gave that user.
+    password = dotenv[MONGO_PASSWORDS[name]]
+    assert env["MONGODB_URI"] == f"mongodb://{name}:{password}@mongo:27017/?replicaSet=rs0&authSource=admin"
     assert service["depends_on"]["mongo"] == {"condition": "service_healthy"}
     assert service["depends_on"]["mongo-init"] == {"condition": "service_completed_successfully"}
+    # Its own Redis user (rate limits in all three; holds and the gate in reservas).
+    assert env["REDIS_URL"] == f"redis://{name}:{dotenv[REDIS_PASSWORDS[name]]}@redis:6379/0"
+    assert service["depends_on"]["redis"] == {"condition": "service_healthy"}
+    # The keys, as files mounted from secrets/keys (read here where compose-secrets made them); a service mounts
+    # no secret it does not read, and reservas' private key is mounted in reservas only.
+    key_env = {k: v for k, v in env.items() if k.startswith("EVENTFLOW_") and k.endswith("_KEY_FILE")}
+    for variable, path in key_env.items():
+        secret = path.removeprefix("/run/secrets/")
+        assert secret in service["secrets"], f"{name} reads {path} but does not mount the secret {secret}"
+        env[variable] = str(made.directory / compose["secrets"][secret]["file"])
+    assert set(service["secrets"]) == {path.removeprefix("/run/secrets/") for path in key_env.values()}
+    assert ("EVENTFLOW_SERVICE_PRIVATE_KEY_FILE" in key_env) == (name == "reservas")
     if name == "reservas":
-        assert env["REDIS_URL"] == "redis://redis:6379/0"
         assert env["USUARIOS_ADDR"] == f"usuarios:{APP_SERVICES['usuarios'].default_port}"
         assert env["EVENTOS_ADDR"] == f"eventos:{APP_SERVICES['eventos'].default_port}"
         for dependency in ("redis", "usuarios", "eventos"):
@@ -243,11 +377,14 @@ def test_service_matches_its_config(compose: dict[str, Any], name: str, tmp_path
         config_module = importlib.import_module(f"{name}.config")
     except ModuleNotFoundError:
         pytest.skip(f"{name}/config.py does not exist yet")
-    config, read = _read_env_vars(config_module.Config, _as_mounted(env, tmp_path))
+    config, read = _read_env_vars(config_module.Config, env)
     unknown = set(env) - read - {HEALTH_PORT_VAR}
     assert not unknown, f"docker-compose.yml sets variables {name}'s Config never reads: {sorted(unknown)}"
     assert config.port == spec.default_port
     assert config.mongodb_uri == env["MONGODB_URI"]
+    # Every key its Config looks for, it gets (as a file); the page-token key is one of them.
+    assert {v for v in read if v.endswith("_KEY_FILE")} <= set(key_env)
+    assert f"{PAGE_TOKEN_KEY}_FILE" in read and config.page_token_key
 
 
 # -- Dockerfile ---------------------------------------------------------------------------------------------

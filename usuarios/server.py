@@ -13,9 +13,10 @@ import logging
 from pymongo.errors import PyMongoError
 
 from eventflow.usuarios.v1 import usuarios_pb2_grpc
-from infra.mongo import create_client, ping
 from infra.limits import ReplyBudget
+from infra.mongo import create_client, error_summary, ping
 from infra.pagination import PageTokens
+from infra.ratelimit import limiter_for
 from infra.server import GrpcApp, ServiceBinding, create_server
 from usuarios.config import Config
 from usuarios.repository import MongoUsuarioRepository
@@ -42,10 +43,11 @@ async def create_app(config: Config) -> GrpcApp:
         try:
             await repository.ensure_indexes()
         except PyMongoError as error:
-            log.warning("cannot create the usuarios indexes yet", extra={"error": str(error)})
+            log.warning("cannot create the usuarios indexes yet", extra={"error": error_summary(error)})
             return False
         return True
 
+    limiter = limiter_for(config.redis_url, config.rate_limits)
     try:
         app = await create_server(
             bindings=[ServiceBinding(SERVICE_NAME, usuarios_pb2_grpc.add_UsuariosServiceServicer_to_server, servicer)],
@@ -54,11 +56,15 @@ async def create_app(config: Config) -> GrpcApp:
             health_check=health_check,
             error_table=ERROR_TABLE,
             max_message_bytes=config.max_message_bytes,
+            auth=config.auth,
+            limiter=limiter,
         )
     except BaseException:
         await client.close()
         raise
     app.on_stop.append(client.close)
+    if limiter is not None:
+        app.on_stop.append(limiter.close)
     return app
 
 

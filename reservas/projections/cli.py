@@ -17,6 +17,7 @@ from pymongo.errors import PyMongoError
 
 from infra import logs
 from infra.mongo import create_client
+from infra.redact import redact_uri
 from infra.stack import MONGODB_PORT_VAR
 from reservas.config import Config
 from reservas.projections.checkpoint import Checkpoints, RebuildConflict
@@ -29,16 +30,16 @@ log = logging.getLogger(__name__)
 def database_settings(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
     """(MongoDB URI, reservas' database), read as the reservas service reads them; without MONGODB_URI, the
     embedded store of `eventflow up` on EVENTFLOW_MONGODB_PORT when that is set (not whatever answers on 27017)."""
-    # Not Config.from_env: that also requires the service's keys, which the read models do not need.
-    uri = env.get("MONGODB_URI") or Config.mongodb_uri
+    config = Config.from_env(env, keys=False)  # the projector serves no RPC: it needs no keys
+    uri = config.mongodb_uri
     if not env.get("MONGODB_URI") and env.get(MONGODB_PORT_VAR):
         uri = f"mongodb://127.0.0.1:{env[MONGODB_PORT_VAR]}/?directConnection=true"
-    return uri, env.get("RESERVAS_MONGODB_DATABASE") or Config.mongodb_database
+    return uri, config.mongodb_database
 
 
 def _unreachable(uri: str, error: PyMongoError) -> int:
     print(
-        f"MongoDB at {uri} did not answer ({type(error).__name__}); is the stack up? "
+        f"MongoDB at {redact_uri(uri)} did not answer ({type(error).__name__}); is the stack up? "
         f"Set MONGODB_URI (or {MONGODB_PORT_VAR} for `eventflow up`'s embedded store).",
         file=sys.stderr,
     )

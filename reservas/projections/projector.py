@@ -32,6 +32,7 @@ from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
+from infra.mongo import error_summary
 from reservas.projections.checkpoint import Checkpoint, Checkpoints, RebuildConflict, SessionRegistry, now
 from reservas.projections.read_models import ReadModels
 from reservas.projections.rebuild import rebuild
@@ -104,7 +105,9 @@ class Projector:
                     log.info("waiting for another rebuild", extra={"detail": str(conflict)})
                     await asyncio.sleep(self.retry_delay)
                 except PyMongoError as error:
-                    log.warning("projector: database error, retrying", extra={"error": str(error), "delay": delay})
+                    log.warning(
+                        "projector: database error, retrying", extra={"error": error_summary(error), "delay": delay}
+                    )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
                 except Exception:
@@ -140,7 +143,7 @@ class Projector:
                 raise
             log.warning(
                 "the checkpoint's resume point is no longer in the oplog: rebuilding the read models",
-                extra={"error": str(error), "generation": checkpoint.generation},
+                extra={"error": error_summary(error), "generation": checkpoint.generation},
             )
             await rebuild(self.db, owner=self.owner, clear=True, expected=checkpoint, session=self.models.session)
 

@@ -2,7 +2,9 @@
 
 The holds (one per seat, or one per reservation for an unseated event) are taken all or
 nothing; a seat held by another reservation is SEAT_TAKEN before eventos is even asked.
-`ReservarEntradas` is atomic and idempotent per reserva_id in eventos (SOLD_OUT, SEAT_TAKEN).
+`ReservarEntradas` is atomic and idempotent per reserva_id in eventos (SOLD_OUT, SEAT_TAKEN), and
+names the buyer: eventos enforces the event's tickets per buyer there, under the race
+(LIMIT_PER_BUYER_EXCEEDED, not a sell-out: the gate is told the tickets eventos says are left).
 Compensation: `LiberarEntradas` (which also spends the reserva_id, so a late retry of
 ReservarEntradas takes nothing), then delete the holds still holding this reserva_id.
 Every answer of eventos about the event's inventory (a take, a refusal, a give-back) is told to
@@ -35,7 +37,8 @@ async def report_answer(gate: GatePort, reserva: Reserva, answer: Any) -> None:
 
 
 async def report_refusal(gate: GatePort, reserva: Reserva, refusal: FailedPrecondition) -> None:
-    """Tell the admission gate what eventos said is left, when its refusal says it (SOLD_OUT, SEAT_TAKEN)."""
+    """Tell the admission gate what eventos said is left, when its refusal says it (SOLD_OUT, SEAT_TAKEN,
+    LIMIT_PER_BUYER_EXCEEDED: the last is no sell-out, and what it reports is the event's true count)."""
     try:
         disponibles = int(refusal.metadata["disponibles"])
         version = int(refusal.metadata["inventario_version"])
@@ -61,9 +64,9 @@ class ValidadorInventario(Paso):
             )
         try:
             taken = await deps.eventos.reservar_entradas(
-                reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos
+                reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos, reserva.usuario_id
             )
-        except FailedPrecondition as refusal:  # SOLD_OUT, SEAT_TAKEN: eventos says what is left
+        except FailedPrecondition as refusal:  # SOLD_OUT, SEAT_TAKEN, LIMIT_PER_BUYER_EXCEEDED: what is left
             await report_refusal(deps.gate, reserva, refusal)
             raise
         await report_answer(deps.gate, reserva, taken)

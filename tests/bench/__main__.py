@@ -58,6 +58,7 @@ from tests.bench.floor import SOLD_OUT, Floor
 from tests.bench.load import Call, Run, Timed, poll_pending, pool
 from tests.bench.report import Figures, Growth, Level, Results, Seated, level
 from tests.bench.revision import Checked, Revision, check_invariants, checkout, current
+from tests.callers import open_channel
 
 CONFIRMADA = reservas_pb2.ESTADO_RESERVA_CONFIRMADA
 DEADLINE = 120.0  # per call: generous, a loaded machine is slow, not wrong
@@ -543,7 +544,8 @@ async def system(revision: Revision, args: argparse.Namespace, results: Results)
 
 
 async def scenarios(cluster: Cluster, revision: Revision, args: argparse.Namespace, figures: Figures) -> list[str]:
-    channels = [grpc.aio.insecure_channel(cluster.address(n)) for n in ("usuarios", "eventos", "reservas")]
+    # As admin (as servicio where only reservas may call): the bench measures purchases, not who may buy.
+    channels = [open_channel(cluster.address(n)) for n in ("usuarios", "eventos", "reservas")]
     clients = Clients(
         usuarios_pb2_grpc.UsuariosServiceStub(channels[0]),
         eventos_pb2_grpc.EventosServiceStub(channels[1]),

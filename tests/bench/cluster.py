@@ -29,9 +29,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pymongo import AsyncMongoClient
 
 from infra import procs
-from infra.keys import ensure_keys
 from infra.procs import ManagedProcess
 from tests.bench.revision import pythonpath
+from tests.callers import KEY_ENV, NO_LIMITS_ENV
 
 SERVICES = ("usuarios", "eventos", "reservas")
 DATABASES = {name: f"eventflow_{name}" for name in SERVICES}
@@ -157,7 +157,8 @@ class Cluster:
         return {**self.services, **self.store.processes}
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # The keys of this run (a revision without auth ignores them); no rate limits: the bench measures purchases.
+        env = dict(os.environ, **KEY_ENV, **NO_LIMITS_ENV)
         env.pop("EVENTFLOW_FAULT", None)
         env.update(
             GRPC_BIND_HOST="127.0.0.1",
@@ -176,11 +177,8 @@ class Cluster:
     async def start(self) -> None:
         await self.store.start()
         env = self._env()
-        keys = ensure_keys(self.logs / "keys")  # this run's own keys, as `eventflow up` makes them
         for name in SERVICES:
-            service_env = {**env, **keys.env(service_private=(name == "reservas"))}
-            if name == "reservas":
-                service_env.update(self.reservas_env)
+            service_env = {**env, **self.reservas_env} if name == "reservas" else env
             log = self.logs / f"{name}.log"
             process = procs.service_process(name, self.ports[name], service_env, log, cwd=self.code)
             self.services[name] = process.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import pytest
@@ -15,11 +16,14 @@ from eventos.config import Config
 from eventos.repository import EventoRepository
 from eventos.server import create_app
 from infra.errors import error_info
+from callers import AUTH, PAGE_TOKEN_KEY, open_channel
 
 @dataclass
 class EventosEnv:
     stub: eventos_pb2_grpc.EventosServiceStub
     repository: EventoRepository
+    #: eventos' database, read directly by audits.
+    database: Any
 
     async def create(self, **fields: object) -> eventos_pb2.Evento:
         values: dict[str, object] = {
@@ -36,13 +40,12 @@ class EventosEnv:
         return await self.stub.CreateEvento(eventos_pb2.CreateEventoRequest(evento=evento))
 
     async def reservar(
-        self, evento_id: str, reserva_id: str, cantidad: int = 1, asientos: list[str] | None = None
+        self, evento_id: str, reserva_id: str, cantidad: int = 1, asientos: list[str] | None = None, usuario: str = ""
     ) -> eventos_pb2.ReservarEntradasResponse:
-        return await self.stub.ReservarEntradas(
-            eventos_pb2.ReservarEntradasRequest(
-                evento_id=evento_id, reserva_id=reserva_id, cantidad=cantidad, asientos=asientos or []
-            )
+        request = eventos_pb2.ReservarEntradasRequest(
+            evento_id=evento_id, reserva_id=reserva_id, cantidad=cantidad, asientos=asientos or [], usuario_id=usuario
         )
+        return await self.stub.ReservarEntradas(request)
 
     async def liberar(self, evento_id: str, reserva_id: str) -> eventos_pb2.LiberarEntradasResponse:
         return await self.stub.LiberarEntradas(
@@ -74,13 +77,23 @@ class EventosEnv:
     async def get(self, evento_id: str) -> eventos_pb2.Evento:
         return await self.stub.GetEvento(eventos_pb2.GetEventoRequest(id=evento_id))
 
+    async def bought(self, evento_id: str) -> dict[str, int]:
+        """What eventos counts per buyer of the event (usuario_id -> tickets held), those holding none left out."""
+        cursor = self.database["inventario"].find({"tipo": "comprador", "evento_id": evento_id})
+        return {doc["usuario_id"]: doc["entradas"] async for doc in cursor if doc["entradas"]}
+
     async def check_invariant(self, evento_id: str) -> eventos_pb2.Evento:
-        """Assert the inventory invariant on the stored event; return it."""
+        """Assert the inventory invariant on the stored event (its per-buyer counts included); return it."""
         evento = await self.stub.GetEvento(eventos_pb2.GetEventoRequest(id=evento_id))
         allocations = await self.repository.allocations(evento_id)
         assert 0 <= evento.entradas_disponibles <= evento.aforo_total
         assert evento.entradas_disponibles + sum(a.cantidad for a in allocations) == evento.aforo_total
         assert len({a.reserva_id for a in allocations}) == len(allocations)
+        per_buyer: dict[str, int] = {}
+        for a in allocations:
+            if a.usuario_id:
+                per_buyer[a.usuario_id] = per_buyer.get(a.usuario_id, 0) + a.cantidad
+        assert await self.bought(evento_id) == per_buyer, "the per-buyer counts disagree with the allocations"
         if evento.asientos:
             held = [seat for a in allocations for seat in a.asientos]
             assert len(held) == len(set(held)), "a seat is held twice"
@@ -92,11 +105,11 @@ class EventosEnv:
 
 
 @pytest.fixture
-def eventos_config(mongo_uri: str, db_name: Callable[[str], str], page_token_key: bytes) -> Config:
+def eventos_config(mongo_uri: str, db_name: Callable[[str], str]) -> Config:
     """An in-process server on a free port, with a database of this test's own."""
     return Config(
-        port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("eventos"),
-        page_token_key=page_token_key,
+        auth=AUTH, page_token_key=PAGE_TOKEN_KEY, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri,
+        mongodb_database=db_name("eventos"),
     )
 
 
@@ -111,7 +124,7 @@ async def eventos(mongo_uri: str, eventos_config: Config, eventos_address: str) 
     """A stub on a real channel to a fresh eventos server, with helpers and an auditor of its database."""
     client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
     database = client[eventos_config.mongodb_database]
-    async with grpc.aio.insecure_channel(eventos_address) as channel:
-        yield EventosEnv(eventos_pb2_grpc.EventosServiceStub(channel), EventoRepository(database))
+    async with open_channel(eventos_address) as channel:
+        yield EventosEnv(eventos_pb2_grpc.EventosServiceStub(channel), EventoRepository(database), database)
     await client.drop_database(database)
     await client.close()

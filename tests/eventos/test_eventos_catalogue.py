@@ -70,6 +70,9 @@ class TestCreateAndGet:
             ({"asientos": ["A-1", ""], "aforo_total": 0}, "asientos"),
             ({"asientos": ["A-" + "9" * 19], "aforo_total": 0}, "asientos"),
             ({"asientos": ["A-1", "A-2"], "aforo_total": 3}, "aforo_total"),
+            ({"max_por_usuario": -1}, "max_por_usuario"),
+            ({"max_por_usuario": 11}, "max_por_usuario"),
+            ({"asientos": ["A-1", "A-2"], "aforo_total": 0, "max_por_usuario": 3}, "max_por_usuario"),
         ],
     )
     async def test_each_validation_rule(self, eventos, fields: dict[str, object], field: str) -> None:
@@ -215,6 +218,33 @@ class TestUpdate:
         final = await eventos.check_invariant(created.id)
         assert final.aforo_total in (10, 20)
 
+    async def test_max_por_usuario(self, eventos) -> None:
+        created = await eventos.create(aforo_total=10, max_por_usuario=4)
+        assert created.max_por_usuario == 4 and (await eventos.get(created.id)).max_por_usuario == 4
+        listed = await eventos.stub.ListEventos(eventos_pb2.ListEventosRequest())
+        assert [e.max_por_usuario for e in listed.eventos] == [4]
+        lowered = await self.update(eventos, eventos_pb2.Evento(id=created.id, max_por_usuario=2), "max_por_usuario")
+        assert lowered.max_por_usuario == 2 and lowered.inventario_version == created.inventario_version
+        error = await eventos.fails(
+            self.update(eventos, eventos_pb2.Evento(id=created.id, max_por_usuario=11), "max_por_usuario"),
+            INVALID,
+            "VALIDATION_FAILED",
+        )
+        assert "max_por_usuario" in error.details()
+        await eventos.fails(
+            self.update(eventos, eventos_pb2.Evento(id=created.id, max_por_usuario=-3), "max_por_usuario"),
+            INVALID,
+            "VALIDATION_FAILED",
+        )
+        below = eventos_pb2.Evento(id=created.id, aforo_total=1)  # the capacity cannot go below the limit
+        error = await eventos.fails(self.update(eventos, below, "aforo_total"), INVALID, "VALIDATION_FAILED")
+        assert "max_por_usuario (2)" in error.details()
+        change = eventos_pb2.Evento(id=created.id, aforo_total=1, max_por_usuario=1)
+        both = await self.update(eventos, change, "aforo_total", "max_por_usuario")
+        assert (both.aforo_total, both.max_por_usuario) == (1, 1)
+        removed = await self.update(eventos, eventos_pb2.Evento(id=created.id), "max_por_usuario")
+        assert removed.max_por_usuario == 0
+
     async def test_seated_capacity_cannot_change(self, eventos) -> None:
         created = await eventos.create(aforo_total=0, asientos=["A-1", "A-2"])
         await eventos.fails(
@@ -273,7 +303,9 @@ class TestDelete:
     async def test_refused_while_tickets_are_held_allowed_once_released(self, eventos) -> None:
         created = await eventos.create()
         await eventos.reservar(created.id, "r1", 2)
-        await eventos.fails(self.delete(eventos, created.id), PRECONDITION, "HAS_SOLD_TICKETS")
+        refused = await eventos.fails(self.delete(eventos, created.id), PRECONDITION, "HAS_SOLD_TICKETS")
+        assert "2 of its 10 tickets" in refused.details() and "cancel" in refused.details()
+        assert eventos.error_metadata(refused)["tomadas"] == "2"
         await eventos.check_invariant(created.id)
         await eventos.liberar(created.id, "r1")
         await self.delete(eventos, created.id)
@@ -292,6 +324,46 @@ class TestDelete:
             else:
                 assert isinstance(reserved, grpc.aio.AioRpcError)
                 assert eventos.reason(reserved) == "EVENTO_NOT_FOUND"
+
+    @pytest.mark.parametrize("seated", [False, True])
+    async def test_delete_racing_a_burst_of_takes(self, eventos, seated: bool) -> None:
+        """Takes (several go together in one transaction) and a delete, interleaved: after the dust settles
+        either the event exists with every successful take and its invariant, or it is gone, no take
+        succeeded and nothing of it is left in the inventory."""
+        deleted_rounds = refused_rounds = 0
+        for round_ in range(12):
+            seats = [f"S-{n}" for n in range(8)]
+            created = await (eventos.create(aforo_total=0, asientos=seats) if seated else eventos.create(aforo_total=8))
+
+            async def take(n: int, evento_id: str = created.id) -> object:
+                await asyncio.sleep(0.001 * (n % 4))
+                return await eventos.reservar(evento_id, f"r{n}", 1, [f"S-{n}"] if seated else None)
+
+            async def delete(evento_id: str = created.id) -> object:
+                await asyncio.sleep(0.001 * (round_ % 5))
+                return await self.delete(eventos, evento_id)
+
+            *takes, deleted = await asyncio.gather(*(take(n) for n in range(8)), delete(), return_exceptions=True)
+            succeeded = [t for t in takes if not isinstance(t, BaseException)]
+            failed = [t for t in takes if isinstance(t, BaseException)]
+            assert all(isinstance(t, grpc.aio.AioRpcError) for t in failed), failed
+            if isinstance(deleted, grpc.aio.AioRpcError):
+                refused_rounds += 1
+                assert eventos.reason(deleted) == "HAS_SOLD_TICKETS", deleted.details()
+                assert succeeded, "the delete was refused, so some take had landed"
+                assert not failed, [t.details() for t in failed]  # every take fits: only a deletion stops one
+                final = await eventos.check_invariant(created.id)
+                assert final.entradas_disponibles == 8 - len(succeeded)
+                await eventos.fails(self.delete(eventos, created.id), PRECONDITION, "HAS_SOLD_TICKETS")
+            else:
+                assert not isinstance(deleted, BaseException), deleted
+                deleted_rounds += 1
+                assert not succeeded, "a take succeeded on an event that was deleted"
+                assert {eventos.reason(t) for t in failed} == {"EVENTO_NOT_FOUND"}
+                await eventos.fails(eventos.get(created.id), grpc.StatusCode.NOT_FOUND, "EVENTO_NOT_FOUND")
+                left = await eventos.database["inventario"].count_documents({"evento_id": created.id})
+                assert left == 0, f"{left} inventory documents of a deleted event"
+        print(f"\ndelete won {deleted_rounds} rounds, the takes {refused_rounds}")
 
 
 class TestReadMask:

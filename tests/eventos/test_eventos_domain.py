@@ -96,6 +96,20 @@ class TestNewEvento:
         assert new.aforo_total == 2 and new.asientos == ("A-1", "A-2")
         assert domain.validate_new_evento(draft(aforo_total=2, asientos=("A-1", "A-2"))).aforo_total == 2
 
+    def test_max_por_usuario(self) -> None:
+        assert domain.validate_new_evento(draft()).max_por_usuario == 0
+        assert domain.validate_new_evento(draft(max_por_usuario=10)).max_por_usuario == 10
+        with_seats = draft(aforo_total=0, asientos=("A-1", "A-2"), max_por_usuario=2)
+        assert domain.validate_new_evento(with_seats).max_por_usuario == 2
+        for changes in (
+            {"max_por_usuario": -1},
+            {"max_por_usuario": 11},
+            {"aforo_total": 0, "asientos": ("A-1",), "max_por_usuario": 2},  # above the number of seats
+        ):
+            with pytest.raises(InvalidArgument) as caught:
+                domain.validate_new_evento(draft(**changes))
+            assert field_of(caught) == "max_por_usuario"
+
     @pytest.mark.parametrize(
         ("changes", "field"),
         [
@@ -149,6 +163,23 @@ class TestUpdate:
             domain.plan_update(evento(), draft(nombre=""), ["nombre"])
         assert domain.plan_update(evento(), draft(moneda=""), ["moneda"]) == {"moneda": "UYU"}
 
+    def test_max_por_usuario_within_the_resulting_capacity(self) -> None:
+        assert domain.plan_update(evento(), draft(max_por_usuario=4), ["max_por_usuario"]) == {"max_por_usuario": 4}
+        assert domain.plan_update(evento(max_por_usuario=4), draft(), ["max_por_usuario"]) == {"max_por_usuario": 0}
+        both = ["aforo_total", "max_por_usuario"]
+        assert domain.plan_update(evento(), draft(aforo_total=20, max_por_usuario=15), both) == dict(zip(both, (20, 15)))
+        for changes, fields, field in (
+            ({"max_por_usuario": -1}, ["max_por_usuario"], "max_por_usuario"),
+            ({"max_por_usuario": 11}, ["max_por_usuario"], "max_por_usuario"),
+            ({"aforo_total": 5, "max_por_usuario": 6}, both, "max_por_usuario"),
+        ):
+            with pytest.raises(InvalidArgument) as caught:
+                domain.plan_update(evento(), draft(**changes), fields)
+            assert field_of(caught) == field
+        with pytest.raises(InvalidArgument) as caught:  # the capacity alone, below the limit the event has
+            domain.plan_update(evento(max_por_usuario=8), draft(aforo_total=6), ["aforo_total"])
+        assert field_of(caught) == "aforo_total" and "max_por_usuario (8)" in caught.value.message
+
 
 class TestReservaRequest:
     @pytest.mark.parametrize(
@@ -161,6 +192,7 @@ class TestReservaRequest:
             (ReservaRequest("e1", "r1", -2), "cantidad"),
             (ReservaRequest("e1", "r1", 2, ("A-1", "A-1")), "asientos"),
             (ReservaRequest("e1", "r1", 2, ("A-1",)), "asientos"),
+            (ReservaRequest("e1", "r1", 1, (), "u" * 129), "usuario_id"),
         ],
     )
     def test_shape_rules(self, request_: ReservaRequest, field: str) -> None:
@@ -221,6 +253,30 @@ class TestExplainRefusal:
 
     def test_nothing_wrong_any_more_means_retry(self) -> None:
         assert domain.explain_refusal(stock(), ReservaRequest("e1", "r1", 1), None, False) is False
+
+    def test_over_the_limit_per_buyer(self) -> None:
+        limited = Stock("e1", 6, 7, False, {}, max_por_usuario=4, compradas=3)
+        assert domain.explain_refusal(limited, ReservaRequest("e1", "r1", 1, (), "ana"), None, False) is False
+        with pytest.raises(FailedPrecondition) as caught:
+            domain.explain_refusal(limited, ReservaRequest("e1", "r1", 2, (), "ana"), None, False)
+        assert caught.value.reason == "LIMIT_PER_BUYER_EXCEEDED"
+        assert caught.value.metadata == {
+            "evento_id": "e1", "usuario_id": "ana", "max_por_usuario": "4", "compradas": "3", "solicitadas": "2",
+            "disponibles": "6", "inventario_version": "7",
+        }  # fmt: skip
+        with pytest.raises(InvalidArgument) as missing:  # a limited event counts every take against its buyer
+            domain.explain_refusal(limited, ReservaRequest("e1", "r1", 1), None, False)
+        assert field_of(missing) == "usuario_id"
+
+    def test_a_retry_is_judged_by_what_it_holds_not_by_the_limit(self) -> None:
+        at_limit = Stock("e1", 6, 7, False, {}, max_por_usuario=2, compradas=2)
+        held = Allocation("r1", 2, (), "ana")
+        assert domain.explain_refusal(at_limit, ReservaRequest("e1", "r1", 2, (), "ana"), held, False)
+        assert domain.explain_refusal(at_limit, ReservaRequest("e1", "r1", 2), held, False)  # a caller naming no buyer
+        assert Allocation("r1", 2).same_request(2, (), "ana")  # a take stored before buyers were named
+        with pytest.raises(FailedPrecondition) as caught:
+            domain.explain_refusal(at_limit, ReservaRequest("e1", "r1", 2, (), "bea"), held, False)
+        assert caught.value.reason == "RESERVA_MISMATCH"
 
 
 def test_seat_map_order() -> None:

@@ -10,13 +10,25 @@ import asyncio
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 
+from eventflow.eventos.v1 import eventos_pb2
 from infra.errors import error_info
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 SEATS = ["A-1", "A-2", "A-3", "B-1", "B-2"]
+
+
+LIMIT = "LIMIT_PER_BUYER_EXCEEDED"
+
+
+async def set_limit(eventos, evento_id: str, max_por_usuario: int) -> eventos_pb2.Evento:
+    """UpdateEvento of max_por_usuario alone."""
+    evento = eventos_pb2.Evento(id=evento_id, max_por_usuario=max_por_usuario)
+    mask = field_mask_pb2.FieldMask(paths=["max_por_usuario"])
+    return await eventos.stub.UpdateEvento(eventos_pb2.UpdateEventoRequest(evento=evento, update_mask=mask))
 
 
 async def outcomes(eventos, calls) -> tuple[list[object], list[str]]:
@@ -230,3 +242,111 @@ class TestConcurrency:
         _, reasons = await outcomes(eventos, calls)
         assert set(reasons) <= {"SOLD_OUT", "RESERVA_MISMATCH", "RESERVA_RELEASED"}
         await eventos.check_invariant(created.id)
+
+
+class TestLimitPerBuyer:
+    """max_por_usuario: the tickets one buyer holds of an event, across its reservations, checked in the take."""
+
+    async def test_across_reservations_and_given_back(self, eventos) -> None:
+        created = await eventos.create(aforo_total=10, max_por_usuario=3)
+        await eventos.reservar(created.id, "r1", 2, usuario="ana")
+        error = await eventos.fails(eventos.reservar(created.id, "r2", 2, usuario="ana"), PRECONDITION, LIMIT)
+        metadata = eventos.error_metadata(error)
+        named = ("max_por_usuario", "compradas", "solicitadas", "disponibles", "usuario_id")
+        assert [metadata[k] for k in named] == ["3", "2", "2", "8", "ana"]
+        assert "at most 3 tickets" in error.details() and "already has 2" in error.details()
+        await eventos.reservar(created.id, "r2", 1, usuario="ana")  # r2 took nothing: it may take, within the limit
+        await eventos.reservar(created.id, "r3", 3, usuario="bea")  # another buyer has an allowance of its own
+        await eventos.fails(eventos.reservar(created.id, "r4", 1, usuario="ana"), PRECONDITION, LIMIT)
+        assert await eventos.bought(created.id) == {"ana": 3, "bea": 3}
+        await eventos.liberar(created.id, "r1")  # a cancellation gives ana's 2 back
+        await eventos.reservar(created.id, "r5", 2, usuario="ana")
+        await eventos.fails(eventos.reservar(created.id, "r6", 1, usuario="ana"), PRECONDITION, LIMIT)
+        final = await eventos.check_invariant(created.id)
+        assert final.entradas_disponibles == 4
+
+    async def test_a_retry_at_the_limit_answers_what_it_holds(self, eventos) -> None:
+        created = await eventos.create(aforo_total=10, max_por_usuario=2)
+        first = await eventos.reservar(created.id, "r1", 2, usuario="ana")
+        again = await eventos.reservar(created.id, "r1", 2, usuario="ana")
+        assert (again.cantidad, again.inventario_version) == (2, first.inventario_version)
+        await eventos.fails(eventos.reservar(created.id, "r1", 2, usuario="bea"), PRECONDITION, "RESERVA_MISMATCH")
+        await eventos.check_invariant(created.id)
+
+    async def test_a_limited_event_needs_the_buyer(self, eventos) -> None:
+        created = await eventos.create(aforo_total=10, max_por_usuario=2)
+        error = await eventos.fails(eventos.reservar(created.id, "r1", 1), INVALID, "VALIDATION_FAILED")
+        assert eventos.error_metadata(error)["field"] == "usuario_id"
+        await eventos.fails(eventos.reservar(created.id, "r2", 1, usuario="u" * 129), INVALID, "VALIDATION_FAILED")
+        assert (await eventos.check_invariant(created.id)).entradas_disponibles == 10
+
+    async def test_sold_out_is_said_before_the_limit(self, eventos) -> None:
+        created = await eventos.create(aforo_total=3, max_por_usuario=2)
+        await eventos.reservar(created.id, "r1", 2, usuario="ana")
+        await eventos.fails(eventos.reservar(created.id, "r2", 2, usuario="ana"), PRECONDITION, "SOLD_OUT")
+        await eventos.fails(eventos.reservar(created.id, "r3", 1, usuario="ana"), PRECONDITION, LIMIT)
+
+    async def test_seated(self, eventos) -> None:
+        created = await eventos.create(aforo_total=0, asientos=SEATS, max_por_usuario=2)
+        await eventos.reservar(created.id, "r1", 1, ["A-1"], usuario="ana")
+        await eventos.fails(
+            eventos.reservar(created.id, "r2", 2, ["A-2", "A-3"], usuario="ana"), PRECONDITION, LIMIT
+        )
+        final = await eventos.check_invariant(created.id)
+        assert list(final.asientos_disponibles) == ["A-2", "A-3", "B-1", "B-2"]  # the refused take held no seat
+
+    async def test_concurrent_takes_of_one_buyer_never_exceed_it(self, eventos) -> None:
+        created = await eventos.create(aforo_total=50, max_por_usuario=3)
+        takes = [eventos.reservar(created.id, f"r{i}", 1, usuario="bot") for i in range(30)]
+        ok, reasons = await outcomes(eventos, takes)
+        assert len(ok) == 3
+        assert reasons == [LIMIT] * 27
+        final = await eventos.check_invariant(created.id)
+        assert final.entradas_disponibles == 47
+        assert await eventos.bought(created.id) == {"bot": 3}
+
+    async def test_concurrent_buyers_each_get_their_allowance(self, eventos) -> None:
+        created = await eventos.create(aforo_total=12, max_por_usuario=2)
+        calls = [eventos.reservar(created.id, f"r{i}", 1 + i % 2, usuario=f"u{i % 5}") for i in range(40)]
+        _, reasons = await outcomes(eventos, calls)
+        assert set(reasons) <= {LIMIT, "SOLD_OUT"}
+        await eventos.check_invariant(created.id)
+        assert all(n <= 2 for n in (await eventos.bought(created.id)).values())
+
+    async def test_takes_and_give_backs_of_one_buyer_racing(self, eventos) -> None:
+        created = await eventos.create(aforo_total=20, max_por_usuario=3)
+        calls = []
+        for i in range(30):
+            calls.append(eventos.reservar(created.id, f"r{i % 10}", 1 + i % 2, usuario="ana"))
+            calls.append(eventos.liberar(created.id, f"r{(i * 3) % 10}"))
+        _, reasons = await outcomes(eventos, calls)
+        assert set(reasons) <= {LIMIT, "RESERVA_MISMATCH", "RESERVA_RELEASED"}
+        await eventos.check_invariant(created.id)
+        assert (await eventos.bought(created.id)).get("ana", 0) <= 3
+
+    async def test_no_limit_still_counts_so_a_later_limit_sees_what_each_buyer_holds(self, eventos) -> None:
+        created = await eventos.create(aforo_total=20)
+        await eventos.reservar(created.id, "r1", 4, usuario="ana")
+        await eventos.reservar(created.id, "r2", 1)  # a take that names no buyer counts against no one
+        await set_limit(eventos, created.id, 3)
+        error = await eventos.fails(eventos.reservar(created.id, "r3", 1, usuario="ana"), PRECONDITION, LIMIT)
+        assert eventos.error_metadata(error)["compradas"] == "4"  # kept (nothing is taken back), but no more
+        await eventos.reservar(created.id, "r4", 3, usuario="bea")
+        await set_limit(eventos, created.id, 6)
+        await eventos.reservar(created.id, "r3", 2, usuario="ana")
+        await eventos.fails(eventos.reservar(created.id, "r5", 1, usuario="ana"), PRECONDITION, LIMIT)
+        await set_limit(eventos, created.id, 0)
+        await eventos.reservar(created.id, "r5", 1, usuario="ana")
+        await eventos.check_invariant(created.id)
+        assert await eventos.bought(created.id) == {"ana": 7, "bea": 3}
+
+    async def test_a_limit_set_while_takes_race(self, eventos) -> None:
+        created = await eventos.create(aforo_total=40)
+        takes = [eventos.reservar(created.id, f"r{i}", 1, usuario="ana") for i in range(20)]
+        updated, *results = await asyncio.gather(set_limit(eventos, created.id, 2), *takes, return_exceptions=True)
+        assert not isinstance(updated, BaseException), updated
+        assert {eventos.reason(r) for r in results if isinstance(r, grpc.aio.AioRpcError)} <= {LIMIT}
+        await eventos.check_invariant(created.id)
+        # Takes committed before the limit keep their tickets; none after it took ana past 2.
+        assert (await eventos.bought(created.id))["ana"] >= 2
+        await eventos.fails(eventos.reservar(created.id, "late", 1, usuario="ana"), PRECONDITION, LIMIT)

@@ -16,6 +16,7 @@ from eventos.config import Config
 from eventos.server import create_app
 from eventos import domain
 from infra.errors import error_info
+from callers import open_channel
 
 MIB = 1 << 20
 
@@ -155,7 +156,7 @@ async def test_a_page_of_big_events_stays_under_the_message_limit(start_app, eve
     before it, and the next_page_token goes on from there (no event missed or repeated)."""
     limit = 64 * 1024
     address = await start_app(create_app(dataclasses.replace(eventos_config, max_message_bytes=limit)))
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         stub = eventos_pb2_grpc.EventosServiceStub(channel)
         created = []
         for n in range(300):
@@ -229,7 +230,7 @@ async def test_a_50000_seat_event_is_created_from_rows_and_read_in_pages(eventos
 async def test_seat_pages_are_bounded_by_bytes_and_skip_taken_seats(start_app, eventos_config: Config) -> None:
     limit = 64 * 1024
     address = await start_app(create_app(dataclasses.replace(eventos_config, max_message_bytes=limit)))
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         stub = eventos_pb2_grpc.EventosServiceStub(channel)
         created = await stub.CreateEvento(pb.CreateEventoRequest(evento=_evento(aforo_total=0, filas=_filas(60, 100))))
         assert created.aforo_total == 6000 and not created.asientos  # 6,000 labels of 13 characters: > 64 KiB

@@ -15,26 +15,27 @@ from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventos.config import Config
 from eventos.domain import NewEvento
 from infra import procs
+from callers import KEY_ENV, PAGE_TOKEN_KEY, open_channel
 
 
-def test_config_from_env(keys_env: dict[str, str], page_token_key: bytes) -> None:
-    assert Config.from_env(keys_env) == Config(page_token_key=page_token_key)
+def test_config_from_env() -> None:
+    assert Config.from_env(KEY_ENV) == Config(page_token_key=PAGE_TOKEN_KEY)
     assert Config().port == 50052 and Config().mongodb_database == "eventflow_eventos"
     config = Config.from_env(
         {
+            **KEY_ENV,
             "EVENTOS_PORT": "6000",
             "GRPC_BIND_HOST": "127.0.0.1",
             "MONGODB_URI": "mongodb://db:27017",
             "EVENTOS_MONGODB_DATABASE": "x",
-            **keys_env,
         }
     )
-    assert config == Config(6000, "127.0.0.1", "mongodb://db:27017", "x", page_token_key=page_token_key)
+    assert config == Config(6000, "127.0.0.1", "mongodb://db:27017", "x", page_token_key=PAGE_TOKEN_KEY)
     assert config.address == "127.0.0.1:6000"
 
 
 async def test_reflection_lists_the_service(eventos_address: str) -> None:
-    async with grpc.aio.insecure_channel(eventos_address) as channel:
+    async with open_channel(eventos_address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         async for reply in stub.ServerReflectionInfo(iter([request])):
@@ -55,20 +56,20 @@ async def test_page_size_is_capped_at_500(eventos) -> None:
     assert [e.nombre for e in rest.eventos] == ["e500"] and rest.next_page_token == ""
 
 
-async def test_runs_as_a_process_and_stops_on_sigterm(mongo_uri: str, db_name, logs_dir, keys_env) -> None:
+async def test_runs_as_a_process_and_stops_on_sigterm(mongo_uri: str, db_name, logs_dir) -> None:
     port = procs.free_port()
     env = dict(
         os.environ,
+        **KEY_ENV,
         EVENTOS_PORT=str(port),
         GRPC_BIND_HOST="127.0.0.1",
         MONGODB_URI=mongo_uri,
         EVENTOS_MONGODB_DATABASE=db_name("eventos"),
-        **keys_env,
     )
     process = procs.service_process("eventos", port, env, logs_dir / "eventos-process.log").start()
     try:
         await asyncio.to_thread(process.wait_listening)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             check = health_pb2.HealthCheckRequest(service="eventflow.eventos.v1.EventosService")
             while (await health.Check(check, timeout=5)).status != health_pb2.HealthCheckResponse.SERVING:

@@ -9,6 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from infra.errors import ErrorMappingInterceptor, FailedPrecondition, InvalidArgument, error_info
+from callers import open_channel
 
 
 class _Boom(health_pb2_grpc.HealthServicer):
@@ -32,7 +33,7 @@ async def stub() -> AsyncIterator[health_pb2_grpc.HealthStub]:
     health_pb2_grpc.add_HealthServicer_to_server(_Boom(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with open_channel(f"127.0.0.1:{port}") as channel:
         yield health_pb2_grpc.HealthStub(channel)
     await server.stop(0)
 

@@ -29,13 +29,13 @@ from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
 from eventos.config import Config as EventosConfig
 from eventos.server import create_app as create_eventos
 from infra.errors import error_info
-from infra.keys import page_token_key
 from infra.server import GrpcApp
 from reservas.config import Config as ReservasConfig
 from reservas.server import create_app as create_reservas
 from invariants import Report, check_invariants
 from usuarios.config import Config as UsuariosConfig
 from usuarios.server import create_app as create_usuarios
+from callers import AUTH, KEY_ENV, NO_LIMITS, NO_LIMITS_ENV, PAGE_TOKEN_KEY, open_channel
 
 FUTURE = datetime.now(UTC).replace(microsecond=0) + timedelta(days=60)
 PRECIO = 1500
@@ -72,12 +72,6 @@ class World:
     reservas_address: str = ""
     check_at_teardown: bool = True
     channels: list[grpc.aio.Channel] = field(default_factory=list)
-    #: The deployment keys' *_FILE variables (the session's `keys_env`).
-    keys_env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def page_token_key(self) -> bytes:
-        return page_token_key(self.keys_env)
 
     # ---- setting the scene ----------------------------------------------------------------
 
@@ -102,6 +96,7 @@ class World:
         asientos: Sequence[str] = (),
         precio: int = PRECIO,
         fecha: datetime = FUTURE,
+        max_por_usuario: int = 0,
     ) -> eventos_pb2.Evento:
         evento = eventos_pb2.Evento(
             nombre="Concierto",
@@ -110,6 +105,7 @@ class World:
             precio=precio,
             moneda="UYU",
             asientos=list(asientos),
+            max_por_usuario=max_por_usuario,
         )
         evento.fecha.FromDatetime(fecha)
         return await self.eventos.CreateEvento(eventos_pb2.CreateEventoRequest(evento=evento), timeout=10)
@@ -212,6 +208,8 @@ class World:
 
     def reservas_config(self, **changes: Any) -> ReservasConfig:
         values: dict[str, Any] = {
+            "auth": AUTH,
+            "rate_limits": NO_LIMITS,
             "port": 0,
             "bind_host": "127.0.0.1",
             "mongodb_uri": self.mongo_uri,
@@ -225,14 +223,14 @@ class World:
             # One process here runs three servers and a hundred sagas on 2 shared cores: a call may wait
             # seconds for the event loop, which is load, not an outage (a stopped service is refused at once).
             "call_timeout_seconds": 10.0,
-            "page_token_key": self.page_token_key,
+            "page_token_key": PAGE_TOKEN_KEY,
         }
         values.update(changes)
         return ReservasConfig(**values)
 
     def reservas_env(self, port: int, **extra: str) -> dict[str, str]:
         """The environment of a `python -m reservas` subprocess wired to this world."""
-        env = dict(os.environ)
+        env = dict(os.environ, **KEY_ENV, **NO_LIMITS_ENV)
         env.update(
             RESERVAS_PORT=str(port),
             GRPC_BIND_HOST="127.0.0.1",
@@ -247,22 +245,19 @@ class World:
             EVENTFLOW_RECOVERY_INTERVAL_SECONDS="0.5",
         )
         env.pop("EVENTFLOW_FAULT", None)
-        env.update(self.keys_env)
         env.update(extra)
         return env
 
     async def restart_usuarios(self) -> None:
         """A new usuarios server on the same address and database (after `usuarios_app.stop()`)."""
         port = int(self.usuarios_address.rsplit(":", 1)[1])
-        config = UsuariosConfig(
-            port=port, bind_host="127.0.0.1", mongodb_uri=self.mongo_uri, mongodb_database=self.dbs["usuarios"],
-            page_token_key=self.page_token_key,
-        )
+        config = UsuariosConfig(auth=AUTH, page_token_key=PAGE_TOKEN_KEY, port=port, bind_host="127.0.0.1",
+                                mongodb_uri=self.mongo_uri, mongodb_database=self.dbs["usuarios"])  # fmt: skip
         self.usuarios_app = await create_usuarios(config)
         await self.start_app(_ready(self.usuarios_app))
 
     def connect(self, address: str) -> reservas_pb2_grpc.ReservasServiceStub:
-        channel = grpc.aio.insecure_channel(address)
+        channel = open_channel(address)
         self.channels.append(channel)
         return reservas_pb2_grpc.ReservasServiceStub(channel)
 
@@ -277,25 +272,21 @@ async def world(
     mongo_uri: str,
     redis_url: str,
     db_name: Callable[[str], str],
-    keys_env: dict[str, str],
 ) -> AsyncIterator[World]:
     dbs = {service: db_name(service) for service in ("usuarios", "eventos", "reservas")}
-    key = page_token_key(keys_env)
     usuarios_app = await create_usuarios(
-        UsuariosConfig(
-            port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["usuarios"], page_token_key=key
-        )
+        UsuariosConfig(auth=AUTH, page_token_key=PAGE_TOKEN_KEY, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri,
+                       mongodb_database=dbs["usuarios"])  # fmt: skip
     )
     usuarios_address = await start_app(_ready(usuarios_app))
     eventos_app = await create_eventos(
-        EventosConfig(
-            port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["eventos"], page_token_key=key
-        )
+        EventosConfig(auth=AUTH, page_token_key=PAGE_TOKEN_KEY, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri,
+                      mongodb_database=dbs["eventos"])  # fmt: skip
     )
     eventos_address = await start_app(_ready(eventos_app))
     mongo: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
-    usuarios_channel = grpc.aio.insecure_channel(usuarios_address)
-    eventos_channel = grpc.aio.insecure_channel(eventos_address)
+    usuarios_channel = open_channel(usuarios_address)
+    eventos_channel = open_channel(eventos_address)
     w = World(
         mongo=mongo,
         mongo_uri=mongo_uri,
@@ -309,7 +300,6 @@ async def world(
         usuarios_app=usuarios_app,
         start_app=start_app,
         channels=[usuarios_channel, eventos_channel],
-        keys_env=keys_env,
     )
     try:
         yield w

@@ -5,7 +5,9 @@ Nothing here goes through a service: usuarios' `usuarios`, eventos' `eventos` an
 aggregates) and `pagos` (the ledger) are read as stored.
 
 1. per event: entradas_disponibles + tickets of CONFIRMADA reservations + tickets held by
-   PENDIENTE ones = aforo_total, and 0 <= entradas_disponibles <= aforo_total;
+   PENDIENTE ones = aforo_total, and 0 <= entradas_disponibles <= aforo_total (and eventos' count
+   of each buyer's tickets, which its max_por_usuario is judged against, is what that buyer's
+   allocations hold, and an allocation that names a buyer names its reservation's);
 2. no seat is sold twice;
 3. each CONFIRMADA reservation appears exactly once in its user's historial_compras, and no
    other does;
@@ -88,6 +90,9 @@ async def find_violations(
     holders: defaultdict[str, dict[str, str | None]] = defaultdict(dict)
     async for seat in mongo[eventos_db]["inventario"].find({"tipo": "asiento"}):
         holders[seat["evento_id"]][seat["asiento"]] = seat["reserva_id"]
+    bought: defaultdict[str, dict[str, int]] = defaultdict(dict)
+    async for buyer in mongo[eventos_db]["inventario"].find({"tipo": "comprador", "entradas": {"$ne": 0}}):
+        bought[buyer["evento_id"]][buyer["usuario_id"]] = buyer["entradas"]
     async for evento in mongo[eventos_db]["eventos"].find({}):
         eid, aforo, disponibles = evento["_id"], evento["aforo_total"], evento["entradas_disponibles"]
         if not 0 <= disponibles <= aforo:
@@ -109,6 +114,15 @@ async def find_violations(
                 pending_held += held["cantidad"]
                 continue
             bad(f"evento {eid}: tickets {held} are taken by reservation {rid}, which is {r.estado if r else 'unknown'}")
+        per_buyer: Counter[str] = Counter()
+        for rid, held in allocations.items():
+            buyer, r = held.get("usuario_id") or "", reservas.get(rid)
+            if buyer:
+                per_buyer[buyer] += held["cantidad"]
+            if r is not None and buyer and buyer != r.usuario_id:  # none: taken before buyers were named
+                bad(f"evento {eid}: reservation {rid} of usuario {r.usuario_id} holds tickets for buyer {buyer!r}")
+        if bought[eid] != dict(per_buyer):
+            bad(f"evento {eid}: tickets counted per buyer {bought[eid]} are not what they hold {dict(per_buyer)}")
         tickets_sold = sum(r.cantidad for r in confirmed)
         if disponibles + tickets_sold + pending_held != aforo:
             bad(f"evento {eid}: {disponibles} available + {tickets_sold} sold + {pending_held} held != aforo {aforo}")

@@ -17,6 +17,7 @@ from google.protobuf import timestamp_pb2
 from eventflow.eventos.v1 import eventos_pb2
 from infra.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from reservas.domain import Estado, Reserva, Tipo, TipoPago
+from reservas.holds import HoldStore
 from reservas.payments import LedgerEntry, PaymentDeclined, PaymentTimeout
 from reservas.saga.base import Paso, SagaContext, SagaDeps
 from reservas.saga.chain import CANCELLATION_ORDER, STEPS, build_chain
@@ -104,7 +105,9 @@ class FakeEventos:
         self.failures.check("GetEvento")
         return self.evento
 
-    async def reservar_entradas(self, evento_id: str, reserva_id: str, cantidad: int, asientos: Sequence[str]) -> Any:
+    async def reservar_entradas(
+        self, evento_id: str, reserva_id: str, cantidad: int, asientos: Sequence[str], usuario_id: str = ""
+    ) -> Any:
         self.calls.append("ReservarEntradas")
         self.failures.check("ReservarEntradas")
         return self.evento
@@ -122,7 +125,7 @@ class FakeHolds:
 
     @staticmethod
     def keys_for(evento_id: str, asientos: Sequence[str], reserva_id: str) -> list[str]:
-        return [f"hold:{evento_id}:{a}" for a in asientos] or [f"hold:{evento_id}:reserva:{reserva_id}"]
+        return HoldStore.keys_for(evento_id, asientos, reserva_id)
 
     async def acquire(self, keys: Sequence[str], reserva_id: str) -> list[str]:
         self.calls.append("holds.acquire")
@@ -332,13 +335,13 @@ async def test_an_early_failure_has_nothing_to_undo() -> None:
 
 async def test_a_seat_held_by_another_reservation_is_seat_taken_before_eventos_is_asked() -> None:
     world = World(asientos=["A-1", "A-2", "A-3"])
-    world.holds.held["hold:e1:A-2"] = "someone-else"
+    world.holds.held["hold:{e1}:A-2"] = "someone-else"
     ctx = await world.start(asientos=["A-1", "A-2"])
     with pytest.raises(FailedPrecondition) as raised:
         await saga().run(ctx)
     assert (raised.value.reason, raised.value.metadata["asientos"]) == ("SEAT_TAKEN", "A-2")
     assert "ReservarEntradas" not in world.calls
-    assert world.holds.held == {"hold:e1:A-2": "someone-else"}  # compare-and-delete left it alone
+    assert world.holds.held == {"hold:{e1}:A-2": "someone-else"}  # compare-and-delete left it alone
 
 
 async def test_a_new_step_joins_the_chain_without_touching_the_others() -> None:

@@ -21,6 +21,7 @@ from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
 from infra import procs
 from infra.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, rich_status
 from reservas.clients import EventosClient, UsuariosClient
+from callers import AUTH, PAGE_TOKEN_KEY, open_channel
 
 UNAVAILABLE = "unavailable"
 HANG = "hang"
@@ -85,7 +86,7 @@ async def fake() -> AsyncIterator[tuple[Script, grpc.aio.Channel]]:
     eventos_pb2_grpc.add_EventosServiceServicer_to_server(FakeEventos(script), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with open_channel(f"127.0.0.1:{port}") as channel:
         yield script, channel
     await server.stop(grace=0)
 
@@ -154,7 +155,7 @@ async def test_a_status_without_error_info_gets_the_class_reason() -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as plain:
+        async with open_channel(f"127.0.0.1:{port}") as plain:
             with pytest.raises(NotFound) as raised:
                 await EventosClient(plain, backoff=0.01).get_evento("e1")
         assert (raised.value.reason, raised.value.message, raised.value.metadata) == ("NOT_FOUND", "no such event", {})
@@ -195,7 +196,7 @@ async def test_a_hang_then_success_recovers(fake: tuple[Script, grpc.aio.Channel
 
 async def test_nothing_listening_is_unavailable_without_waiting_for_the_deadline() -> None:
     port = procs.free_port()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with open_channel(f"127.0.0.1:{port}") as channel:
         client = UsuariosClient(channel, timeout=60, attempts=3, backoff=0.01)
         # With a 60 s deadline per attempt, finishing within 30 s proves a refused connection is not waited on.
         with pytest.raises(Unavailable) as raised:
@@ -238,17 +239,17 @@ async def test_backoff_grows_exponentially_with_jitter_and_is_capped(fake: tuple
 
 
 async def test_usuarios_client_against_the_real_service(
-    mongo_uri: str, db_name: Callable[[str], str], start_app: Any, page_token_key: bytes
+    mongo_uri: str, db_name: Callable[[str], str], start_app: Any
 ) -> None:
     from usuarios.config import Config  # noqa: PLC0415
     from usuarios.server import create_app  # noqa: PLC0415
 
     config = Config(
-        port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("usuarios"),
-        page_token_key=page_token_key,
+        auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("usuarios"),
+        page_token_key=PAGE_TOKEN_KEY,
     )
     address = await start_app(create_app(config))
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         nuevo = usuarios_pb2.Usuario(
             tipo_documento="DNI", nro_documento="12345678", nombre="Ana", apellido="Pérez", email="ana@example.com"
         )
@@ -267,17 +268,17 @@ async def test_usuarios_client_against_the_real_service(
 
 
 async def test_eventos_client_against_the_real_service(
-    mongo_uri: str, db_name: Callable[[str], str], start_app: Any, page_token_key: bytes
+    mongo_uri: str, db_name: Callable[[str], str], start_app: Any
 ) -> None:
     from eventos.config import Config  # noqa: PLC0415
     from eventos.server import create_app  # noqa: PLC0415
 
     config = Config(
-        port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("eventos"),
-        page_token_key=page_token_key,
+        auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("eventos"),
+        page_token_key=PAGE_TOKEN_KEY,
     )
     address = await start_app(create_app(config))
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         nuevo = eventos_pb2.Evento(nombre="Concierto", lugar="Antel Arena", precio=250_000, asientos=["A1", "A2"])
         nuevo.fecha.FromDatetime(datetime(2030, 3, 14, 21, 0, tzinfo=UTC))
         creado = await eventos_pb2_grpc.EventosServiceStub(channel).CreateEvento(

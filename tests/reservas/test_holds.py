@@ -26,8 +26,8 @@ def evento() -> str:
 
 
 async def test_keys_for_seated_and_unseated() -> None:
-    assert HoldStore.keys_for("e1", ["A1", "A2"], "r1") == ["hold:e1:A1", "hold:e1:A2"]
-    assert HoldStore.keys_for("e1", [], "r1") == ["hold:e1:reserva:r1"]
+    assert HoldStore.keys_for("e1", ["A1", "A2"], "r1") == ["hold:{e1}:A1", "hold:{e1}:A2"]
+    assert HoldStore.keys_for("e1", [], "r1") == ["hold:{e1}:reserva:r1"]
 
 
 async def test_acquire_takes_every_key_for_the_reservation(client: redis.asyncio.Redis) -> None:
@@ -44,8 +44,8 @@ async def test_conflict_takes_none_and_names_the_taken_keys(client: redis.asynci
     ev = evento()
     assert await store.acquire(HoldStore.keys_for(ev, ["A2"], "r1"), "r1") == []
     keys = HoldStore.keys_for(ev, ["A1", "A2", "A3"], "r2")
-    assert await store.acquire(keys, "r2") == [f"hold:{ev}:A2"]
-    assert await store.holders(keys) == {f"hold:{ev}:A1": None, f"hold:{ev}:A2": "r1", f"hold:{ev}:A3": None}
+    assert await store.acquire(keys, "r2") == [f"hold:{{{ev}}}:A2"]
+    assert await store.holders(keys) == {f"hold:{{{ev}}}:A1": None, f"hold:{{{ev}}}:A2": "r1", f"hold:{{{ev}}}:A3": None}
 
 
 async def test_reacquire_by_the_same_reservation_is_idempotent_and_refreshes_the_ttl(
@@ -91,8 +91,8 @@ async def test_twenty_concurrent_acquirers_of_one_seat_exactly_one_wins(client: 
     results = await asyncio.gather(*(store.acquire(HoldStore.keys_for(ev, ["A1"], r), r) for r in reservas))
     winners = [r for r, taken in zip(reservas, results, strict=True) if taken == []]
     assert len(winners) == 1
-    assert all(taken == [f"hold:{ev}:A1"] for taken in results if taken)
-    assert await store.holders([f"hold:{ev}:A1"]) == {f"hold:{ev}:A1": winners[0]}
+    assert all(taken == [f"hold:{{{ev}}}:A1"] for taken in results if taken)
+    assert await store.holders([f"hold:{{{ev}}}:A1"]) == {f"hold:{{{ev}}}:A1": winners[0]}
 
 
 async def test_overlapping_seat_sets_never_share_a_seat(client: redis.asyncio.Redis) -> None:
@@ -103,7 +103,7 @@ async def test_overlapping_seat_sets_never_share_a_seat(client: redis.asyncio.Re
     winners = [r for r, taken in zip(wanted, results, strict=True) if not taken]
     held = await store.holders(HoldStore.keys_for(ev, [f"S{i}" for i in range(10)], "-"))
     for r in winners:  # every winner holds both of its seats; losers hold nothing
-        assert all(held[f"hold:{ev}:{s}"] == r for s in wanted[r])
+        assert all(held[f"hold:{{{ev}}}:{s}"] == r for s in wanted[r])
     assert sorted(h for h in held.values() if h) == sorted(r for r in winners for _ in range(2))
 
 
@@ -113,8 +113,8 @@ async def test_works_with_a_client_that_decodes_responses(redis_url: str) -> Non
         store = HoldStore(r, ttl_ms=60_000)
         ev = evento()
         assert await store.acquire(HoldStore.keys_for(ev, ["A1"], "r1"), "r1") == []
-        assert await store.acquire(HoldStore.keys_for(ev, ["A1"], "r2"), "r2") == [f"hold:{ev}:A1"]
-        assert await store.holders([f"hold:{ev}:A1"]) == {f"hold:{ev}:A1": "r1"}
+        assert await store.acquire(HoldStore.keys_for(ev, ["A1"], "r2"), "r2") == [f"hold:{{{ev}}}:A1"]
+        assert await store.holders([f"hold:{{{ev}}}:A1"]) == {f"hold:{{{ev}}}:A1": "r1"}
     finally:
         await r.aclose()
 
@@ -136,3 +136,23 @@ async def test_redis_down_is_unavailable(tmp_path) -> None:  # noqa: ANN001
         await r.aclose()
     finally:
         server.stop()
+
+
+def test_the_keys_one_script_touches_share_one_redis_cluster_slot() -> None:
+    """Holds, the admission gate and the rate limiter run on Redis Cluster: each script's keys share a hash tag."""
+    from redis.crc import key_slot  # noqa: PLC0415
+
+    from infra.auth import Principal, Role  # noqa: PLC0415
+    from infra.ratelimit import RateLimiter  # noqa: PLC0415
+    from reservas.gate import AdmissionGate  # noqa: PLC0415
+
+    def one_slot(keys: list[str]) -> bool:
+        return len({key_slot(k.encode()) for k in keys}) == 1
+
+    seats = [f"{row}-{n}" for row in "ABCDEFGH" for n in range(1, 11)]
+    assert one_slot(HoldStore.keys_for("evento-1", seats, "r-1"))
+    gate = AdmissionGate.__new__(AdmissionGate)
+    gate.prefix = "gate"
+    for evento_id in ("evento-1", "a{b}c", "}{"):
+        assert one_slot([*gate.keys(evento_id), gate.marker(evento_id, "u-1", "key-1")]), evento_id
+    assert "{" in RateLimiter.key(Principal("usuario:u-1", Role.CLIENTE, "u-1"))

@@ -44,12 +44,14 @@ def net(entries: list) -> int:  # noqa: ANN001
 def test_validate_token_accepts_the_known_tokens_only() -> None:
     for token in KNOWN_TOKENS:
         validate_token(token)
-    for token in ("", "tok_mastercard", "TOK_VISA"):
+    for token in ("", "tok_mastercard", "TOK_VISA", "4111 1111 1111 1111"):
         with pytest.raises(InvalidArgument) as raised:
             validate_token(token)
         assert raised.value.reason == "UNKNOWN_PAYMENT_METHOD"
         assert raised.value.metadata == {"field": "medio_pago"}
         assert "tok_visa" in raised.value.message
+        # A payment credential is not echoed: the message is recorded with a failed purchase and logged.
+        assert (token or "''") not in raised.value.message.replace("tok_visa", "")
 
 
 async def test_charge_records_one_entry(gateway: SimulatedGateway) -> None:

@@ -24,6 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from eventflow.reservas.v1 import reservas_pb2
 from infra import procs
 from reservas.domain import Estado
+from reservas.holds import HoldStore
+from callers import open_channel
 
 # fault -> how the reservation must end after recovery
 FAULTS = {
@@ -39,7 +41,7 @@ FAULTS = {
 async def wait_serving(address: str, timeout: float = 60) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
@@ -110,7 +112,7 @@ async def test_every_reservation_settles_after_crashes_at_every_step(
             stub.Reservar(world.request(usuario, evento.id, cantidad=2, medio_pago="tok_slow", key=key), timeout=30)
         )
         reserva_id = await reserva_id_of(world, key)
-        hold = f"hold:{evento.id}:reserva:{reserva_id}"
+        hold = HoldStore.keys_for(evento.id, (), reserva_id)[0]
         async with redis.asyncio.Redis.from_url(world.redis_url) as store:
             while await store.get(hold) is None:
                 await asyncio.sleep(0.02)

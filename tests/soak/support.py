@@ -24,6 +24,7 @@ from tests.reservas.invariants import Report
 sys.modules.setdefault("invariants", invariants)
 
 from tests.reservas.conftest import World  # noqa: E402
+from callers import open_channel
 
 CONFIRMADA = reservas_pb2.ESTADO_RESERVA_CONFIRMADA
 CANCELADA = reservas_pb2.ESTADO_RESERVA_CANCELADA
@@ -38,7 +39,7 @@ RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_ba
 
 def connect(world: World, address: str) -> grpc.aio.Channel:
     """A channel to `address`, closed with the world, that comes back quickly after a restart."""
-    channel = grpc.aio.insecure_channel(address, options=RECONNECT)
+    channel = open_channel(address, options=RECONNECT)
     world.channels.append(channel)
     return channel
 

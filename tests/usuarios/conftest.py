@@ -13,16 +13,17 @@ from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
 from infra.errors import error_info
 from usuarios.config import Config
 from usuarios.server import create_app
+from callers import AUTH, PAGE_TOKEN_KEY, open_channel
 
 _serial = itertools.count(1)
 
 
 @pytest.fixture
-def usuarios_config(mongo_uri: str, db_name: Callable[[str], str], page_token_key: bytes) -> Config:
+def usuarios_config(mongo_uri: str, db_name: Callable[[str], str]) -> Config:
     """A config for an in-process server on a free port and a database of this test's own."""
     return Config(
-        port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("usuarios"),
-        page_token_key=page_token_key,
+        auth=AUTH, page_token_key=PAGE_TOKEN_KEY, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri,
+        mongodb_database=db_name("usuarios"),
     )
 
 
@@ -35,7 +36,7 @@ async def usuarios_address(start_app: Any, usuarios_config: Config) -> str:
 @pytest.fixture
 async def usuarios(usuarios_address: str) -> AsyncIterator[usuarios_pb2_grpc.UsuariosServiceStub]:
     """A stub on a real channel to a usuarios server with an empty database."""
-    async with grpc.aio.insecure_channel(usuarios_address) as channel:
+    async with open_channel(usuarios_address) as channel:
         yield usuarios_pb2_grpc.UsuariosServiceStub(channel)
 
 

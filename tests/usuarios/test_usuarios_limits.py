@@ -13,6 +13,7 @@ from eventflow.usuarios.v1 import usuarios_pb2_grpc
 from infra.errors import error_info
 from usuarios.config import Config
 from usuarios.server import create_app
+from callers import KEY_ENV, open_channel
 
 MIB = 1 << 20
 
@@ -30,9 +31,9 @@ async def test_a_request_over_the_message_limit_is_resource_exhausted(usuarios) 
 
 async def test_the_message_limit_is_configurable(start_app, usuarios_config: Config) -> None:
     config = dataclasses.replace(usuarios_config, max_message_bytes=64 * 1024)
-    assert Config.from_env({"GRPC_MAX_MESSAGE_BYTES": "65536", "EVENTFLOW_PAGE_TOKEN_KEY": "k" * 32}).max_message_bytes == 65536
+    assert Config.from_env({**KEY_ENV, "GRPC_MAX_MESSAGE_BYTES": "65536"}).max_message_bytes == 65536
     address = await start_app(create_app(config))
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         stub = usuarios_pb2_grpc.UsuariosServiceStub(channel)
         error = await _code(stub.GetUsuario(pb.GetUsuarioRequest(id="x" * 70_000)))
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -110,7 +111,7 @@ async def test_a_page_of_big_usuarios_stays_under_the_message_limit(start_app, u
     it, and the next_page_token goes on from there (no usuario missed or repeated)."""
     limit = 64 * 1024
     address = await start_app(create_app(dataclasses.replace(usuarios_config, max_message_bytes=limit)))
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         stub = usuarios_pb2_grpc.UsuariosServiceStub(channel)
 
         async def create(n: int) -> str:

@@ -23,10 +23,11 @@ from infra.keys import KeyConfigError
 from usuarios.config import Config
 from usuarios.server import SERVICE_NAME, create_app
 from usuarios.service import UsuariosService
+from callers import AUTH, KEY_ENV, KEY_ENV_WITHOUT_PAGE_TOKEN_KEY, PAGE_TOKEN_KEY, open_channel
 
 
 async def health(address: str, service: str = "") -> int:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         return reply.status
 
@@ -47,32 +48,42 @@ async def wait_serving(address: str, timeout: float = 60) -> None:
 # --- configuration -------------------------------------------------------------------------------
 
 
-def test_config_defaults_and_environment(keys_env: dict[str, str], page_token_key: bytes) -> None:
-    assert Config.from_env(keys_env) == Config(
+def test_config_defaults_and_environment() -> None:
+    assert Config.from_env(KEY_ENV) == Config(
         port=50051,
-        bind_host="[::]",
+        bind_host="127.0.0.1",
         mongodb_uri="mongodb://localhost:27017/?directConnection=true",
         mongodb_database="eventflow_usuarios",
-        page_token_key=page_token_key,
+        page_token_key=PAGE_TOKEN_KEY,
     )
-    env = {"USUARIOS_PORT": "6001", "GRPC_BIND_HOST": "127.0.0.1", "MONGODB_URI": "mongodb://db:27017",
-           "USUARIOS_MONGODB_DATABASE": "u", "EVENTOS_PORT": "7000", **keys_env}  # fmt: skip
+    env = {**KEY_ENV, "USUARIOS_PORT": "6001", "GRPC_BIND_HOST": "127.0.0.1", "MONGODB_URI": "mongodb://db:27017",
+           "USUARIOS_MONGODB_DATABASE": "u", "EVENTOS_PORT": "7000"}  # fmt: skip
     config = Config.from_env(env)
     assert (config.port, config.address, config.mongodb_uri, config.mongodb_database) == (
         6001, "127.0.0.1:6001", "mongodb://db:27017", "u",
     )  # fmt: skip
 
 
+def test_config_without_keys_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ValueError, match="EVENTFLOW_ISSUER_PUBLIC_KEY .*no default keys"):
+        Config.from_env({})
+    with pytest.raises(ValueError, match="EVENTFLOW_SERVICE_PUBLIC_KEY"):
+        Config.from_env({"EVENTFLOW_ISSUER_PUBLIC_KEY_FILE": KEY_ENV["EVENTFLOW_ISSUER_PUBLIC_KEY_FILE"]})
+    with pytest.raises(ValueError, match="EVENTFLOW_ISSUER_PUBLIC_KEY_FILE=/nowhere cannot be read"):
+        Config.from_env({"EVENTFLOW_ISSUER_PUBLIC_KEY_FILE": "/nowhere"})
+
+
 @pytest.mark.parametrize("port", ["http", "-1", "70000", ""])
-def test_config_rejects_a_bad_port_naming_the_variable(port: str, keys_env: dict[str, str]) -> None:
+def test_config_rejects_a_bad_port_naming_the_variable(port: str) -> None:
     with pytest.raises(ValueError, match="USUARIOS_PORT"):
-        Config.from_env({"USUARIOS_PORT": port, **keys_env})
+        Config.from_env({"USUARIOS_PORT": port, **KEY_ENV})
 
 
 def test_config_without_a_page_token_key_names_the_variable() -> None:
     with pytest.raises(KeyConfigError, match="EVENTFLOW_PAGE_TOKEN_KEY"):
-        Config.from_env({})
-    assert "page_token_key" not in repr(Config.from_env({"EVENTFLOW_PAGE_TOKEN_KEY": "k" * 32}))  # a secret
+        Config.from_env(KEY_ENV_WITHOUT_PAGE_TOKEN_KEY)
+    config = Config.from_env({**KEY_ENV_WITHOUT_PAGE_TOKEN_KEY, "EVENTFLOW_PAGE_TOKEN_KEY": "k" * 32})
+    assert "page_token_key" not in repr(config)  # a secret
 
 
 async def test_no_server_without_a_page_token_key(usuarios_config: Config) -> None:
@@ -87,7 +98,7 @@ async def test_no_server_without_a_page_token_key(usuarios_config: Config) -> No
 async def test_health_serving_and_reflection_lists_the_service(usuarios_address: str) -> None:
     assert await health(usuarios_address) == health_pb2.HealthCheckResponse.SERVING
     assert await health(usuarios_address, SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
-    async with grpc.aio.insecure_channel(usuarios_address) as channel:
+    async with open_channel(usuarios_address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = [s.name async for reply in call for s in reply.list_services_response.service]
@@ -95,18 +106,18 @@ async def test_health_serving_and_reflection_lists_the_service(usuarios_address:
 
 
 async def test_not_serving_until_the_database_answers_then_serving(
-    tmp_path: Path, db_name, rpc_error, page_token_key: bytes
+    tmp_path: Path, db_name, rpc_error
 ) -> None:
     port = procs.free_port()
-    config = Config(port=0, bind_host="127.0.0.1", mongodb_uri=f"mongodb://127.0.0.1:{port}/?directConnection=true",
-                    mongodb_database=db_name("usuarios"), page_token_key=page_token_key)  # fmt: skip
+    config = Config(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=f"mongodb://127.0.0.1:{port}/?directConnection=true",
+                    mongodb_database=db_name("usuarios"), page_token_key=PAGE_TOKEN_KEY)  # fmt: skip
     app = await create_app(config)
     await app.start()
     address = f"127.0.0.1:{app.port}"
     mongo = None
     try:
         assert await health(address) == health_pb2.HealthCheckResponse.NOT_SERVING
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with open_channel(address) as channel:
             stub = usuarios_pb2_grpc.UsuariosServiceStub(channel)
             # No database: a retryable UNAVAILABLE, not INTERNAL (after the driver's server-selection timeout).
             await rpc_error(stub.GetUsuario(pb.GetUsuarioRequest(id="x")), grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
@@ -133,7 +144,7 @@ async def test_graceful_shutdown_finishes_an_in_flight_call(usuarios_config: Con
     address = f"127.0.0.1:{app.port}"
     try:
         await wait_serving(address)
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with open_channel(address) as channel:
             stub = usuarios_pb2_grpc.UsuariosServiceStub(channel)
             ana = await stub.CreateUsuario(pb.CreateUsuarioRequest(usuario=nuevo_usuario()))
 
@@ -170,18 +181,18 @@ async def test_graceful_shutdown_finishes_an_in_flight_call(usuarios_config: Con
 
 
 async def test_python_dash_m_usuarios_serves_and_exits_cleanly_on_sigterm(
-    mongo_uri: str, db_name, tmp_path: Path, nuevo_usuario, keys_env: dict[str, str]
+    mongo_uri: str, db_name, tmp_path: Path, nuevo_usuario
 ) -> None:
     port = procs.free_port()
-    env = {**os.environ, "USUARIOS_PORT": str(port), "GRPC_BIND_HOST": "127.0.0.1",
-           "MONGODB_URI": mongo_uri, "USUARIOS_MONGODB_DATABASE": db_name("usuarios"), **keys_env}  # fmt: skip
+    env = {**os.environ, **KEY_ENV, "USUARIOS_PORT": str(port), "GRPC_BIND_HOST": "127.0.0.1",
+           "MONGODB_URI": mongo_uri, "USUARIOS_MONGODB_DATABASE": db_name("usuarios")}  # fmt: skip
     log_path = tmp_path / "usuarios.log"
     process = procs.service_process("usuarios", port, env, log_path=log_path).start()
     try:
         await asyncio.to_thread(process.wait_listening, 60)
         address = f"127.0.0.1:{port}"
         await wait_serving(address)
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with open_channel(address) as channel:
             stub = usuarios_pb2_grpc.UsuariosServiceStub(channel)
             created = await stub.CreateUsuario(pb.CreateUsuarioRequest(usuario=nuevo_usuario()))
             assert await stub.GetUsuario(pb.GetUsuarioRequest(id=created.id)) == created
@@ -197,4 +208,3 @@ async def test_python_dash_m_usuarios_serves_and_exits_cleanly_on_sigterm(
     assert lines and all(line["service"] == "usuarios" for line in lines)
     messages = [line["msg"] for line in lines]
     assert "usuario created" in messages and "stopped" in messages
-

@@ -38,6 +38,7 @@ class Evento(_message.Message):
     ASIENTOS_DISPONIBLES_FIELD_NUMBER: _builtins.int
     INVENTARIO_VERSION_FIELD_NUMBER: _builtins.int
     CON_ASIENTOS_FIELD_NUMBER: _builtins.int
+    MAX_POR_USUARIO_FIELD_NUMBER: _builtins.int
     FILAS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-generated identifier. Output only."""
@@ -61,6 +62,11 @@ class Evento(_message.Message):
     con_asientos: _builtins.bool
     """Whether the event has a seat map, also when `asientos` is left out of a
     GetEvento's read_mask. Output only.
+    """
+    max_por_usuario: _builtins.int
+    """The most tickets one buyer may hold of this event, across all of its
+    reservations (against scalpers and bots); 0 or unset means no limit.
+    0 to aforo_total. Tickets given back (a cancellation) count no more.
     """
     @_builtins.property
     def fecha(self) -> _timestamp_pb2.Timestamp:
@@ -99,11 +105,12 @@ class Evento(_message.Message):
         asientos_disponibles: _abc.Iterable[_builtins.str] | None = ...,
         inventario_version: _builtins.int = ...,
         con_asientos: _builtins.bool = ...,
+        max_por_usuario: _builtins.int = ...,
         filas: _abc.Iterable[Global___FilaAsientos] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fecha", b"fecha"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aforo_total", b"aforo_total", "asientos", b"asientos", "asientos_disponibles", b"asientos_disponibles", "con_asientos", b"con_asientos", "entradas_disponibles", b"entradas_disponibles", "fecha", b"fecha", "filas", b"filas", "id", b"id", "inventario_version", b"inventario_version", "lugar", b"lugar", "moneda", b"moneda", "nombre", b"nombre", "precio", b"precio"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aforo_total", b"aforo_total", "asientos", b"asientos", "asientos_disponibles", b"asientos_disponibles", "con_asientos", b"con_asientos", "entradas_disponibles", b"entradas_disponibles", "fecha", b"fecha", "filas", b"filas", "id", b"id", "inventario_version", b"inventario_version", "lugar", b"lugar", "max_por_usuario", b"max_por_usuario", "moneda", b"moneda", "nombre", b"nombre", "precio", b"precio"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -399,12 +406,17 @@ class ReservarEntradasRequest(_message.Message):
     RESERVA_ID_FIELD_NUMBER: _builtins.int
     CANTIDAD_FIELD_NUMBER: _builtins.int
     ASIENTOS_FIELD_NUMBER: _builtins.int
+    USUARIO_ID_FIELD_NUMBER: _builtins.int
     evento_id: _builtins.str
     """The event."""
     reserva_id: _builtins.str
     """The reservation taking the tickets; the idempotency key of this call."""
     cantidad: _builtins.int
     """How many tickets: 1 to 10,000,000. For a seated event, the number of `asientos` (at most 100)."""
+    usuario_id: _builtins.str
+    """The buyer (at most 128 characters), whose tickets of the event are counted
+    against its `max_por_usuario`; required when the event has one.
+    """
     @_builtins.property
     def asientos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The seats to take, for a seated event; must be empty for an unseated one."""
@@ -416,10 +428,11 @@ class ReservarEntradasRequest(_message.Message):
         reserva_id: _builtins.str = ...,
         cantidad: _builtins.int = ...,
         asientos: _abc.Iterable[_builtins.str] | None = ...,
+        usuario_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["asientos", b"asientos", "cantidad", b"cantidad", "evento_id", b"evento_id", "reserva_id", b"reserva_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asientos", b"asientos", "cantidad", b"cantidad", "evento_id", b"evento_id", "reserva_id", b"reserva_id", "usuario_id", b"usuario_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

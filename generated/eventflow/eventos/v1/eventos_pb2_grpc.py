@@ -99,8 +99,10 @@ class EventosServiceServicer:
         map (`asientos`, `filas` or both), `aforo_total` is the number of seats and every
         seat starts available. A big seat map is written as rows (`filas`): 50,000 seats
         in a few kilobytes. The answer leaves the seat lists out when they do not fit in
-        one message (see GetEvento).
-        Errors: INVALID_ARGUMENT (a field breaks a rule or passes its cap; the message names it).
+        one message (see GetEvento). `max_por_usuario` (optional) limits the tickets one
+        buyer may hold.
+        Errors: INVALID_ARGUMENT (a field breaks a rule or passes its cap, for example
+        max_por_usuario negative or above aforo_total; the message names it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -148,10 +150,13 @@ class EventosServiceServicer:
 
     def UpdateEvento(self, request, context):
         """Updates the fields named in `update_mask` (nombre, fecha, lugar, aforo_total,
-        precio, moneda); an empty mask updates all of them. The seat map cannot change.
+        precio, moneda, max_por_usuario); an empty mask updates all of them. The seat map cannot change.
         The answer is the whole event (its seat lists as in GetEvento with an empty read_mask).
         A new aforo_total moves entradas_disponibles by as much and increments inventario_version.
-        Errors: INVALID_ARGUMENT (a field breaks a rule, or the mask names an unknown or
+        A new max_por_usuario applies to the next takes and counts what each buyer already holds;
+        lowering it below what a buyer holds takes nothing back (that buyer cannot take more).
+        Errors: INVALID_ARGUMENT (a field breaks a rule, max_por_usuario above the
+        resulting aforo_total included, or the mask names an unknown or
         read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
         already sold, reason CAPACITY_BELOW_SOLD; or aforo_total of a seated event, reason SEATED_EVENT).
         """
@@ -160,8 +165,13 @@ class EventosServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteEvento(self, request, context):
-        """Deletes an event (and its seats), only while none of its tickets is sold or held.
-        Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason HAS_SOLD_TICKETS).
+        """Deletes an event (and its seats), only while none of its tickets is sold or held
+        (by a CONFIRMADA reservation or a purchase in flight): cancel those reservations first,
+        so their buyers keep a way to a refund. The check and the delete are one atomic
+        operation: a concurrent ReservarEntradas either lands first (the delete is refused)
+        or finds no event (NOT_FOUND).
+        Errors: NOT_FOUND, FAILED_PRECONDITION (tickets of it are sold or held; reason
+        HAS_SOLD_TICKETS, with `tomadas`, the tickets taken, in the metadata).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -169,18 +179,25 @@ class EventosServiceServicer:
 
     def ReservarEntradas(self, request, context):
         """Takes `cantidad` tickets (or, for a seated event, exactly the named `asientos`)
-        for the reservation `reserva_id`, in one atomic operation: all or nothing.
-        Idempotent per reserva_id: a retry takes nothing more and answers what that
-        reserva_id holds. Every take increments the event's `inventario_version`.
+        for the reservation `reserva_id` of the buyer `usuario_id`, in one atomic
+        operation: all or nothing. When the event has `max_por_usuario`, the take
+        commits only if the buyer's tickets of the event (across all its reservations)
+        stay within it, checked in the same operation, so concurrent takes of one buyer
+        never exceed it together. Idempotent per reserva_id: a retry takes nothing more
+        and answers what that reserva_id holds. Every take increments the event's
+        `inventario_version`.
         Errors: INVALID_ARGUMENT (cantidad not from 1 to 10,000,000, more than 100
-        seats, seats missing, repeated, given for an unseated event, reason
-        VALIDATION_FAILED; a seat not in the seat map, reason
-        UNKNOWN_SEAT), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND),
+        seats, seats missing, repeated, given for an unseated event, no usuario_id for
+        an event with max_por_usuario, reason VALIDATION_FAILED; a seat not in the seat
+        map, reason UNKNOWN_SEAT), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND),
         FAILED_PRECONDITION (not enough tickets, reason SOLD_OUT; a named seat is
         taken, reason SEAT_TAKEN, with the taken seats in the metadata's `asientos`;
-        both carry `disponibles` and `inventario_version` in the metadata; reserva_id
-        already used with other tickets, reason RESERVA_MISMATCH; reserva_id already
-        gave its tickets back, reason RESERVA_RELEASED).
+        both carry `disponibles` and `inventario_version` in the metadata; the buyer
+        would hold more than max_por_usuario, reason LIMIT_PER_BUYER_EXCEEDED, with
+        `max_por_usuario`, `compradas` (what the buyer holds already), `solicitadas`,
+        `disponibles` and `inventario_version` in the metadata; reserva_id already used
+        with other tickets, reason RESERVA_MISMATCH; reserva_id already gave its
+        tickets back, reason RESERVA_RELEASED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,7 +205,8 @@ class EventosServiceServicer:
 
     def LiberarEntradas(self, request, context):
         """Gives back exactly what `reserva_id` took, once, and spends the reserva_id: a
-        later ReservarEntradas of it takes nothing (RESERVA_RELEASED). A repeat answers
+        later ReservarEntradas of it takes nothing (RESERVA_RELEASED). The tickets go
+        back to the buyer's max_por_usuario allowance too. A repeat answers
         what was given back; an unknown reserva_id gives back nothing (cantidad 0).
         Giving tickets back increments the event's `inventario_version`.
         Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such event).

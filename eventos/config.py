@@ -1,9 +1,11 @@
 """eventos configuration: environment variables with localhost defaults (MONGODB_MAX_POOL_SIZE: 4 connections;
 GRPC_BIND_HOST: 127.0.0.1, loopback only, unless told otherwise, as docker-compose does with 0.0.0.0).
 
-Keys, without defaults (infra/keys.py): EVENTFLOW_ISSUER_PUBLIC_KEY[_FILE], EVENTFLOW_SERVICE_PUBLIC_KEY[_FILE].
 TLS: the EVENTFLOW_TLS_* variables of infra.tls (none set: plaintext; under TLS callers must present a client
 certificate unless EVENTFLOW_TLS_REQUIRE_CLIENT_CERT=false).
+GRPC_MAX_MESSAGE_BYTES (1 MiB: the largest request or reply, see infra.limits).
+Keys, without defaults (infra/keys.py): EVENTFLOW_ISSUER_PUBLIC_KEY[_FILE], EVENTFLOW_SERVICE_PUBLIC_KEY[_FILE],
+EVENTFLOW_PAGE_TOKEN_KEY[_FILE] (the key of page tokens).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from infra.auth import AuthSettings
-from infra.ratelimit import DEFAULT_LIMITS, Limits, limits_from_env
-
 from infra import tls as tls_config
+from infra.auth import AuthSettings
+from infra.keys import page_token_key
+from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, max_message_bytes
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
+from infra.ratelimit import DEFAULT_LIMITS, Limits, limits_from_env
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class Config:
     mongodb_uri: str = "mongodb://localhost:27017/?directConnection=true"
     mongodb_database: str = "eventflow_eventos"
     mongodb_max_pool_size: int = DEFAULT_POOL_SIZE
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    #: The deployment's page-token key; no default (create_app refuses to build a server without one).
+    page_token_key: bytes = field(default=b"", repr=False)
     #: REDIS_URL: where the per-identity rate limits live; empty, no rate limit (`eventflow up` always sets it).
     redis_url: str = ""
     #: EVENTFLOW_RATE_LIMIT_<ROLE> (infra/ratelimit.py).
@@ -46,8 +52,10 @@ class Config:
             mongodb_uri=env.get("MONGODB_URI", cls.mongodb_uri),
             mongodb_max_pool_size=pool_size(env),
             mongodb_database=env.get("EVENTOS_MONGODB_DATABASE", cls.mongodb_database),
+            max_message_bytes=max_message_bytes(env),
             redis_url=env.get("REDIS_URL", ""),
             rate_limits=limits_from_env(env),
             auth=AuthSettings.from_env(env, trusts_service=True, signs_service=False),
             tls=tls_config.from_env(env, require_client_cert=True),
+            page_token_key=page_token_key(env),
         )

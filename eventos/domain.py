@@ -26,25 +26,57 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from infra.errors import FailedPrecondition, InvalidArgument, NotFound
+from infra.errors import FailedPrecondition, InvalidArgument, NotFound, shorten
+from infra.limits import check_count, check_length, too_long
 
+# --- caps: the longest value of every field a request carries (issue 8) --------------------------
+# Checked before anything else is done with a value; the error names the field and its cap, and never
+# echoes more than a short prefix of the value. page_token's cap is the same everywhere (infra.pagination).
+#: An event's id (server-generated: 24 hex digits) wherever a request names one.
+MAX_ID = 128
+#: nombre and lugar (also ListEventos' lugar filter).
 MAX_TEXT = 200
 MAX_SEAT_LABEL = 20
-#: Keeps an event (seat map + available seats) well inside one gRPC message.
+#: Seats of one seat map: CreateEvento writes them in one go, a take reads none of them.
 MAX_ASIENTOS = 50_000
+#: Seats one ReservarEntradas names (a purchase in reservas names at most 10).
+MAX_ASIENTOS_POR_RESERVA = 100
+#: Rows of numbered seats (`filas`) in one CreateEvento, a row's name, and the highest seat number.
+MAX_FILAS = 1_000
+MAX_FILA = 10
+MAX_NUMERO = 99_999
+#: Seats per ListAsientos page: the default, the most (a page is also bounded by bytes), and how many seats
+#: one call looks through for the available ones (a page may then be short, even empty, with a next token).
+DEFAULT_ASIENTOS_PAGE = 1_000
+MAX_ASIENTOS_PAGE = 5_000
+MAX_ASIENTOS_SCAN = 5_000
 MAX_RESERVA_ID = 128
+#: The buyer a take names (ReservarEntradas' usuario_id).
 MAX_USUARIO_ID = 128
+#: read_mask and update_mask: how many paths, and how long each.
+MAX_MASK_PATHS = 16
+MAX_MASK_PATH = 64
+#: How many labels an error message lists (the rest are counted).
+SHOWN_LABELS = 10
 MAX_INT32 = 2**31 - 1
-#: A ticket's price, in minor units (10,000,000.00 of a currency): the sum of every ticket of an event
-#: (aforo_total is an int32) stays inside int64, so no amount or total overflows (the read models add them up).
+
+# --- money and counts: bounded so that no amount or total overflows an int64 (issue 8) ------------------
+MAX_INT64 = 2**63 - 1
+#: A ticket's price, in minor units (10,000,000.00 of a currency).
 MAX_PRECIO = 10**9
+#: An event's capacity (more than any stadium or festival); also the most tickets one take may ask for.
+MAX_AFORO = 10_000_000
+#: The most an event can ever collect: every ticket at the highest price (the read models add amounts up).
+MAX_RECAUDADO = MAX_PRECIO * MAX_AFORO  # 10**16, far inside an int64
 DEFAULT_MONEDA = "UYU"
 _MONEDA = re.compile(r"[A-Z]{3}")
 
 #: Fields UpdateEvento may change; an empty mask means all of them.
 UPDATABLE_FIELDS = ("nombre", "fecha", "lugar", "aforo_total", "precio", "moneda", "max_por_usuario")
 #: Fields of Evento that no update may name.
-READ_ONLY_FIELDS = ("id", "entradas_disponibles", "asientos", "asientos_disponibles", "inventario_version", "con_asientos")
+READ_ONLY_FIELDS = (
+    "id", "entradas_disponibles", "asientos", "asientos_disponibles", "inventario_version", "con_asientos", "filas",
+)  # fmt: skip
 #: Every field of Evento, in proto order: what GetEvento's read_mask may name (empty means all).
 READABLE_FIELDS = (
     "id", "nombre", "fecha", "lugar", "aforo_total", "entradas_disponibles", "precio", "moneda",
@@ -99,6 +131,10 @@ class SeatedEvent(FailedPrecondition):
     reason = "SEATED_EVENT"
 
 
+class SeatMapTooLarge(FailedPrecondition):
+    reason = "SEAT_MAP_TOO_LARGE"
+
+
 class HasSoldTickets(FailedPrecondition):
     reason = "HAS_SOLD_TICKETS"
 
@@ -109,6 +145,28 @@ class LimitPerBuyerExceeded(FailedPrecondition):
 
 def invalid(field: str, message: str) -> InvalidArgument:
     return InvalidArgument(f"{field}: {message}", metadata={"field": field})
+
+
+def shown(labels: Sequence[str]) -> str:
+    """Labels for an error message: the first few, and how many more."""
+    listed = ", ".join(labels[:SHOWN_LABELS])
+    return listed if len(labels) <= SHOWN_LABELS else f"{listed} and {len(labels) - SHOWN_LABELS} more"
+
+
+def validate_id(field: str, value: str) -> str:
+    """An event's id as a request names it: required, at most MAX_ID characters (unknown ones are NOT_FOUND)."""
+    if not value:
+        raise invalid(field, "must not be empty")
+    check_length(field, value, MAX_ID)
+    return value
+
+
+def validate_mask(field: str, paths: Sequence[str]) -> None:
+    """The caps of a field mask (read_mask, update_mask): a few short paths."""
+    check_count(field, paths, MAX_MASK_PATHS, "paths")
+    for path in paths:
+        if len(path) > MAX_MASK_PATH:
+            raise too_long(f"{field} paths", MAX_MASK_PATH, len(path))
 
 
 def not_found(evento_id: str) -> EventoNotFound:
@@ -156,7 +214,21 @@ class EventoDraft:
     precio: int = 0
     moneda: str = ""
     asientos: tuple[str, ...] = ()
+    filas: tuple[FilaAsientos, ...] = ()
     max_por_usuario: int = 0
+
+
+@dataclass(frozen=True)
+class FilaAsientos:
+    """A row of numbered seats: the labels "<fila>-<desde>" to "<fila>-<hasta>" (a compact seat map)."""
+
+    fila: str
+    desde: int
+    hasta: int
+
+    @property
+    def size(self) -> int:
+        return self.hasta - self.desde + 1
 
 
 @dataclass(frozen=True)
@@ -273,13 +345,17 @@ def validate_moneda(value: str) -> str:
     if not value:
         return DEFAULT_MONEDA
     if not _MONEDA.fullmatch(value):
-        raise invalid("moneda", f"must be an ISO 4217 code of three upper-case letters such as UYU or USD, got {value!r}")
+        raise invalid(
+            "moneda", f"must be an ISO 4217 code of three upper-case letters such as UYU or USD, got {shorten(value, 8)!r}"
+        )
     return value
 
 
 def validate_aforo(value: int) -> int:
     if value <= 0:
         raise invalid("aforo_total", f"must be more than 0, got {value}")
+    if value > MAX_AFORO:
+        raise invalid("aforo_total", f"must be at most {MAX_AFORO}, got {value}")
     return value
 
 
@@ -305,16 +381,39 @@ def validate_seat_map(asientos: Sequence[str]) -> tuple[str, ...]:
         if not label:
             raise invalid("asientos", "seat labels must not be empty")
         if len(label) > MAX_SEAT_LABEL:
-            raise invalid("asientos", f"seat label {label!r} is longer than {MAX_SEAT_LABEL} characters")
+            raise too_long("asientos", MAX_SEAT_LABEL, len(label), "characters per seat label")
         if label in seen:
-            raise invalid("asientos", f"seat label {label!r} appears more than once")
+            raise invalid("asientos", f"seat label {label!r} appears more than once (in asientos or filas)")
         seen.add(label)
     return labels
 
 
+def validate_filas(filas: Sequence[FilaAsientos], before: int) -> tuple[str, ...]:
+    """The labels of rows of numbered seats, row by row, after `before` seats given as labels.
+
+    The rows are judged before a label is made, so no request makes more than MAX_ASIENTOS of them.
+    """
+    check_count("filas", filas, MAX_FILAS, "rows")
+    total = before
+    for fila in filas:
+        if not fila.fila.strip():
+            raise invalid("filas", "a row's fila must not be empty")
+        check_length("filas", fila.fila, MAX_FILA)
+        if not 1 <= fila.desde <= fila.hasta <= MAX_NUMERO:
+            raise invalid(
+                "filas",
+                f"row {fila.fila.strip()!r} must have 1 <= desde <= hasta <= {MAX_NUMERO}, got {fila.desde} to {fila.hasta}",
+            )
+        total += fila.size
+        if total > MAX_ASIENTOS:
+            raise invalid("filas", f"a seat map has at most {MAX_ASIENTOS} seats (asientos and filas together)")
+    return tuple(f"{fila.fila.strip()}-{n}" for fila in filas for n in range(fila.desde, fila.hasta + 1))
+
+
 def validate_new_evento(draft: EventoDraft) -> NewEvento:
-    """The rules of CreateEvento. With a seat map, aforo_total is its length (0 means: derive it)."""
-    asientos = validate_seat_map(draft.asientos)
+    """The rules of CreateEvento. With a seat map (labels, then rows), aforo_total is its length (0: derive it)."""
+    check_count("asientos", draft.asientos, MAX_ASIENTOS, "seats")
+    asientos = validate_seat_map((*draft.asientos, *validate_filas(draft.filas, len(draft.asientos))))
     if asientos:
         if draft.aforo_total not in (0, len(asientos)):
             raise invalid(
@@ -341,6 +440,7 @@ def validate_new_evento(draft: EventoDraft) -> NewEvento:
 
 def validate_update_mask(paths: Sequence[str]) -> tuple[str, ...]:
     """The fields to update, in a stable order; an empty mask means every updatable field."""
+    validate_mask("update_mask", paths)
     if not paths:
         return UPDATABLE_FIELDS
     for path in paths:
@@ -359,6 +459,7 @@ def validate_update_mask(paths: Sequence[str]) -> tuple[str, ...]:
 
 def validate_read_mask(paths: Sequence[str]) -> tuple[str, ...]:
     """The fields GetEvento answers, in proto order; an empty mask means all of them."""
+    validate_mask("read_mask", paths)
     if not paths:
         return READABLE_FIELDS
     for path in paths:
@@ -370,13 +471,9 @@ def validate_read_mask(paths: Sequence[str]) -> tuple[str, ...]:
     return tuple(f for f in READABLE_FIELDS if f in paths)
 
 
-def plan_update(current: Evento, draft: EventoDraft, fields: Sequence[str]) -> dict[str, object]:
-    """The validated new values of `fields` (aforo_total only when it changes).
-
-    Raises SeatedEvent when the capacity of a seated event would change, and CapacityBelowSold
-    when the new capacity is below the tickets already taken in `current` (the repository
-    checks that again atomically, since tickets may be taken meanwhile).
-    """
+def validate_update(draft: EventoDraft, fields: Sequence[str]) -> dict[str, object]:
+    """The validated new values of `fields`, but aforo_total, whose rules depend on the event (plan_update):
+    what can be judged before the event is read."""
     changes: dict[str, object] = {}
     for field in fields:
         if field in ("nombre", "lugar"):
@@ -387,7 +484,19 @@ def plan_update(current: Evento, draft: EventoDraft, fields: Sequence[str]) -> d
             changes[field] = validate_precio(draft.precio)
         elif field == "moneda":
             changes[field] = validate_moneda(draft.moneda)
-        elif field == "aforo_total":
+    return changes
+
+
+def plan_update(current: Evento, draft: EventoDraft, fields: Sequence[str]) -> dict[str, object]:
+    """The validated new values of `fields` (aforo_total only when it changes).
+
+    Raises SeatedEvent when the capacity of a seated event would change, and CapacityBelowSold
+    when the new capacity is below the tickets already taken in `current` (the repository
+    checks that again atomically, since tickets may be taken meanwhile).
+    """
+    changes = validate_update(draft, fields)
+    for field in fields:
+        if field == "aforo_total":
             if current.seated:
                 if draft.aforo_total not in (0, current.aforo_total):
                     raise SeatedEvent(
@@ -424,6 +533,14 @@ def capacity_below_sold(current: Evento, aforo: int) -> CapacityBelowSold:
     )
 
 
+def seat_map_too_large(evento: Evento, fields: Sequence[str]) -> SeatMapTooLarge:
+    return SeatMapTooLarge(
+        f"read_mask: {', '.join(fields)} of evento {evento.id!r} ({evento.aforo_total} seats) do not fit in one "
+        "answer: leave them out of read_mask, and read the seats a page at a time with ListAsientos",
+        metadata={"evento_id": evento.id, "aforo_total": evento.aforo_total},
+    )
+
+
 def has_sold_tickets(current: Evento) -> HasSoldTickets:
     """Why an event with tickets taken cannot be deleted: its buyers would lose their way to a refund."""
     return HasSoldTickets(
@@ -438,21 +555,21 @@ def has_sold_tickets(current: Evento) -> HasSoldTickets:
 
 
 def validate_ids(evento_id: str, reserva_id: str) -> None:
-    if not evento_id:
-        raise invalid("evento_id", "must not be empty")
+    validate_id("evento_id", evento_id)
     if not reserva_id:
         raise invalid("reserva_id", "must not be empty")
-    if len(reserva_id) > MAX_RESERVA_ID:
-        raise invalid("reserva_id", f"must be at most {MAX_RESERVA_ID} characters, got {len(reserva_id)}")
+    check_length("reserva_id", reserva_id, MAX_RESERVA_ID)
 
 
 def validate_reserva_request(request: ReservaRequest) -> ReservaRequest:
     """The rules that need no event: ids, cantidad >= 1, seats distinct and as many as cantidad."""
     validate_ids(request.evento_id, request.reserva_id)
-    if len(request.usuario_id) > MAX_USUARIO_ID:
-        raise invalid("usuario_id", f"must be at most {MAX_USUARIO_ID} characters, got {len(request.usuario_id)}")
-    if request.cantidad < 1:
-        raise invalid("cantidad", f"must be 1 or more, got {request.cantidad}")
+    if not 1 <= request.cantidad <= MAX_AFORO:
+        raise invalid("cantidad", f"must be from 1 to {MAX_AFORO}, got {request.cantidad}")
+    check_length("usuario_id", request.usuario_id, MAX_USUARIO_ID)
+    check_count("asientos", request.asientos, MAX_ASIENTOS_POR_RESERVA, "seats")
+    for label in request.asientos:
+        check_length("asientos", label, MAX_SEAT_LABEL)
     asientos = tuple(label.strip() for label in request.asientos)
     if asientos:
         if len(set(asientos)) != len(asientos):
@@ -470,7 +587,7 @@ def check_fits_event(stock: Stock, request: ReservaRequest) -> None:
         unknown = [label for label in request.asientos if label not in stock.holders]
         if unknown:
             raise UnknownSeat(
-                f"asientos: {', '.join(unknown)} not in the seat map of evento {stock.evento_id!r}",
+                f"asientos: {shown(unknown)} not in the seat map of evento {stock.evento_id!r}",
                 metadata={"field": "asientos", "asientos": ",".join(unknown)},
             )
     elif request.asientos:
@@ -492,7 +609,7 @@ def explain_refusal(stock: Stock | None, request: ReservaRequest, existing: Allo
             return True
         raise ReservaMismatch(
             f"reserva_id {request.reserva_id!r} already took {existing.cantidad} tickets"
-            + (f" ({', '.join(existing.asientos)})" if existing.asientos else "")
+            + (f" ({shown(existing.asientos)})" if existing.asientos else "")
             + " of this evento; a retry must ask for the same tickets",
             metadata={"reserva_id": request.reserva_id, "cantidad": existing.cantidad},
         )
@@ -507,7 +624,7 @@ def explain_refusal(stock: Stock | None, request: ReservaRequest, existing: Allo
         taken = [label for label in request.asientos if stock.holders[label] is not None]
         if taken:
             raise SeatTaken(
-                f"seats already taken: {', '.join(taken)}; no seat was taken",
+                f"seats already taken: {shown(taken)}; no seat was taken",
                 metadata={"asientos": ",".join(taken), "evento_id": stock.evento_id, **inventory},
             )
     if stock.entradas_disponibles < request.cantidad:

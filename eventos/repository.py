@@ -102,6 +102,8 @@ ALLOCATION = "reserva"
 BUYER = "comprador"
 #: Seat documents written per insert_many when an event is created.
 SEAT_BATCH = 5_000
+#: Seats per `$in` when a page of seats is read (a long `$in` is slow on some servers, SecantusDB among them).
+SEAT_LOOKUP_BATCH = 100
 
 #: What a take or a give-back needs of the event: never its seats.
 _COUNTERS = {"entradas_disponibles": 1, "inventario_version": 1, "con_asientos": 1, "max_por_usuario": 1}
@@ -370,6 +372,29 @@ class EventoRepository:
 
         async with self._client.start_session() as session:
             return await session.with_transaction(body, read_concern=ReadConcern("snapshot"))
+
+    async def seat_window(self, evento_id: str, start: int, count: int) -> tuple[int, list[tuple[str, bool]]] | None:
+        """Up to `count` seats of the event's seat map from position `start`, in seat-map order, each with whether
+        it is available; and how many seats the map has. None when there is no such event.
+
+        Reads a slice of the seat map document and the holders of those seats only (O(count), whatever the
+        map's size), from the read preference of lists: a page of seats may be a moment behind the counter.
+        """
+        doc = await self._reads.find_one({"_id": evento_id}, {"aforo_total": 1, "con_asientos": 1})
+        if doc is None:
+            return None
+        if not doc["con_asientos"] or count <= 0:
+            return (doc["aforo_total"] if doc["con_asientos"] else 0), []
+        plano = await self._inventory_reads.find_one(
+            {"_id": seat_map_id(evento_id)}, {"_id": 0, "asientos": {"$slice": [start, count]}}
+        )
+        labels: list[str] = list(plano["asientos"]) if plano else []
+        held: set[str] = set()
+        for first in range(0, len(labels), SEAT_LOOKUP_BATCH):
+            ids = [seat_id(evento_id, label) for label in labels[first : first + SEAT_LOOKUP_BATCH]]
+            query = {"_id": {"$in": ids}, "reserva_id": {"$ne": None}}
+            held.update([seat["asiento"] async for seat in self._inventory_reads.find(query, {"_id": 0, "asiento": 1})])
+        return doc["aforo_total"], [(label, label not in held) for label in labels]
 
     async def list(
         self,

@@ -12,7 +12,10 @@ from eventos.repository import EventoRepository
 from eventos.service import EventoService
 from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer
 from infra import tls
+from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer, to_asiento, to_proto
+from infra.limits import ReplyBudget
 from infra.mongo import create_client, ping
+from infra.pagination import PageTokens
 from infra.ratelimit import limiter_for
 from infra.server import GrpcApp, ServiceBinding, create_server
 
@@ -21,6 +24,7 @@ log = logging.getLogger(__name__)
 
 async def create_app(config: Config) -> GrpcApp:
     """Everything wired, nothing started or connected yet."""
+    tokens = PageTokens(config.page_token_key)  # before anything is built: no key, no server
     client = create_client(config.mongodb_uri, "eventos", max_pool_size=config.mongodb_max_pool_size)
     db = client[config.mongodb_database]
     repository = EventoRepository(db)
@@ -44,18 +48,21 @@ async def create_app(config: Config) -> GrpcApp:
             indexes_ready = True
         return True
 
+    budget = ReplyBudget.of_messages(config.max_message_bytes, to_proto)  # a page of events, in bytes
+    seat_budget = ReplyBudget.of_messages(config.max_message_bytes, to_asiento)  # a page of seats
     limiter = limiter_for(config.redis_url, config.rate_limits)
     app = await create_server(
         bindings=[
             ServiceBinding(
                 FULL_NAME,
                 eventos_pb2_grpc.add_EventosServiceServicer_to_server,
-                EventosServicer(EventoService(repository)),
+                EventosServicer(EventoService(repository, tokens, budget, seat_budget), budget.limit),
             )
         ],
         address=config.address,
         domain=DOMAIN,
         health_check=health_check,
+        max_message_bytes=config.max_message_bytes,
         auth=config.auth,
         limiter=limiter,
         credentials=tls.server_credentials(config.tls),

@@ -13,6 +13,8 @@ from eventos.domain import Allocation, Evento, EventoDraft, InventoryChange, Res
 from eventos.repository import EventoRepository
 from infra import pagination
 from infra.errors import InvalidArgument, Unavailable
+from infra.limits import ReplyBudget, check_length
+from infra.pagination import PageTokens
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,16 @@ MAX_ATTEMPTS = 20
 @dataclass(frozen=True)
 class Page:
     eventos: list[Evento]
+    next_page_token: str
+
+
+#: A seat of a page of ListAsientos: its label and whether it is available.
+Seat = tuple[str, bool]
+
+
+@dataclass(frozen=True)
+class SeatPage:
+    asientos: list[Seat]
     next_page_token: str
 
 
@@ -48,8 +60,18 @@ def _from_millis(millis: int) -> datetime:
 
 
 class EventoService:
-    def __init__(self, eventos: EventoRepository) -> None:
+    def __init__(
+        self,
+        eventos: EventoRepository,
+        tokens: PageTokens,
+        budget: ReplyBudget[Evento],
+        seat_budget: ReplyBudget[Seat],
+    ) -> None:
+        """`budget`, `seat_budget`: the bytes a page of events, or of seats, may take in a reply (infra.limits)."""
         self.eventos = eventos
+        self.tokens = tokens
+        self.budget = budget
+        self.seat_budget = seat_budget
 
     # --- catalogue ---------------------------------------------------------------------------
 
@@ -60,8 +82,7 @@ class EventoService:
 
     async def get(self, evento_id: str, fields: Sequence[str] = domain.READABLE_FIELDS) -> Evento:
         """The event; its seats are read only when `fields` (validated by domain.validate_read_mask) ask for them."""
-        if not evento_id:
-            raise domain.invalid("id", "must not be empty")
+        domain.validate_id("id", evento_id)
         with_seats = any(f in domain.SEAT_FIELDS for f in fields)
         evento = await self.eventos.get(evento_id, with_seats=with_seats)
         if evento is None:
@@ -77,6 +98,8 @@ class EventoService:
         desde: datetime | None,
         hasta: datetime | None,
     ) -> Page:
+        if lugar is not None:
+            check_length("lugar", lugar, domain.MAX_TEXT)
         if desde is not None and hasta is not None and desde > hasta:
             raise InvalidArgument(
                 f"desde ({desde.isoformat()}) is after hasta ({hasta.isoformat()})", metadata={"field": "desde"}
@@ -93,29 +116,55 @@ class EventoService:
         # A token is valid only for the filters it was issued with.
         bounds = [None if moment is None else _millis(moment) for moment in (desde, hasta)]
         scope = json.dumps(["eventos", lugar, *bounds], separators=(",", ":"))
-        position = pagination.decode_token(page_token, scope)
+        position = self.tokens.decode(page_token, scope)
         after = None
         if position is not None:
             try:
                 after = (_from_millis(int(position["f"])), str(position["id"]))
             except (KeyError, TypeError, ValueError, OverflowError, OSError):
-                raise InvalidArgument(
-                    "page_token does not hold a position of this listing; start again with an empty page_token",
-                    reason="INVALID_PAGE_TOKEN",
-                    metadata={"field": "page_token"},
-                ) from None
-        eventos = await self.eventos.list(lugar=lugar, desde=desde, hasta=hasta, after=after, limit=size + 1)
+                raise pagination.invalid_token("does not hold a position of this listing") from None
+        found = await self.eventos.list(lugar=lugar, desde=desde, hasta=hasta, after=after, limit=size + 1)
+        # At most `size` events, and no more than fit in the reply's bytes: the next page starts after the last.
+        eventos = found[: min(size, self.budget.fitting(found))]
         token = ""
-        if len(eventos) > size:
-            eventos = eventos[:size]
+        if len(found) > len(eventos):
             last = eventos[-1]
-            token = pagination.encode_token({"f": _millis(last.fecha), "id": last.id}, scope)
+            token = self.tokens.encode({"f": _millis(last.fecha), "id": last.id}, scope)
         return Page(eventos, token)
 
+    async def list_asientos(self, evento_id: str, *, page_size: int, page_token: str, solo_disponibles: bool) -> SeatPage:
+        """A page of the event's seat map, in seat-map order: at most `page_size` seats and the reply's bytes.
+
+        With `solo_disponibles`, one call looks through at most MAX_ASIENTOS_SCAN seats for available ones,
+        so a page of a nearly sold-out map may be short (or empty) and still have a next_page_token.
+        """
+        domain.validate_id("evento_id", evento_id)
+        size = pagination.page_size(page_size, domain.DEFAULT_ASIENTOS_PAGE, domain.MAX_ASIENTOS_PAGE)
+        scope = json.dumps(["asientos", evento_id, solo_disponibles], separators=(",", ":"))
+        position = self.tokens.decode(page_token, scope)
+        start = 0 if position is None else position.get("i")
+        if type(start) is not int or not 0 <= start <= domain.MAX_ASIENTOS:
+            raise pagination.invalid_token("does not hold a position of this seat map")
+        found: list[tuple[int, Seat]] = []  # (position in the seat map, seat)
+        scanned, total = start, None
+        while len(found) < size and scanned - start < domain.MAX_ASIENTOS_SCAN and (total is None or scanned < total):
+            window = await self.eventos.seat_window(evento_id, scanned, size if not solo_disponibles else max(size, 500))
+            if window is None:
+                raise domain.not_found(evento_id)
+            total, seats = window
+            found += [(scanned + i, seat) for i, seat in enumerate(seats) if seat[1] or not solo_disponibles]
+            scanned += len(seats)
+            if not seats:
+                break
+        page = found[: min(size, self.seat_budget.fitting(seat for _, seat in found))]
+        after = page[-1][0] + 1 if len(page) < len(found) else scanned  # where the next page starts
+        token = self.tokens.encode({"i": after}, scope) if total is not None and after < total else ""
+        return SeatPage([seat for _, seat in page], token)
+
     async def update(self, evento_id: str, draft: EventoDraft, mask: Sequence[str]) -> Evento:
-        if not evento_id:
-            raise domain.invalid("evento.id", "must not be empty")
+        domain.validate_id("evento.id", evento_id)
         fields = domain.validate_update_mask(mask)
+        domain.validate_update(draft, fields)  # every value but aforo_total, before the event is read
         for _ in range(MAX_ATTEMPTS):
             current = await self.eventos.get(evento_id, primary=True, with_seats=False)
             if current is None:
@@ -139,8 +188,7 @@ class EventoService:
         raise _contention("UpdateEvento", evento_id)
 
     async def delete(self, evento_id: str) -> None:
-        if not evento_id:
-            raise domain.invalid("id", "must not be empty")
+        domain.validate_id("id", evento_id)
         for _ in range(MAX_ATTEMPTS):
             if await self.eventos.delete_if_untaken(evento_id):
                 log.info("evento deleted", extra={"evento_id": evento_id})

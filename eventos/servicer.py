@@ -1,5 +1,8 @@
 """Protobuf in, use case, protobuf out. Errors are the domain's (see eventos.domain): the shared
-ErrorMappingInterceptor maps each to its status code along its class hierarchy."""
+ErrorMappingInterceptor maps each to its status code along its class hierarchy.
+
+No answer passes the reply limit: an event's seat lists are left out of an answer they would make too
+big (or refused, SEAT_MAP_TOO_LARGE, when the read_mask names them), and ListAsientos pages them."""
 
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ from google.protobuf import empty_pb2, timestamp_pb2
 
 from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventos import domain
-from eventos.domain import Evento, EventoDraft, InventoryChange, ReservaRequest
-from eventos.service import EventoService
+from eventos.domain import Evento, EventoDraft, FilaAsientos, InventoryChange, ReservaRequest
+from eventos.service import EventoService, Seat
 
 FULL_NAME = "eventflow.eventos.v1.EventosService"
 DOMAIN = "eventos.eventflow"
@@ -38,6 +41,7 @@ def to_draft(evento: eventos_pb2.Evento) -> EventoDraft:
         precio=evento.precio,
         moneda=evento.moneda,
         asientos=tuple(evento.asientos),
+        filas=tuple(FilaAsientos(f.fila, f.desde, f.hasta) for f in evento.filas),
         max_por_usuario=evento.max_por_usuario,
     )
 
@@ -64,6 +68,11 @@ def to_proto(evento: Evento, fields: Sequence[str] = domain.READABLE_FIELDS) -> 
     return message
 
 
+def to_asiento(seat: Seat) -> eventos_pb2.Asiento:
+    etiqueta, disponible = seat
+    return eventos_pb2.Asiento(etiqueta=etiqueta, disponible=disponible)
+
+
 def to_change_fields(change: InventoryChange) -> dict[str, object]:
     """The fields ReservarEntradasResponse and LiberarEntradasResponse share."""
     return {
@@ -77,17 +86,45 @@ def to_change_fields(change: InventoryChange) -> dict[str, object]:
 
 
 class EventosServicer(eventos_pb2_grpc.EventosServiceServicer):
-    def __init__(self, service: EventoService) -> None:
+    def __init__(self, service: EventoService, reply_limit: int) -> None:
+        """`reply_limit`: the most bytes an answer may take (see infra.limits.reply_budget)."""
         self.service = service
+        self.reply_limit = reply_limit
+
+    def answer(
+        self, evento: Evento, fields: Sequence[str] = domain.READABLE_FIELDS, named: bool = False
+    ) -> eventos_pb2.Evento:
+        """The event with `fields`, within the reply limit: seat lists too big for it are left out (con_asientos
+        still tells), or refused when the caller `named` them in a read_mask."""
+        message = to_proto(evento, fields)
+        if message.ByteSize() <= self.reply_limit:
+            return message
+        seat_fields = [f for f in fields if f in domain.SEAT_FIELDS]
+        if named and seat_fields:
+            raise domain.seat_map_too_large(evento, seat_fields)
+        return to_proto(evento, [f for f in fields if f not in domain.SEAT_FIELDS])
 
     async def CreateEvento(
         self, request: eventos_pb2.CreateEventoRequest, context: grpc.aio.ServicerContext
     ) -> eventos_pb2.Evento:
-        return to_proto(await self.service.create(to_draft(request.evento)))
+        return self.answer(await self.service.create(to_draft(request.evento)))
 
     async def GetEvento(self, request: eventos_pb2.GetEventoRequest, context: grpc.aio.ServicerContext) -> eventos_pb2.Evento:
         fields = domain.validate_read_mask(list(request.read_mask.paths))
-        return to_proto(await self.service.get(request.id, fields), fields)
+        return self.answer(await self.service.get(request.id, fields), fields, named=bool(request.read_mask.paths))
+
+    async def ListAsientos(
+        self, request: eventos_pb2.ListAsientosRequest, context: grpc.aio.ServicerContext
+    ) -> eventos_pb2.ListAsientosResponse:
+        page = await self.service.list_asientos(
+            request.evento_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            solo_disponibles=request.solo_disponibles,
+        )
+        return eventos_pb2.ListAsientosResponse(
+            asientos=[to_asiento(seat) for seat in page.asientos], next_page_token=page.next_page_token
+        )
 
     async def ListEventos(
         self, request: eventos_pb2.ListEventosRequest, context: grpc.aio.ServicerContext
@@ -109,7 +146,7 @@ class EventosServicer(eventos_pb2_grpc.EventosServiceServicer):
         evento = await self.service.update(
             request.evento.id, to_draft(request.evento), list(request.update_mask.paths)
         )
-        return to_proto(evento)
+        return self.answer(evento)
 
     async def DeleteEvento(
         self, request: eventos_pb2.DeleteEventoRequest, context: grpc.aio.ServicerContext

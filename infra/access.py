@@ -63,6 +63,7 @@ RULES: Mapping[str, Rule] = {
     _USUARIOS + "AnularCompra": rule(SERVICIO),
     _EVENTOS + "CreateEvento": rule(ADMIN),
     _EVENTOS + "GetEvento": rule(ADMIN, CLIENTE, SERVICIO),
+    _EVENTOS + "ListAsientos": rule(ADMIN, CLIENTE),
     _EVENTOS + "ListEventos": rule(ADMIN, CLIENTE),
     _EVENTOS + "UpdateEvento": rule(ADMIN),
     _EVENTOS + "DeleteEvento": rule(ADMIN),

@@ -1,7 +1,8 @@
 """The gRPC server skeleton every service uses.
 
 `create_server` builds a grpc.aio server with the standard health service, server
-reflection and the error-mapping interceptor, over plaintext or TLS; `GrpcApp.run_until_signal` serves
+reflection and the error-mapping interceptor, over plaintext or TLS, receiving and sending messages of at
+most `max_message_bytes` (see infra.limits); `GrpcApp.run_until_signal` serves
 until SIGTERM or SIGINT and then shuts down gracefully (in-flight calls finish).
 Health is NOT_SERVING until the service's own check (its MongoDB answering)
 passes, and follows that check afterwards.
@@ -13,9 +14,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,11 +26,23 @@ from grpc_reflection.v1alpha import reflection
 from infra.access import Access, OwnerLookup
 from infra.auth import AuthInterceptor, AuthSettings
 from infra.errors import DomainError, ErrorMappingInterceptor
+from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, message_options
 from infra.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], Awaitable[bool]]
+C = TypeVar("C")
+
+
+def config_or_exit(from_env: Callable[[], C]) -> C:
+    """A service's configuration, or exit code 2 with one log line naming what to set (a key with no
+    default that is missing, a setting that is malformed): `python -m <service>` uses it before serving."""
+    try:
+        return from_env()
+    except ValueError as error:  # infra.keys.KeyConfigError is one
+        log.error("cannot start: %s", error)
+        sys.exit(2)
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,7 @@ async def create_server(
     error_table: Mapping[type[DomainError], grpc.StatusCode] | None = None,
     check_interval: float = 2.0,
     grace: float = 10.0,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     auth: AuthSettings | None,
     owner_of: OwnerLookup | None = None,
     limiter: RateLimiter | None = None,
@@ -121,7 +136,8 @@ async def create_server(
 
     Every call but health and reflection needs a token `auth` verifies and infra/access.py allows;
     `owner_of` says whose a reservation is (reservas); `limiter` applies a rate limit per identity;
-    `credentials` (infra.tls) serve TLS, None plaintext. Port 0 picks a free port.
+    `credentials` (infra.tls) serve TLS, None plaintext. A request larger than `max_message_bytes` is
+    refused by gRPC (RESOURCE_EXHAUSTED); so is a reply. Port 0 picks a free port.
     """
     if auth is None:
         raise ValueError(f"{domain}: no keys to verify tokens with (see infra/keys.py); a server never runs open")
@@ -130,7 +146,7 @@ async def create_server(
     interceptors = [ErrorMappingInterceptor(domain, error_table), AuthInterceptor(
         auth.verifier, Access(owner_of), limiter.admit if limiter is not None else None
     )]
-    server = grpc.aio.server(interceptors=interceptors)
+    server = grpc.aio.server(interceptors=interceptors, options=message_options(max_message_bytes))
     for binding in bindings:
         binding.add_to_server(binding.servicer, server)
     health_servicer = health.aio.HealthServicer()

@@ -8,7 +8,8 @@ store) is started again on the same port and data after a backoff (0.5 s, doubli
 that says what died and how; after 5 crashes of one process within 60 s it stops everything, with that
 reason. On Ctrl-C or SIGTERM it stops every process it started (SIGTERM, then SIGKILL after a timeout).
 Data lives under the data directory (default .data/) and survives to the next run; logs go to
-<data dir>/logs/<name>.log (a restarted process appends to its log).
+<data dir>/logs/<name>.log (a restarted process appends to its log). The deployment's keys are made at the
+first run into <data dir>/keys (see infra.keys) and given to the services as *_FILE variables.
 
 With --tls every service serves TLS with the certificates of <data dir>/certs (made or renewed there by
 `eventflow certs` on each start): usuarios and eventos require a client certificate (reservas presents its
@@ -681,10 +682,10 @@ def example_ids(
     chosen = seated[0] if seated else next((e for e in listed if e.entradas_disponibles >= 2), None)
     if chosen is not None:
         ids["evento"] = chosen.id
-        if chosen.con_asientos:  # a list leaves the seats out: GetEvento has them
-            request = eventos_pb2.GetEventoRequest(id=chosen.id)
-            free = eventos.GetEvento(request, timeout=10, metadata=auth).asientos_disponibles
-            ids["asientos"] = ", ".join(f'"{s}"' for s in free[:2])
+        if chosen.con_asientos:  # a list leaves the seats out: ListAsientos pages them
+            request = eventos_pb2.ListAsientosRequest(evento_id=chosen.id, page_size=2, solo_disponibles=True)
+            free = eventos.ListAsientos(request, timeout=10, metadata=auth).asientos
+            ids["asientos"] = ", ".join(f'"{s.etiqueta}"' for s in free)
     return ids
 
 

@@ -3,13 +3,14 @@
 import asyncio
 
 from infra import logs
+from infra.server import config_or_exit
 from reservas.config import Config
 from reservas.server import serve
 
 
 def main() -> None:
     logs.configure("reservas")
-    asyncio.run(serve(Config.from_env()))
+    asyncio.run(serve(config_or_exit(Config.from_env)))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ EVENTFLOW_GATE_REFRESH_SECONDS (2: how often the admission gate re-reads an even
 so changes made outside the saga reach it), MONGODB_MAX_POOL_SIZE (4: MongoDB connections of this process).
 EVENTFLOW_PROJECTOR (embedded: the read models' projector runs in this process; off: it runs elsewhere,
 as `eventflow projector`). EVENTFLOW_FAULT (fault injection) is read by reservas.faults itself.
+GRPC_MAX_MESSAGE_BYTES (1 MiB: the largest request or reply, also on its channels to usuarios and eventos).
 Keys, without defaults (infra/keys.py): EVENTFLOW_ISSUER_PUBLIC_KEY[_FILE] (verifies callers' tokens),
-EVENTFLOW_SERVICE_PRIVATE_KEY[_FILE] (signs reservas' own calls to usuarios and eventos).
+EVENTFLOW_SERVICE_PRIVATE_KEY[_FILE] (signs reservas' own calls to usuarios and eventos),
+EVENTFLOW_PAGE_TOKEN_KEY[_FILE] (the key of page tokens).
 TLS: the EVENTFLOW_TLS_* variables of infra.tls (none set: plaintext); under TLS reservas calls usuarios and
 eventos over TLS too, presenting EVENTFLOW_TLS_CLIENT_CERT_FILE, and requires no client certificate itself.
 """
@@ -24,11 +26,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-from infra.auth import AuthSettings
-from infra.ratelimit import DEFAULT_LIMITS, Limits, limits_from_env
-
 from infra import tls as tls_config
+from infra.auth import AuthSettings
+from infra.keys import page_token_key
+from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, max_message_bytes
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
+from infra.ratelimit import DEFAULT_LIMITS, Limits, limits_from_env
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class Config:
     gate_refresh_seconds: float = 2.0
     mongodb_max_pool_size: int = DEFAULT_POOL_SIZE
     projector: str = "embedded"
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    #: The deployment's page-token key; no default (create_app refuses to build a server without one).
+    page_token_key: bytes = field(default=b"", repr=False)
     #: EVENTFLOW_RATE_LIMIT_<ROLE> (infra/ratelimit.py): calls per identity, kept in Redis.
     rate_limits: Limits = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     #: The keys it verifies tokens with and signs its own calls with; None only in a Config not built from the environment.
@@ -66,7 +72,8 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, *, keys: bool = True) -> Config:
-        """The configuration the environment gives; `keys=False` for tools that only reach the store (no auth)."""
+        """The configuration the environment gives; `keys=False` for tools that only reach the store (no auth, no
+        page tokens)."""
         names = {
             "port": "RESERVAS_PORT",
             "bind_host": "GRPC_BIND_HOST",
@@ -88,9 +95,11 @@ class Config:
         }
         values: dict[str, object] = {
             "mongodb_max_pool_size": pool_size(env),
+            "max_message_bytes": max_message_bytes(env),
             "rate_limits": limits_from_env(env),
             "auth": AuthSettings.from_env(env, trusts_service=False, signs_service=True) if keys else None,
             "tls": tls_config.from_env(env, require_client_cert=False, calls_out=True) if keys else None,
+            "page_token_key": page_token_key(env) if keys else b"",
         }
         for f in fields(cls):
             if f.name in values:

@@ -15,7 +15,47 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from infra.errors import DomainError, FailedPrecondition
+from infra.errors import DomainError, FailedPrecondition, InvalidArgument
+from infra.limits import check_length
+
+# --- caps: the longest value of every field a request carries (issue 8) --------------------------
+# Checked before anything is recorded or asked of another service; the error names the field and its cap,
+# and never echoes more than a short prefix of the value. page_token's cap is the same everywhere
+# (infra.pagination).
+#: Any id a request names: usuario_id, evento_id, a reservation's id (and ListReservas' filters).
+MAX_ID = 128
+MAX_IDEMPOTENCY_KEY = 128
+#: A payment token (medio_pago).
+MAX_MEDIO_PAGO = 64
+#: A seat label, as long as eventos allows one in a seat map.
+MAX_SEAT_LABEL = 20
+#: Tickets of one purchase (and so the seats it names).
+MAX_CANTIDAD = 10
+
+# --- money: bounded so that no amount or total overflows an int64 (issue 8) ---------------------------
+MAX_INT64 = 2**63 - 1
+#: A ticket's price in minor units, as eventos bounds it.
+MAX_PRECIO = 10**9
+#: The most one purchase can cost (precio x cantidad); an event's takings are at most eventos' MAX_RECAUDADO.
+MAX_MONTO = MAX_PRECIO * MAX_CANTIDAD
+
+
+def importe(precio: int, cantidad: int) -> int:
+    """What a purchase costs: precio x cantidad, both within their bounds, so the amount fits in an int64."""
+    if not 0 <= precio <= MAX_PRECIO:
+        raise InvalidArgument(
+            f"precio must be from 0 to {MAX_PRECIO} minor units, got {precio}", metadata={"field": "precio"}
+        )
+    if not 1 <= cantidad <= MAX_CANTIDAD:
+        raise InvalidArgument(f"cantidad must be from 1 to {MAX_CANTIDAD}, got {cantidad}", metadata={"field": "cantidad"})
+    return precio * cantidad
+
+
+def check_text(field: str, value: str, limit: int) -> None:
+    """A required string of at most `limit` characters; InvalidArgument naming the field (and the cap) otherwise."""
+    if not value or not value.strip():
+        raise InvalidArgument(f"{field} is required", metadata={"field": field})
+    check_length(field, value, limit)
 
 
 class Estado(enum.StrEnum):

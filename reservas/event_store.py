@@ -22,7 +22,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, 
 from infra.errors import Unavailable
 from infra.group_commit import DUPLICATE_KEY, GroupWriter
 from infra.mongo import for_writes
-from reservas.domain import ConcurrencyConflict, Event, Reserva, Tipo
+from reservas.domain import MAX_ID, ConcurrencyConflict, Event, Reserva, Tipo
 
 COLLECTION = "reserva_eventos"
 
@@ -101,8 +101,16 @@ class EventStore:
         cursor = self.collection.find(query, {"_id": 0}).sort("version", ASCENDING)
         return [from_document(doc) async for doc in cursor]
 
+    async def load_page(self, reserva_id: str, after_version: int, limit: int) -> list[Event]:
+        """Up to `limit` events of a stream, those after `after_version`, oldest first."""
+        query = {"reserva_id": reserva_id, "version": {"$gt": after_version}}
+        cursor = self.collection.find(query, {"_id": 0}).sort("version", ASCENDING).limit(limit)
+        return [from_document(doc) async for doc in cursor]
+
     async def owner(self, reserva_id: str) -> str | None:
         """The usuario_id a reservation belongs to (from its first event); None when there is no such reservation."""
+        if len(reserva_id) > MAX_ID:  # no reservation has so long an id: nothing is read for it (limits come first)
+            return None
         try:
             doc = await self.collection.find_one({"reserva_id": reserva_id, "version": 1}, {"_id": 0, "datos.usuario_id": 1})
         except PyMongoError as error:

@@ -23,7 +23,9 @@ from redis.exceptions import RedisError
 
 from eventflow.reservas.v1 import reservas_pb2_grpc
 from infra import tls
+from infra.limits import ReplyBudget, message_options
 from infra.mongo import create_client, ping
+from infra.pagination import PageTokens
 from infra.ratelimit import RateLimiter
 from infra.server import GrpcApp, ServiceBinding, create_server
 from reservas.clients import EventosClient, UsuariosClient
@@ -33,6 +35,7 @@ from reservas.gate import AdmissionGate
 from reservas.gate import connect as gate_client
 from reservas.holds import HoldStore
 from reservas.leases import LeaseStore
+from reservas.mapping import event_to_pb, reserva_to_pb
 from reservas.payments import SimulatedGateway
 from reservas.projections.projector import Projector
 from reservas.projections.queries import ReservasQueries
@@ -56,6 +59,7 @@ def lease_owner() -> str:
 
 async def create_app(config: Config) -> GrpcApp:
     """Everything wired, nothing started or connected yet."""
+    tokens = PageTokens(config.page_token_key)  # before anything is built: no key, no server
     mongo = create_client(config.mongodb_uri, "reservas", max_pool_size=config.mongodb_max_pool_size)
     db = mongo[config.mongodb_database]
     # Holds: a pool larger than the purchases in flight (redis-py's default of 100 would refuse the rest).
@@ -69,8 +73,9 @@ async def create_app(config: Config) -> GrpcApp:
         raise ValueError("reservas: no key to sign its calls to usuarios and eventos with (see infra/keys.py)")
     # Under TLS: verified against the deployment's CA, presenting reservas' client certificate (mutual TLS).
     client_tls = config.tls.client if config.tls is not None else None
-    usuarios_channel = tls.aio_channel(config.usuarios_addr, client_tls, CHANNEL_OPTIONS)
-    eventos_channel = tls.aio_channel(config.eventos_addr, client_tls, CHANNEL_OPTIONS)
+    channel_options = [*CHANNEL_OPTIONS, *message_options(config.max_message_bytes)]
+    usuarios_channel = tls.aio_channel(config.usuarios_addr, client_tls, channel_options)
+    eventos_channel = tls.aio_channel(config.eventos_addr, client_tls, channel_options)
 
     store = EventStore(db)
     leases = LeaseStore(db, lease_owner(), ttl_seconds=config.lease_seconds)
@@ -96,9 +101,12 @@ async def create_app(config: Config) -> GrpcApp:
         saga=saga,
         eventos=deps.eventos,
         gate=gate,
+        tokens=tokens,
+        historial_budget=ReplyBudget.of_messages(config.max_message_bytes, event_to_pb),
         wait_seconds=config.reservar_wait_seconds,
     )
     background: list[asyncio.Task[None]] = []
+    budget = ReplyBudget.of_messages(config.max_message_bytes, reserva_to_pb)  # a page of ListReservas, in bytes
     redis_failure: list[str] = []  # the cause last logged: one line per cause (a wrong password, no server)
 
     async def health_check() -> bool:
@@ -133,13 +141,14 @@ async def create_app(config: Config) -> GrpcApp:
                 ServiceBinding(
                     FULL_NAME,
                     reservas_pb2_grpc.add_ReservasServiceServicer_to_server,
-                    ReservasServicer(service, ReservasQueries(db)),
+                    ReservasServicer(service, ReservasQueries(db, tokens, budget)),
                 )
             ],
             address=config.address,
             domain=DOMAIN,
             health_check=health_check,
             error_table=ERROR_TABLE,
+            max_message_bytes=config.max_message_bytes,
             auth=config.auth,
             owner_of=store.owner,
             limiter=limiter,

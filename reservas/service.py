@@ -21,8 +21,11 @@ import uuid
 from datetime import UTC, datetime
 from functools import partial
 
-from infra.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from reservas.domain import Estado, Event, Reserva, Tipo
+from infra import pagination
+from infra.errors import DeadlineExceeded, DomainError, FailedPrecondition, NotFound, Unavailable
+from infra.limits import ReplyBudget
+from infra.pagination import PageTokens
+from reservas.domain import MAX_ID, Estado, Event, Reserva, Tipo, check_text
 from reservas.event_store import EventStore
 from reservas.gate import Admission, AdmissionGate, Inventory, Outcome
 from reservas.leases import Claim, LeaseStore
@@ -35,7 +38,6 @@ log = logging.getLogger(__name__)
 
 #: What the admission gate reads of an event to seed or refresh itself.
 INVENTORY_FIELDS = ("entradas_disponibles", "inventario_version", "aforo_total")
-MAX_RESERVA_ID = 128
 POLL_SECONDS = 0.05
 
 
@@ -48,10 +50,7 @@ class NotCancellable(FailedPrecondition):
 
 
 def check_reserva_id(reserva_id: str, field: str = "id") -> None:
-    if not reserva_id:
-        raise InvalidArgument(f"{field} is required", metadata={"field": field})
-    if len(reserva_id) > MAX_RESERVA_ID:
-        raise InvalidArgument(f"{field} must be at most {MAX_RESERVA_ID} characters", metadata={"field": field})
+    check_text(field, reserva_id, MAX_ID)
 
 
 def fingerprint(solicitud: Solicitud) -> str:
@@ -75,9 +74,14 @@ class ReservasService:
         saga: Saga,
         eventos: EventosPort,
         gate: AdmissionGate,
+        tokens: PageTokens,
+        historial_budget: ReplyBudget[Event],
         wait_seconds: float = 30.0,
     ) -> None:
+        """`historial_budget`: the bytes a page of GetHistorialReserva may take (see infra.limits)."""
         self.store = store
+        self.tokens = tokens
+        self.historial_budget = historial_budget
         self.gate = gate
         self.keys = keys
         self.driver = driver
@@ -209,12 +213,24 @@ class ReservasService:
             raise ReservaNotFound(f"no reservation with id {reserva_id!r}{when}", metadata={"reserva_id": reserva_id})
         return reserva
 
-    async def get_historial(self, reserva_id: str) -> list[Event]:
+    async def get_historial(self, reserva_id: str, page_size: int = 0, page_token: str = "") -> tuple[list[Event], str]:
+        """A page of a reservation's stream, oldest first, and the token of the next page ("" on the last one).
+
+        A page holds at most `page_size` events (0 means 500) and no more than fit in the reply's bytes.
+        """
         check_reserva_id(reserva_id, "reserva_id")
-        events = await self.store.load(reserva_id)
-        if not events:
+        size = pagination.page_size(page_size, default=pagination.MAX_PAGE_SIZE)
+        scope = f"GetHistorialReserva|{reserva_id}"
+        position = self.tokens.decode(page_token, scope)
+        after = 0 if position is None else position.get("v")
+        if type(after) is not int or after < 0:
+            raise pagination.invalid_token()
+        found = await self.store.load_page(reserva_id, after, size + 1)
+        if not found and after == 0:
             raise ReservaNotFound(f"no reservation with id {reserva_id!r}", metadata={"reserva_id": reserva_id})
-        return events
+        events = found[: min(size, self.historial_budget.fitting(found))]
+        token = self.tokens.encode({"v": events[-1].version}, scope) if len(found) > len(events) else ""
+        return events, token
 
     # ---- CancelarReserva ---------------------------------------------------------------------
 
@@ -237,7 +253,7 @@ class ReservasService:
             reserva = driven if driven is not None else await self.get_reserva(reserva_id)
 
     async def _check_not_past(self, reserva: Reserva) -> None:
-        evento = await self.eventos.get_evento(reserva.evento_id)
+        evento = await self.eventos.get_evento(reserva.evento_id, ("fecha",))  # never its seat map
         fecha = evento.fecha.ToDatetime(tzinfo=UTC)
         if fecha <= now():
             raise FailedPrecondition(

@@ -96,8 +96,8 @@ class ReservasServicer(reservas_pb2_grpc.ReservasServiceServicer):
     async def GetHistorialReserva(  # noqa: N802
         self, request: reservas_pb2.GetHistorialReservaRequest, context: grpc.aio.ServicerContext
     ) -> reservas_pb2.GetHistorialReservaResponse:
-        events = await self.service.get_historial(request.reserva_id)
-        return reservas_pb2.GetHistorialReservaResponse(eventos=[event_to_pb(e) for e in events])
+        events, token = await self.service.get_historial(request.reserva_id, request.page_size, request.page_token)
+        return reservas_pb2.GetHistorialReservaResponse(eventos=[event_to_pb(e) for e in events], next_page_token=token)
 
     # ---- read model: ListReservas and GetEstadisticasEvento (reservas/projections) -------------------
 

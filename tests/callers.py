@@ -1,9 +1,9 @@
 """Who the tests call as: one deployment's keys for the whole test session, tokens, and channels that carry them.
 
-Every server a test starts verifies tokens with `AUTH` (it trusts both signers and signs as reservas), and
-every subprocess gets `KEY_ENV`. `open_channel(address)` calls as admin, or as servicio for the RPCs that only
-servicio may call (by infra/access.py's table), so tests about something else need not think about tokens;
-`open_channel(address, token)` calls with one given token.
+Every server a test starts verifies tokens with `AUTH` (it trusts both signers and signs as reservas) and
+signs page tokens with `PAGE_TOKEN_KEY`; every subprocess gets `KEY_ENV`. `open_channel(address)` calls as
+admin, or as servicio for the RPCs that only servicio may call (by infra/access.py's table), so tests about
+something else need not think about tokens; `open_channel(address, token)` calls with one given token.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import grpc
 
 from infra.access import RULES
 from infra.auth import AuthSettings, BearerAuth, Role, TokenIssuer, service_issuer
-from infra.keys import ensure_keys, load_private_key
+from infra.keys import PAGE_TOKEN_KEY as PAGE_TOKEN_KEY_VAR
+from infra.keys import ensure_keys, load_private_key, page_token_key
 from infra.tls import ClientTLS, aio_channel
 
 _directory = Path(tempfile.mkdtemp(prefix="eventflow-test-keys-"))
@@ -28,6 +29,10 @@ KEYS = ensure_keys(_directory / "keys")
 #: The *_FILE variables of a service subprocess (reservas' private key included).
 KEY_ENV = KEYS.env(service_private=True)
 AUTH = AuthSettings.from_env(KEY_ENV, trusts_service=True, signs_service=True)
+#: The page-token key in KEY_ENV, for Configs built in code (Config(auth=AUTH, page_token_key=PAGE_TOKEN_KEY)).
+PAGE_TOKEN_KEY = page_token_key(KEY_ENV)
+#: KEY_ENV but the page-token key: what a service is given to show it refuses to start without that key.
+KEY_ENV_WITHOUT_PAGE_TOKEN_KEY = {k: v for k, v in KEY_ENV.items() if not k.startswith(PAGE_TOKEN_KEY_VAR)}
 ISSUER = TokenIssuer(load_private_key(KEYS.issuer_private.read_bytes(), "issuer.key"))
 SERVICE_ISSUER = service_issuer(load_private_key(KEYS.service_private.read_bytes(), "reservas.key"))
 

@@ -382,13 +382,14 @@ def test_service_matches_its_config(
     except ModuleNotFoundError:
         pytest.skip(f"{name}/config.py does not exist yet")
     config, read = _read_env_vars(config_module.Config, env)
-    # The page-token key is read by infra.pagination, not by Config.
-    unknown = set(env) - read - {HEALTH_PORT_VAR, f"{PAGE_TOKEN_KEY}_FILE"}
+    unknown = set(env) - read - {HEALTH_PORT_VAR}
     assert not unknown, f"docker-compose.yml sets variables {name}'s Config never reads: {sorted(unknown)}"
     assert config.port == spec.default_port
     assert config.mongodb_uri == env["MONGODB_URI"]
-    # Every key its Config looks for, it gets (as a file); TLS is optional (docker-compose.tls.yml gives it).
+    # Every key its Config looks for, it gets (as a file), the page-token key among them; TLS is optional
+    # (docker-compose.tls.yml gives it).
     assert {v for v in read if v.endswith("_KEY_FILE") and not v.startswith("EVENTFLOW_TLS_")} <= set(key_env)
+    assert f"{PAGE_TOKEN_KEY}_FILE" in read and config.page_token_key
 
 
 # -- docker-compose.tls.yml ---------------------------------------------------------------------------------

@@ -3,13 +3,14 @@
 import asyncio
 
 from infra import logs
+from infra.server import config_or_exit
 from usuarios.config import Config
 from usuarios.server import serve
 
 
 def main() -> None:
     logs.configure("usuarios")
-    asyncio.run(serve(Config.from_env()))
+    asyncio.run(serve(config_or_exit(Config.from_env)))
 
 
 if __name__ == "__main__":

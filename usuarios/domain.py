@@ -11,17 +11,27 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from infra.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 TIPOS_DOCUMENTO = ("DNI", "CI", "PASAPORTE")
+
+# --- caps: the longest value of every field a request carries (issue 8) --------------------------
+# Checked before anything else is done with a value; the error names the field and its cap, and never
+# echoes more than a short prefix of the value. page_token's cap is the same everywhere (infra.pagination).
+#: A usuario's id (server-generated: 32 hex digits) wherever a request names one.
+MAX_ID = 128
+MAX_TIPO_DOCUMENTO = 16
 MAX_NRO_DOCUMENTO = 20
 MAX_NOMBRE = 100
 MAX_EMAIL = 254
 MAX_EMAIL_LOCAL_PART = 64
 MAX_RESERVA_ID = 128
+#: update_mask: how many paths, and how long each.
+MAX_MASK_PATHS = 16
+MAX_MASK_PATH = 64
 
 #: The profile fields a client sets, in the order they are validated.
 UPDATABLE_FIELDS = ("tipo_documento", "nro_documento", "nombre", "apellido", "email")
@@ -37,8 +47,8 @@ class ValidationFailed(InvalidArgument):
 
     reason = "VALIDATION_FAILED"
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message, metadata={"field": field})
+    def __init__(self, field: str, message: str, **metadata: object) -> None:
+        super().__init__(message, metadata={"field": field, **metadata})
         self.field = field
 
 
@@ -113,12 +123,19 @@ def new_usuario_id() -> str:
 # --- field rules --------------------------------------------------------------------------------
 
 
+def check_length(field: str, value: str, limit: int) -> None:
+    """The cap of a field (see the caps above): the error names both, never the value."""
+    if len(value) > limit:
+        raise ValidationFailed(field, f"{field} must be at most {limit} characters, got {len(value)}", max=limit)
+
+
 def _shown(value: str, limit: int = 40) -> str:
     """A value quoted for an error message, cut short so a huge input does not flood the message."""
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def normalize_tipo_documento(value: str) -> str:
+    check_length("tipo_documento", value, MAX_TIPO_DOCUMENTO)
     tipo = value.strip().upper()
     if tipo not in TIPOS_DOCUMENTO:
         raise ValidationFailed(
@@ -214,10 +231,16 @@ def validate_profile(values: Mapping[str, str], fields: Iterable[str] = UPDATABL
     return {name: RULES[name](values.get(name, "")) for name in fields}
 
 
-def update_fields(paths: Iterable[str]) -> tuple[str, ...]:
+def update_fields(paths: Sequence[str]) -> tuple[str, ...]:
     """The fields an update mask names (no repeats); an empty mask means every updatable field."""
+    if len(paths) > MAX_MASK_PATHS:
+        raise InvalidUpdateMask("", f"update_mask must name at most {MAX_MASK_PATHS} paths, got {len(paths)}")
     fields: list[str] = []
     for path in paths:
+        if len(path) > MAX_MASK_PATH:
+            raise InvalidUpdateMask(
+                path[:MAX_MASK_PATH], f"update_mask paths must be at most {MAX_MASK_PATH} characters, got {len(path)}"
+            )
         if path in READ_ONLY_FIELDS:
             raise InvalidUpdateMask(
                 path,
@@ -235,9 +258,10 @@ def update_fields(paths: Iterable[str]) -> tuple[str, ...]:
 
 
 def require_id(value: str, field: str) -> str:
-    """An id the client must send; any non-empty string is looked up as is (unknown ones are NOT_FOUND)."""
+    """An id the client must send; any non-empty string up to MAX_ID is looked up as is (unknown ones are NOT_FOUND)."""
     if not value:
         raise ValidationFailed(field, f"{field} is required")
+    check_length(field, value, MAX_ID)
     return value
 
 
@@ -245,6 +269,5 @@ def validate_reserva_id(value: str) -> str:
     reserva_id = value.strip()
     if not reserva_id:
         raise ValidationFailed("reserva_id", "reserva_id is required")
-    if len(reserva_id) > MAX_RESERVA_ID:
-        raise ValidationFailed("reserva_id", f"reserva_id must be at most {MAX_RESERVA_ID} characters")
+    check_length("reserva_id", reserva_id, MAX_RESERVA_ID)
     return reserva_id

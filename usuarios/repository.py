@@ -48,7 +48,7 @@ class UsuarioRepository(Protocol):
     async def ensure_indexes(self) -> None: ...
     async def add(self, usuario: Usuario) -> Usuario: ...
     async def get(self, usuario_id: str) -> Usuario | None: ...
-    async def list_page(self, after: Cursor | None, limit: int) -> tuple[list[Usuario], Cursor | None]: ...
+    async def list_page(self, after: Cursor | None, limit: int) -> list[tuple[Usuario, Cursor]]: ...
     async def update(self, usuario_id: str, changes: Mapping[str, str]) -> Usuario | None: ...
     async def delete_if_no_purchases(self, usuario_id: str) -> tuple[DeleteOutcome, int]: ...
     async def add_compra(self, usuario_id: str, reserva_id: str) -> bool | None: ...
@@ -137,18 +137,14 @@ class MongoUsuarioRepository:
         doc = await self._reads.find_one({"_id": usuario_id})
         return from_document(doc) if doc else None
 
-    async def list_page(self, after: Cursor | None, limit: int) -> tuple[list[Usuario], Cursor | None]:
-        """Up to `limit` usuarios after the cursor, oldest first, and the cursor of the next page (None: last)."""
+    async def list_page(self, after: Cursor | None, limit: int) -> list[tuple[Usuario, Cursor]]:
+        """Up to `limit` usuarios after the cursor, oldest first, each with its cursor (a page may end after any)."""
         query: dict[str, Any] = {}
         if after is not None:
             orden, last_id = after
             query = {"$or": [{"orden": {"$gt": orden}}, {"orden": orden, "_id": {"$gt": last_id}}]}
-        cursor = self._reads.find(query).sort([("orden", ASCENDING), ("_id", ASCENDING)]).limit(limit + 1)
-        docs = await cursor.to_list()
-        more = len(docs) > limit
-        docs = docs[:limit]
-        next_cursor = (int(docs[-1]["orden"]), str(docs[-1]["_id"])) if more else None
-        return [from_document(doc) for doc in docs], next_cursor
+        cursor = self._reads.find(query).sort([("orden", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        return [(from_document(doc), (int(doc["orden"]), str(doc["_id"]))) async for doc in cursor]
 
     async def update(self, usuario_id: str, changes: Mapping[str, str]) -> Usuario | None:
         await self.ensure_indexes()

@@ -14,13 +14,15 @@ from pymongo.errors import PyMongoError
 
 from eventflow.usuarios.v1 import usuarios_pb2_grpc
 from infra import tls
+from infra.limits import ReplyBudget
 from infra.mongo import create_client, error_summary, ping
+from infra.pagination import PageTokens
 from infra.ratelimit import limiter_for
 from infra.server import GrpcApp, ServiceBinding, create_server
 from usuarios.config import Config
 from usuarios.repository import MongoUsuarioRepository
 from usuarios.service import UsuariosService
-from usuarios.servicer import ERROR_TABLE, UsuariosServicer
+from usuarios.servicer import ERROR_TABLE, UsuariosServicer, to_proto
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +31,12 @@ ERROR_DOMAIN = "usuarios.eventflow"
 
 
 async def create_app(config: Config) -> GrpcApp:
+    tokens = PageTokens(config.page_token_key)  # before anything is built: no key, no server
     client = create_client(config.mongodb_uri, app_name="usuarios", max_pool_size=config.mongodb_max_pool_size)
     db = client[config.mongodb_database]
     repository = MongoUsuarioRepository(db)
-    servicer = UsuariosServicer(UsuariosService(repository))
+    budget = ReplyBudget.of_messages(config.max_message_bytes, to_proto)
+    servicer = UsuariosServicer(UsuariosService(repository, tokens, budget))
 
     async def health_check() -> bool:
         if not await ping(db):
@@ -52,6 +56,7 @@ async def create_app(config: Config) -> GrpcApp:
             domain=ERROR_DOMAIN,
             health_check=health_check,
             error_table=ERROR_TABLE,
+            max_message_bytes=config.max_message_bytes,
             auth=config.auth,
             limiter=limiter,
             credentials=tls.server_credentials(config.tls),

@@ -11,8 +11,9 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from infra import pagination
-from infra.errors import InvalidArgument
+from infra.limits import ReplyBudget
 from infra.logs import reserva_id_var
+from infra.pagination import PageTokens
 from usuarios.domain import (
     HasPurchases,
     Usuario,
@@ -31,27 +32,26 @@ log = logging.getLogger(__name__)
 LIST_SCOPE = "eventflow.usuarios.v1.ListUsuarios"
 
 
-def encode_cursor(cursor: Cursor | None) -> str:
-    return "" if cursor is None else pagination.encode_token({"orden": cursor[0], "id": cursor[1]}, LIST_SCOPE)
+def encode_cursor(tokens: PageTokens, cursor: Cursor | None) -> str:
+    return "" if cursor is None else tokens.encode({"orden": cursor[0], "id": cursor[1]}, LIST_SCOPE)
 
 
-def decode_cursor(token: str) -> Cursor | None:
-    position = pagination.decode_token(token, LIST_SCOPE)
+def decode_cursor(tokens: PageTokens, token: str) -> Cursor | None:
+    position = tokens.decode(token, LIST_SCOPE)
     if position is None:
         return None
     orden, last_id = position.get("orden"), position.get("id")
     if type(orden) is not int or not isinstance(last_id, str):
-        raise InvalidArgument(
-            "page_token is not one this server issued for this query; start again with an empty page_token",
-            reason="INVALID_PAGE_TOKEN",
-            metadata={"field": "page_token"},
-        )
+        raise pagination.invalid_token()
     return orden, last_id
 
 
 class UsuariosService:
-    def __init__(self, repository: UsuarioRepository) -> None:
+    def __init__(self, repository: UsuarioRepository, tokens: PageTokens, budget: ReplyBudget[Usuario]) -> None:
+        """`budget`: the bytes a page of usuarios may take in a reply (see infra.limits)."""
         self.repository = repository
+        self.tokens = tokens
+        self.budget = budget
 
     async def create_usuario(self, values: Mapping[str, str]) -> Usuario:
         profile = validate_profile(values)
@@ -69,9 +69,12 @@ class UsuariosService:
     async def list_usuarios(self, page_size: int, page_token: str) -> tuple[list[Usuario], str]:
         """One page, oldest first, and the token of the next page ("" on the last one)."""
         size = pagination.page_size(page_size)
-        after = decode_cursor(page_token)
-        usuarios, next_cursor = await self.repository.list_page(after, size)
-        return usuarios, encode_cursor(next_cursor)
+        after = decode_cursor(self.tokens, page_token)
+        found = await self.repository.list_page(after, size + 1)
+        # At most `size` usuarios, and no more than fit in the reply's bytes: the next page starts after the last.
+        page = found[: min(size, self.budget.fitting(usuario for usuario, _ in found))]
+        next_cursor = page[-1][1] if len(found) > len(page) else None
+        return [usuario for usuario, _ in page], encode_cursor(self.tokens, next_cursor)
 
     async def update_usuario(self, usuario_id: str, values: Mapping[str, str], mask: Iterable[str]) -> Usuario:
         """Sets the fields the mask names (all updatable ones when it is empty), after validating them."""

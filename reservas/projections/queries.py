@@ -14,10 +14,11 @@ from typing import Any
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from infra.errors import InvalidArgument
-from infra.mongo import for_reads
 from infra import pagination
-from reservas.domain import Estado, Reserva
+from infra.limits import ReplyBudget, check_length
+from infra.mongo import for_reads
+from infra.pagination import PageTokens
+from reservas.domain import MAX_ID, Estado, Reserva, check_text
 from reservas.projections.checkpoint import Checkpoints
 from reservas.projections.read_models import COUNTERS, STATS, VIEWS, reserva_from_view
 
@@ -59,17 +60,16 @@ def _position_filter(position: dict[str, Any]) -> dict[str, Any]:
         creada = _EPOCH + timedelta(milliseconds=int(position["c"]))
         last_id = str(position["i"])
     except (KeyError, TypeError, ValueError, OverflowError):
-        raise InvalidArgument(
-            "page_token is not one this server issued for this query; start again with an empty page_token",
-            reason="INVALID_PAGE_TOKEN",
-            metadata={"field": "page_token"},
-        ) from None
+        raise pagination.invalid_token() from None
     return {"$or": [{"creada": {"$lt": creada}}, {"creada": creada, "_id": {"$lt": last_id}}]}
 
 
 class ReservasQueries:
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, tokens: PageTokens, budget: ReplyBudget[Reserva]) -> None:
+        """`budget`: the bytes a page of reservations may take in a reply (see infra.limits)."""
         self.client = db.client
+        self.tokens = tokens
+        self.budget = budget
         self.views = for_reads(db[VIEWS])
         self.stats = for_reads(db[STATS])
         self.checkpoints = Checkpoints(db)
@@ -83,6 +83,8 @@ class ReservasQueries:
         page_token: str = "",
     ) -> ReservasPage:
         """Reservations matching every filter given, newest first (creada, then id, descending)."""
+        check_length("usuario_id", usuario_id, MAX_ID)
+        check_length("evento_id", evento_id, MAX_ID)
         size = pagination.page_size(page_size)
         query: dict[str, Any] = {}
         if usuario_id:
@@ -93,24 +95,25 @@ class ReservasQueries:
             query["estado"] = str(estado)
         # A token only continues the query it was issued for.
         scope = f"ListReservas|{usuario_id}|{evento_id}|{estado or ''}"
-        position = pagination.decode_token(page_token, scope)
+        position = self.tokens.decode(page_token, scope)
         if position is not None:
             query = {"$and": [query, _position_filter(position)]} if query else _position_filter(position)
         async with self.client.start_session(causal_consistency=True) as session:
             hasta = await self.checkpoints.hasta(session)
             cursor = self.views.find(query, session=session).sort(NEWEST_FIRST).limit(size + 1)
             docs = [doc async for doc in cursor]
+        found = [reserva_from_view(d) for d in docs]
+        # At most `size`, and no more than fit in the reply's bytes: the next page starts after the last.
+        reservas = found[: min(size, self.budget.fitting(found))]
         next_token = ""
-        if len(docs) > size:
-            docs = docs[:size]
-            last = docs[-1]
-            next_token = pagination.encode_token({"c": _millis(last["creada"]), "i": last["_id"]}, scope)
-        return ReservasPage([reserva_from_view(d) for d in docs], next_token, hasta)
+        if len(found) > len(reservas):
+            last = docs[len(reservas) - 1]
+            next_token = self.tokens.encode({"c": _millis(last["creada"]), "i": last["_id"]}, scope)
+        return ReservasPage(reservas, next_token, hasta)
 
     async def estadisticas_evento(self, evento_id: str) -> Estadisticas:
         """An event's sales figures; zeros for an event with no reservations."""
-        if not evento_id:
-            raise InvalidArgument("evento_id is required", metadata={"field": "evento_id"})
+        check_text("evento_id", evento_id, MAX_ID)
         async with self.client.start_session(causal_consistency=True) as session:
             hasta = await self.checkpoints.hasta(session)
             doc = await self.stats.find_one({"_id": evento_id}, session=session) or {}

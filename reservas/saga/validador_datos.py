@@ -14,17 +14,23 @@ from datetime import UTC
 from typing import Any
 
 from infra.errors import FailedPrecondition, InvalidArgument
-from reservas.domain import Tipo
+from infra.limits import check_length
+from reservas.domain import (
+    MAX_CANTIDAD,
+    MAX_ID,
+    MAX_IDEMPOTENCY_KEY,
+    MAX_MEDIO_PAGO,
+    MAX_SEAT_LABEL,
+    Tipo,
+    check_text,
+    importe,
+)
 from reservas.payments import validate_token
 from reservas.saga.base import Paso, SagaContext, now
 
 DEFAULT_MONEDA = "UYU"
 #: What the step reads of the event.
 SALE_FIELDS = ("id", "fecha", "precio", "moneda", "con_asientos")
-MAX_CANTIDAD = 10
-MAX_ID = 128
-MAX_KEY = 128
-MAX_SEAT = 64
 
 
 @dataclass(frozen=True)
@@ -54,17 +60,12 @@ def _invalid(field: str, rule: str) -> InvalidArgument:
     return InvalidArgument(f"{field} {rule}", metadata={"field": field})
 
 
-def _check_text(field: str, value: str, limit: int) -> None:
-    if not value or not value.strip():
-        raise _invalid(field, "is required")
-    if len(value) > limit:
-        raise _invalid(field, f"must be at most {limit} characters, got {len(value)}")
-
-
 def check_fields(solicitud: Solicitud) -> None:
     """The request's own rules; InvalidArgument naming the field. Pure: nothing is asked or recorded."""
-    _check_text("usuario_id", solicitud.usuario_id, MAX_ID)
-    _check_text("evento_id", solicitud.evento_id, MAX_ID)
+    check_text("usuario_id", solicitud.usuario_id, MAX_ID)
+    check_text("evento_id", solicitud.evento_id, MAX_ID)
+    check_length("medio_pago", solicitud.medio_pago, MAX_MEDIO_PAGO)
+    check_text("idempotency_key", solicitud.idempotency_key, MAX_IDEMPOTENCY_KEY)
     if not 1 <= solicitud.cantidad <= MAX_CANTIDAD:
         raise _invalid("cantidad", f"must be from 1 to {MAX_CANTIDAD}, got {solicitud.cantidad}")
     if solicitud.asientos:
@@ -74,13 +75,13 @@ def check_fields(solicitud: Solicitud) -> None:
                 f"must name exactly cantidad ({solicitud.cantidad}) seats, got {len(solicitud.asientos)}",
             )
         for seat in solicitud.asientos:
-            if not seat.strip() or len(seat) > MAX_SEAT:
-                raise _invalid("asientos", f"must be seat labels of 1 to {MAX_SEAT} characters, got {seat!r}")
+            if not seat.strip():
+                raise _invalid("asientos", "must not name an empty seat label")
+            check_length("asientos", seat, MAX_SEAT_LABEL)
         repeated = sorted(seat for seat, n in Counter(solicitud.asientos).items() if n > 1)
         if repeated:
             raise _invalid("asientos", f"must be distinct; repeated: {', '.join(repeated)}")
     validate_token(solicitud.medio_pago)
-    _check_text("idempotency_key", solicitud.idempotency_key, MAX_KEY)
 
 
 class ValidadorDatos(Paso):
@@ -115,7 +116,7 @@ class ValidadorDatos(Paso):
             )
         await ctx.record(
             Tipo.DATOS_VALIDADOS,
-            monto=evento.precio * reserva.cantidad,
+            monto=importe(evento.precio, reserva.cantidad),
             moneda=evento.moneda or DEFAULT_MONEDA,
             precio=evento.precio,
             fecha_evento=fecha,

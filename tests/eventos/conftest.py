@@ -16,7 +16,7 @@ from eventos.config import Config
 from eventos.repository import EventoRepository
 from eventos.server import create_app
 from infra.errors import error_info
-from callers import AUTH, open_channel
+from callers import AUTH, PAGE_TOKEN_KEY, open_channel
 
 @dataclass
 class EventosEnv:
@@ -107,7 +107,10 @@ class EventosEnv:
 @pytest.fixture
 def eventos_config(mongo_uri: str, db_name: Callable[[str], str]) -> Config:
     """An in-process server on a free port, with a database of this test's own."""
-    return Config(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("eventos"))
+    return Config(
+        auth=AUTH, page_token_key=PAGE_TOKEN_KEY, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri,
+        mongodb_database=db_name("eventos"),
+    )
 
 
 @pytest.fixture

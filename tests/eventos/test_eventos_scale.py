@@ -25,10 +25,16 @@ from eventos import domain
 from eventos.domain import EventoDraft, ReservaRequest
 from eventos.repository import ALLOCATION, INVENTORY, EventoRepository, allocation_id
 from eventos.service import EventoService
+from eventos.servicer import to_asiento, to_proto
 from infra import procs
 from infra.errors import FailedPrecondition
+from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, ReplyBudget
+from infra.pagination import PageTokens
 
 FECHA = datetime(2030, 3, 14, 21, 0, tzinfo=UTC)
+TOKENS = PageTokens(b"eventos-scale-test-page-token-k!")
+BUDGET = ReplyBudget.of_messages(DEFAULT_MAX_MESSAGE_BYTES, to_proto)
+SEAT_BUDGET = ReplyBudget.of_messages(DEFAULT_MAX_MESSAGE_BYTES, to_asiento)
 #: What reservas' ValidadorDatos needs of an event: never its seats.
 SAGA_FIELDS = ("id", "fecha", "precio", "moneda", "con_asientos")
 #: Read the counters, update them (filtered on the version read), write the allocation and seats, commit.
@@ -104,7 +110,7 @@ async def _counted(mongo_uri: str, database: str) -> AsyncIterator[Counted]:
     client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True, event_listeners=[commands], appname="eventos-scale")
     repository = EventoRepository(client[database])
     await repository.ensure_indexes()
-    yield Counted(EventoService(repository), repository, commands, client, database)
+    yield Counted(EventoService(repository, TOKENS, BUDGET, SEAT_BUDGET), repository, commands, client, database)
     await client.close()
 
 
@@ -294,7 +300,7 @@ class TestCrashPoints:
 async def test_two_processes_racing_sell_exactly_the_capacity(counted: Counted, mongo_uri: str) -> None:
     """Two eventos replicas (no shared lock): their transactions conflict and are retried, and never oversell."""
     other_client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
-    other = EventoService(EventoRepository(other_client[counted.database]))
+    other = EventoService(EventoRepository(other_client[counted.database]), TOKENS, BUDGET, SEAT_BUDGET)
     try:
         evento = await counted.create(aforo=30)
         seated = await counted.create(seats=10)

@@ -15,11 +15,11 @@ from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventos.config import Config
 from eventos.domain import NewEvento
 from infra import procs
-from callers import KEY_ENV, open_channel
+from callers import KEY_ENV, PAGE_TOKEN_KEY, open_channel
 
 
 def test_config_from_env() -> None:
-    assert Config.from_env(KEY_ENV) == Config()
+    assert Config.from_env(KEY_ENV) == Config(page_token_key=PAGE_TOKEN_KEY)
     assert Config().port == 50052 and Config().mongodb_database == "eventflow_eventos"
     config = Config.from_env(
         {
@@ -30,7 +30,7 @@ def test_config_from_env() -> None:
             "EVENTOS_MONGODB_DATABASE": "x",
         }
     )
-    assert config == Config(6000, "127.0.0.1", "mongodb://db:27017", "x")
+    assert config == Config(6000, "127.0.0.1", "mongodb://db:27017", "x", page_token_key=PAGE_TOKEN_KEY)
     assert config.address == "127.0.0.1:6000"
 
 

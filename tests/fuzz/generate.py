@@ -422,8 +422,9 @@ HINTS: dict[str, Hint] = {
     "precio": lambda s: st.integers(0, 10**9),
     "asientos": _asientos,
     "fecha": lambda s: timestamps(1, 3 * 365),
-    "desde": lambda s: timestamps(-365, 30),
-    "hasta": lambda s: timestamps(30, 3 * 365),
+    # ListEventos' date range, or a seat row's first and last number (CreateEvento's `filas`)
+    "desde": lambda s: timestamps(-365, 30) if s.descriptor.message_type else st.integers(-1, 120),
+    "hasta": lambda s: timestamps(30, 3 * 365) if s.descriptor.message_type else st.integers(-1, 120),
     "as_of": lambda s: timestamps(-1, 1),
 }
 #: Fields the server fills in: a careful client leaves them out.

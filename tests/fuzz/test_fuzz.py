@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -89,19 +90,31 @@ def mint_tokens(stack: StackUnderTest, pool: Pool) -> Tokens:
 
 
 def send(runner: Runner, pool: Pool, tokens: Tokens, n: int) -> None:
-    """`n` calls drawn from FUZZ_SEED: the same seed and scene draw the same calls."""
-    rounds = 0
-    while runner.submitted < n:  # hypothesis may end a round early: go on with the next seed
+    """`n` calls drawn from FUZZ_SEED (the same seed and scene draw the same calls), every RPC its share.
 
-        @seed(SEED + rounds)
-        @settings(max_examples=n - runner.submitted, database=None, deadline=None,
-                  phases=[Phase.generate], suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet)  # fmt: skip
-        @given(calls(pool, tokens))
-        def fuzz(call: Call) -> None:
-            runner.submit(call)
+    Each RPC gets n / len(RPCS) calls of its own (the first ones one more when it does not divide): drawn
+    from one list, a short run would leave some RPC out, as hypothesis does not spread its choices evenly.
+    They are drawn first, then sent in an order shuffled by the seed, so the RPCs interleave as callers would.
+    """
+    drawn: list[Call] = []
+    share, extra = divmod(n, len(RPCS))
+    for index, rpc in enumerate(RPCS):
+        wanted = len(drawn) + share + (index < extra)
+        rounds = 0
+        while len(drawn) < wanted:  # hypothesis may end a round early: go on with the next seed
 
-        fuzz()
-        rounds += 1
+            @seed(SEED + 1000 * index + rounds)
+            @settings(max_examples=wanted - len(drawn), database=None, deadline=None,
+                      phases=[Phase.generate], suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet)  # fmt: skip
+            @given(calls(pool, tokens, (rpc,)))
+            def fuzz(call: Call) -> None:
+                drawn.append(call)
+
+            fuzz()
+            rounds += 1
+    random.Random(SEED).shuffle(drawn)
+    for call in drawn:
+        runner.submit(call)
 
 
 def undo_servicio_calls(runner: Runner) -> list[str]:

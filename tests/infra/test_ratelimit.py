@@ -12,7 +12,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from callers import ADMIN, AUTH, cliente, open_channel
+from callers import ADMIN, AUTH, PAGE_TOKEN_KEY, cliente, open_channel
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
 from infra import procs
 from infra.auth import Principal, Role
@@ -78,7 +78,7 @@ def test_limits_from_the_environment() -> None:
 async def test_over_the_limit_a_call_gets_resource_exhausted_with_retry_info(
     mongo_uri: str, redis_url: str, db_name: Callable[[str], str], start_app: Any
 ) -> None:
-    config = Config(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri,
+    config = Config(auth=AUTH, page_token_key=PAGE_TOKEN_KEY, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri,
                     mongodb_database=db_name("usuarios"), redis_url=redis_url,
                     rate_limits={Role.CLIENTE: Limit(rate=0.5, burst=2), Role.ADMIN: None})  # fmt: skip
     address = await start_app(create_app(config))

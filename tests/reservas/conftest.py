@@ -35,7 +35,7 @@ from reservas.server import create_app as create_reservas
 from invariants import Report, check_invariants
 from usuarios.config import Config as UsuariosConfig
 from usuarios.server import create_app as create_usuarios
-from callers import AUTH, KEY_ENV, NO_LIMITS, NO_LIMITS_ENV, open_channel
+from callers import AUTH, KEY_ENV, NO_LIMITS, NO_LIMITS_ENV, PAGE_TOKEN_KEY, open_channel
 
 FUTURE = datetime.now(UTC).replace(microsecond=0) + timedelta(days=60)
 PRECIO = 1500
@@ -223,6 +223,7 @@ class World:
             # One process here runs three servers and a hundred sagas on 2 shared cores: a call may wait
             # seconds for the event loop, which is load, not an outage (a stopped service is refused at once).
             "call_timeout_seconds": 10.0,
+            "page_token_key": PAGE_TOKEN_KEY,
         }
         values.update(changes)
         return ReservasConfig(**values)
@@ -250,7 +251,8 @@ class World:
     async def restart_usuarios(self) -> None:
         """A new usuarios server on the same address and database (after `usuarios_app.stop()`)."""
         port = int(self.usuarios_address.rsplit(":", 1)[1])
-        config = UsuariosConfig(auth=AUTH, port=port, bind_host="127.0.0.1", mongodb_uri=self.mongo_uri, mongodb_database=self.dbs["usuarios"])
+        config = UsuariosConfig(auth=AUTH, page_token_key=PAGE_TOKEN_KEY, port=port, bind_host="127.0.0.1",
+                                mongodb_uri=self.mongo_uri, mongodb_database=self.dbs["usuarios"])  # fmt: skip
         self.usuarios_app = await create_usuarios(config)
         await self.start_app(_ready(self.usuarios_app))
 
@@ -273,11 +275,13 @@ async def world(
 ) -> AsyncIterator[World]:
     dbs = {service: db_name(service) for service in ("usuarios", "eventos", "reservas")}
     usuarios_app = await create_usuarios(
-        UsuariosConfig(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["usuarios"])
+        UsuariosConfig(auth=AUTH, page_token_key=PAGE_TOKEN_KEY, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri,
+                       mongodb_database=dbs["usuarios"])  # fmt: skip
     )
     usuarios_address = await start_app(_ready(usuarios_app))
     eventos_app = await create_eventos(
-        EventosConfig(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["eventos"])
+        EventosConfig(auth=AUTH, page_token_key=PAGE_TOKEN_KEY, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri,
+                      mongodb_database=dbs["eventos"])  # fmt: skip
     )
     eventos_address = await start_app(_ready(eventos_app))
     mongo: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)

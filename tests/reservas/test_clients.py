@@ -21,7 +21,7 @@ from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
 from infra import procs
 from infra.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, rich_status
 from reservas.clients import EventosClient, UsuariosClient
-from callers import AUTH, open_channel
+from callers import AUTH, PAGE_TOKEN_KEY, open_channel
 
 UNAVAILABLE = "unavailable"
 HANG = "hang"
@@ -244,7 +244,10 @@ async def test_usuarios_client_against_the_real_service(
     from usuarios.config import Config  # noqa: PLC0415
     from usuarios.server import create_app  # noqa: PLC0415
 
-    config = Config(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("usuarios"))
+    config = Config(
+        auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("usuarios"),
+        page_token_key=PAGE_TOKEN_KEY,
+    )
     address = await start_app(create_app(config))
     async with open_channel(address) as channel:
         nuevo = usuarios_pb2.Usuario(
@@ -270,7 +273,10 @@ async def test_eventos_client_against_the_real_service(
     from eventos.config import Config  # noqa: PLC0415
     from eventos.server import create_app  # noqa: PLC0415
 
-    config = Config(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("eventos"))
+    config = Config(
+        auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("eventos"),
+        page_token_key=PAGE_TOKEN_KEY,
+    )
     address = await start_app(create_app(config))
     async with open_channel(address) as channel:
         nuevo = eventos_pb2.Evento(nombre="Concierto", lugar="Antel Arena", precio=250_000, asientos=["A1", "A2"])

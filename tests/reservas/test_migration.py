@@ -25,7 +25,7 @@ from eventos.server import create_app as create_eventos
 from infra.server import GrpcApp
 from reservas.leases import LeaseStore
 from reservas.server import create_app as create_reservas
-from callers import AUTH, open_channel
+from callers import AUTH, PAGE_TOKEN_KEY, open_channel
 
 SEATS = ["A-1", "A-2", "A-3", "A-4"]
 
@@ -113,7 +113,10 @@ EARLIER_RUNS: dict[str, Callable[[World], Awaitable[None]]] = {
 async def upgrade(world: World) -> None:
     """eventos restarted on the same address and database; a new reservas (both SERVING: migrated)."""
     port = int(world.eventos_address.rsplit(":", 1)[1])
-    config = EventosConfig(auth=AUTH, port=port, bind_host="127.0.0.1", mongodb_uri=world.mongo_uri, mongodb_database=world.dbs["eventos"])
+    config = EventosConfig(
+        auth=AUTH, port=port, bind_host="127.0.0.1", mongodb_uri=world.mongo_uri, mongodb_database=world.dbs["eventos"],
+        page_token_key=PAGE_TOKEN_KEY,
+    )
     world.eventos_app = await create_eventos(config)
     await world.start_app(ready(world.eventos_app))
     channel = open_channel(world.eventos_address)

@@ -17,6 +17,8 @@ from pymongo.errors import OperationFailure
 
 from infra.errors import InvalidArgument
 from infra.mongo import create_client
+from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, ReplyBudget, field_size
+from infra.pagination import PageTokens
 from projections_support import (  # noqa: F401 - db and store are fixtures
     assert_models_match_event_store,
     burst,
@@ -43,6 +45,9 @@ from reservas.projections.read_models import VIEWS, ReadModels, reserva_from_vie
 from reservas.projections.rebuild import ProgressBar, rebuild
 from reservas.projections.source import current_position
 
+TOKENS = PageTokens(b"projections-test-page-token-key!")
+BUDGET = ReplyBudget.of_messages(DEFAULT_MAX_MESSAGE_BYTES, reserva_to_pb)
+
 async def view_version(db: AsyncDatabase, reserva_id: str) -> int:
     doc = await db[VIEWS].find_one({"_id": reserva_id}, {"version": 1})
     return int(doc["version"]) if doc else 0
@@ -58,7 +63,7 @@ async def test_projector_applies_a_stream_and_the_view_equals_the_replayed_aggre
         view = await db[VIEWS].find_one({"_id": reserva.id})
         assert view is not None
         assert reserva_to_pb(reserva_from_view(view)) == reserva_to_pb(await store.get(reserva.id))  # type: ignore[arg-type]
-        stats = await ReservasQueries(db).estadisticas_evento("e1")
+        stats = await ReservasQueries(db, TOKENS, BUDGET).estadisticas_evento("e1")
         assert (stats.solicitadas, stats.confirmadas, stats.entradas_vendidas, stats.recaudado) == (1, 1, 2, 3000)
         assert stats.tasa_conversion == 1.0
 
@@ -240,7 +245,7 @@ async def test_burst_statistics_and_lists_agree_with_the_event_store(db: AsyncDa
         await current_to(db, since)
     await assert_models_match_event_store(db)
     reservas = await replayed(db)
-    queries = ReservasQueries(db)
+    queries = ReservasQueries(db, TOKENS, BUDGET)
     for evento_id, expected in expected_stats(reservas).items():
         stats = await queries.estadisticas_evento(evento_id)
         assert {k: getattr(stats, k) for k in expected} == expected
@@ -274,7 +279,7 @@ async def test_paging_has_no_overlap_or_gap_with_every_filter(db: AsyncDatabase,
     await burst(store, 30)
     await rebuild(db, owner="test", expected=await Checkpoints(db).load())
     reservas = _newest_first(await replayed(db))
-    queries = ReservasQueries(db)
+    queries = ReservasQueries(db, TOKENS, BUDGET)
     filters: list[dict[str, Any]] = [
         {},
         {"usuario_id": "u0"},
@@ -300,7 +305,7 @@ async def test_bad_page_requests_are_invalid_argument(db: AsyncDatabase, store: 
     for i in range(3):
         await solicitar(store, usuario_id="u1", evento_id="e1", reserva_id=f"r{i}")
     await rebuild(db, owner="test", expected=None)
-    queries = ReservasQueries(db)
+    queries = ReservasQueries(db, TOKENS, BUDGET)
     page = await queries.list_reservas(usuario_id="u1", page_size=1)
     assert page.next_page_token
     forged = page.next_page_token[:-1] + ("0" if page.next_page_token[-1] != "0" else "1")
@@ -333,6 +338,27 @@ async def test_failed_and_cancelled_reservations_count_as_the_contract_says(db: 
         await cancelar(store, gone)
         await solicitar(store, usuario_id="u", evento_id="e", cantidad=1)  # still PENDIENTE
         await current_to(db, now())
-    stats = await ReservasQueries(db).estadisticas_evento("e")
+    stats = await ReservasQueries(db, TOKENS, BUDGET).estadisticas_evento("e")
     assert (stats.solicitadas, stats.confirmadas, stats.fallidas, stats.canceladas) == (4, 2, 1, 1)
     assert (stats.entradas_vendidas, stats.recaudado, stats.tasa_conversion) == (2, 3000, 0.5)
+
+
+async def test_a_page_is_bounded_by_bytes_as_well_as_by_page_size(db: AsyncDatabase, store: EventStore) -> None:
+    """However many reservations page_size asks for, a page stops where the next one would pass the byte
+    budget, and its next_page_token continues from there: no overlap, no gap."""
+    await burst(store, 40)
+    await rebuild(db, owner="test", expected=await Checkpoints(db).load())
+    expected = [r.id for r in _newest_first(await replayed(db))]
+    one = reserva_to_pb(reserva_from_view(await db[VIEWS].find_one({}))).ByteSize()
+    tight = ReplyBudget(limit=one * 5, size_of=lambda r: reserva_to_pb(r).ByteSize())
+    queries = ReservasQueries(db, TOKENS, tight)
+    listed, token, pages = [], "", 0
+    while True:
+        page = await queries.list_reservas(page_size=500, page_token=token)
+        assert 0 < len(page.reservas) < 10
+        assert sum(field_size(reserva_to_pb(r).ByteSize()) for r in page.reservas) <= tight.limit
+        listed.extend(r.id for r in page.reservas)
+        pages, token = pages + 1, page.next_page_token
+        if not token:
+            break
+    assert listed == expected and pages >= 5

@@ -38,7 +38,7 @@ from tests.soak.support import (
     one_purchase_per_key,
     wait_all_settled,
 )
-from callers import AUTH
+from callers import AUTH, PAGE_TOKEN_KEY
 
 CLIENTS = 20
 HOLD_TTL = 8.0  # seconds; reservas_process and the in-process reservas of (c) both use it
@@ -148,8 +148,8 @@ async def test_eventos_restarted_mid_run_settles_everything(world: World, start_
     shoppers = Shoppers(world, world.reservas, rng)
     port = int(world.eventos_address.rsplit(":", 1)[1])
     eventos_config = EventosConfig(
-        auth=AUTH,
-        port=port, bind_host="127.0.0.1", mongodb_uri=world.mongo_uri, mongodb_database=world.dbs["eventos"]
+        auth=AUTH, port=port, bind_host="127.0.0.1", mongodb_uri=world.mongo_uri, mongodb_database=world.dbs["eventos"],
+        page_token_key=PAGE_TOKEN_KEY,
     )
     started = time.monotonic()
     await shoppers.start(general.id, platea.id)

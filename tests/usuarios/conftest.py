@@ -13,7 +13,7 @@ from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
 from infra.errors import error_info
 from usuarios.config import Config
 from usuarios.server import create_app
-from callers import AUTH, open_channel
+from callers import AUTH, PAGE_TOKEN_KEY, open_channel
 
 _serial = itertools.count(1)
 
@@ -21,7 +21,10 @@ _serial = itertools.count(1)
 @pytest.fixture
 def usuarios_config(mongo_uri: str, db_name: Callable[[str], str]) -> Config:
     """A config for an in-process server on a free port and a database of this test's own."""
-    return Config(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=db_name("usuarios"))
+    return Config(
+        auth=AUTH, page_token_key=PAGE_TOKEN_KEY, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri,
+        mongodb_database=db_name("usuarios"),
+    )
 
 
 @pytest.fixture

@@ -89,13 +89,14 @@ async def test_limits_are_inclusive(usuarios, nuevo_usuario) -> None:
     assert (created.nro_documento, created.nombre, created.email) == ("9" * 20, "n" * 100, email)
 
 
-@pytest.mark.parametrize("usuario_id", ["", "0" * 32, "not-an-id", "../../etc", "x" * 5000, "{'$ne': 1}", "ñ€"])
+@pytest.mark.parametrize("usuario_id", ["", "0" * 32, "not-an-id", "../../etc", "x" * 128, "x" * 5000, "{'$ne': 1}", "ñ€"])
 async def test_get_unknown_or_malformed_id(usuarios, rpc_error, usuario_id: str) -> None:
-    if usuario_id:
+    if 0 < len(usuario_id) <= 128:
         error = await rpc_error(usuarios.GetUsuario(pb.GetUsuarioRequest(id=usuario_id)), NOT_FOUND, "USUARIO_NOT_FOUND")
         assert "no usuario" in error.details()
-    else:
-        await rpc_error(usuarios.GetUsuario(pb.GetUsuarioRequest(id="")), INVALID, "VALIDATION_FAILED", "id")
+    else:  # empty, or longer than any id (MAX_ID)
+        error = await rpc_error(usuarios.GetUsuario(pb.GetUsuarioRequest(id=usuario_id)), INVALID, "VALIDATION_FAILED", "id")
+        assert usuario_id[:100] not in error.details() or not usuario_id
 
 
 # --- uniqueness ----------------------------------------------------------------------------------

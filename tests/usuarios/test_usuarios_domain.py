@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra import pagination
+from infra.pagination import PageTokens
 from usuarios import domain
 from usuarios.domain import (
     READ_ONLY_FIELDS,
@@ -220,10 +220,13 @@ def test_error_messages_quote_huge_values_cut_short() -> None:
 # --- page cursors and creation order -------------------------------------------------------------
 
 
+TOKENS = PageTokens(b"usuarios-domain-test-key-32bytes")
+
+
 def test_cursor_round_trip() -> None:
-    assert decode_cursor("") is None
-    assert decode_cursor(encode_cursor((1_700_000_000_000_000, "abc"))) == (1_700_000_000_000_000, "abc")
-    assert encode_cursor(None) == ""
+    assert decode_cursor(TOKENS, "") is None
+    assert decode_cursor(TOKENS, encode_cursor(TOKENS, (1_700_000_000_000_000, "abc"))) == (1_700_000_000_000_000, "abc")
+    assert encode_cursor(TOKENS, None) == ""
 
 
 @pytest.mark.parametrize(
@@ -231,25 +234,27 @@ def test_cursor_round_trip() -> None:
     [
         "garbage",
         "e30.0000000000000000",
-        pagination.encode_token({"orden": 1, "id": "a"}, "eventflow.eventos.v1.ListEventos"),  # another query's
-        pagination.encode_token({"orden": "1", "id": "a"}, "eventflow.usuarios.v1.ListUsuarios"),  # wrong shape
-        pagination.encode_token({"id": "a"}, "eventflow.usuarios.v1.ListUsuarios"),
+        TOKENS.encode({"orden": 1, "id": "a"}, "eventflow.eventos.v1.ListEventos"),  # another query's
+        TOKENS.encode({"orden": "1", "id": "a"}, "eventflow.usuarios.v1.ListUsuarios"),  # wrong shape
+        TOKENS.encode({"id": "a"}, "eventflow.usuarios.v1.ListUsuarios"),
+        # another deployment's (another key)
+        PageTokens(b"another-deployment-key-32-bytes!").encode({"orden": 1, "id": "a"}, "eventflow.usuarios.v1.ListUsuarios"),
     ],
 )
 def test_forged_or_foreign_tokens_rejected(token: str) -> None:
     with pytest.raises(domain.InvalidArgument) as caught:
-        decode_cursor(token)
+        decode_cursor(TOKENS, token)
     assert caught.value.reason == "INVALID_PAGE_TOKEN"
     assert caught.value.metadata == {"field": "page_token"}
 
 
 def test_tampered_token_rejected() -> None:
-    token = encode_cursor((5, "abc"))
+    token = encode_cursor(TOKENS, (5, "abc"))
     body, mac = token.rsplit(".", 1)
-    tampered = encode_cursor((6, "abc")).rsplit(".", 1)[0] + "." + mac
+    tampered = encode_cursor(TOKENS, (6, "abc")).rsplit(".", 1)[0] + "." + mac
     assert tampered != token
     with pytest.raises(domain.InvalidArgument):
-        decode_cursor(tampered)
+        decode_cursor(TOKENS, tampered)
 
 
 def test_creation_clock_strictly_increases() -> None:

@@ -4,6 +4,7 @@ and `python -m usuarios` as its own process."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -18,10 +19,11 @@ from eventflow.usuarios.v1 import usuarios_pb2 as pb
 from eventflow.usuarios.v1 import usuarios_pb2_grpc
 from infra import procs
 from infra.errors import error_info
+from infra.keys import KeyConfigError
 from usuarios.config import Config
 from usuarios.server import SERVICE_NAME, create_app
 from usuarios.service import UsuariosService
-from callers import AUTH, KEY_ENV, open_channel
+from callers import AUTH, KEY_ENV, KEY_ENV_WITHOUT_PAGE_TOKEN_KEY, PAGE_TOKEN_KEY, open_channel
 
 
 async def health(address: str, service: str = "") -> int:
@@ -52,6 +54,7 @@ def test_config_defaults_and_environment() -> None:
         bind_host="127.0.0.1",
         mongodb_uri="mongodb://localhost:27017/?directConnection=true",
         mongodb_database="eventflow_usuarios",
+        page_token_key=PAGE_TOKEN_KEY,
     )
     env = {**KEY_ENV, "USUARIOS_PORT": "6001", "GRPC_BIND_HOST": "127.0.0.1", "MONGODB_URI": "mongodb://db:27017",
            "USUARIOS_MONGODB_DATABASE": "u", "EVENTOS_PORT": "7000"}  # fmt: skip
@@ -73,7 +76,20 @@ def test_config_without_keys_is_refused_naming_the_variable() -> None:
 @pytest.mark.parametrize("port", ["http", "-1", "70000", ""])
 def test_config_rejects_a_bad_port_naming_the_variable(port: str) -> None:
     with pytest.raises(ValueError, match="USUARIOS_PORT"):
-        Config.from_env({"USUARIOS_PORT": port})
+        Config.from_env({"USUARIOS_PORT": port, **KEY_ENV})
+
+
+def test_config_without_a_page_token_key_names_the_variable() -> None:
+    with pytest.raises(KeyConfigError, match="EVENTFLOW_PAGE_TOKEN_KEY"):
+        Config.from_env(KEY_ENV_WITHOUT_PAGE_TOKEN_KEY)
+    config = Config.from_env({**KEY_ENV_WITHOUT_PAGE_TOKEN_KEY, "EVENTFLOW_PAGE_TOKEN_KEY": "k" * 32})
+    assert "page_token_key" not in repr(config)  # a secret
+
+
+async def test_no_server_without_a_page_token_key(usuarios_config: Config) -> None:
+    """A Config built in code without the key builds no server (nothing is connected or bound first)."""
+    with pytest.raises(KeyConfigError, match="EVENTFLOW_PAGE_TOKEN_KEY"):
+        await create_app(dataclasses.replace(usuarios_config, page_token_key=b""))
 
 
 # --- health and reflection -----------------------------------------------------------------------
@@ -94,7 +110,7 @@ async def test_not_serving_until_the_database_answers_then_serving(
 ) -> None:
     port = procs.free_port()
     config = Config(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=f"mongodb://127.0.0.1:{port}/?directConnection=true",
-                    mongodb_database=db_name("usuarios"))  # fmt: skip
+                    mongodb_database=db_name("usuarios"), page_token_key=PAGE_TOKEN_KEY)  # fmt: skip
     app = await create_app(config)
     await app.start()
     address = f"127.0.0.1:{app.port}"

@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"eventflow/eventos/v1/eventos.proto\x12\x14\x65ventflow.eventos.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x02\n\x06\x45vento\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06nombre\x18\x02 \x01(\t\x12)\n\x05\x66\x65\x63ha\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05lugar\x18\x04 \x01(\t\x12\x13\n\x0b\x61\x66oro_total\x18\x05 \x01(\x05\x12\x1c\n\x14\x65ntradas_disponibles\x18\x06 \x01(\x05\x12\x0e\n\x06precio\x18\x07 \x01(\x03\x12\x0e\n\x06moneda\x18\x08 \x01(\t\x12\x10\n\x08\x61sientos\x18\t \x03(\t\x12\x1c\n\x14\x61sientos_disponibles\x18\n \x03(\t\x12\x1a\n\x12inventario_version\x18\x0b \x01(\x03\x12\x14\n\x0c\x63on_asientos\x18\x0c \x01(\x08\x12\x17\n\x0fmax_por_usuario\x18\r \x01(\x05\"C\n\x13\x43reateEventoRequest\x12,\n\x06\x65vento\x18\x01 \x01(\x0b\x32\x1c.eventflow.eventos.v1.Evento\"M\n\x10GetEventoRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xa0\x01\n\x12ListEventosRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05lugar\x18\x03 \x01(\t\x12)\n\x05\x64\x65sde\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05hasta\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x13ListEventosResponse\x12-\n\x07\x65ventos\x18\x01 \x03(\x0b\x32\x1c.eventflow.eventos.v1.Evento\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x13UpdateEventoRequest\x12,\n\x06\x65vento\x18\x01 \x01(\x0b\x32\x1c.eventflow.eventos.v1.Evento\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"!\n\x13\x44\x65leteEventoRequest\x12\n\n\x02id\x18\x01 \x01(\t\"x\n\x17ReservarEntradasRequest\x12\x11\n\tevento_id\x18\x01 \x01(\t\x12\x12\n\nreserva_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61ntidad\x18\x03 \x01(\x05\x12\x10\n\x08\x61sientos\x18\x04 \x03(\t\x12\x12\n\nusuario_id\x18\x05 \x01(\t\"?\n\x16LiberarEntradasRequest\x12\x11\n\tevento_id\x18\x01 \x01(\t\x12\x12\n\nreserva_id\x18\x02 \x01(\t\"\x9f\x01\n\x18ReservarEntradasResponse\x12\x11\n\tevento_id\x18\x01 \x01(\t\x12\x12\n\nreserva_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61ntidad\x18\x03 \x01(\x05\x12\x10\n\x08\x61sientos\x18\x04 \x03(\t\x12\x1c\n\x14\x65ntradas_disponibles\x18\x05 \x01(\x05\x12\x1a\n\x12inventario_version\x18\x06 \x01(\x03\"\x9e\x01\n\x17LiberarEntradasResponse\x12\x11\n\tevento_id\x18\x01 \x01(\t\x12\x12\n\nreserva_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61ntidad\x18\x03 \x01(\x05\x12\x10\n\x08\x61sientos\x18\x04 \x03(\t\x12\x1c\n\x14\x65ntradas_disponibles\x18\x05 \x01(\x05\x12\x1a\n\x12inventario_version\x18\x06 \x01(\x03\x32\xaf\x05\n\x0e\x45ventosService\x12W\n\x0c\x43reateEvento\x12).eventflow.eventos.v1.CreateEventoRequest\x1a\x1c.eventflow.eventos.v1.Evento\x12Q\n\tGetEvento\x12&.eventflow.eventos.v1.GetEventoRequest\x1a\x1c.eventflow.eventos.v1.Evento\x12\x62\n\x0bListEventos\x12(.eventflow.eventos.v1.ListEventosRequest\x1a).eventflow.eventos.v1.ListEventosResponse\x12W\n\x0cUpdateEvento\x12).eventflow.eventos.v1.UpdateEventoRequest\x1a\x1c.eventflow.eventos.v1.Evento\x12Q\n\x0c\x44\x65leteEvento\x12).eventflow.eventos.v1.DeleteEventoRequest\x1a\x16.google.protobuf.Empty\x12q\n\x10ReservarEntradas\x12-.eventflow.eventos.v1.ReservarEntradasRequest\x1a..eventflow.eventos.v1.ReservarEntradasResponse\x12n\n\x0fLiberarEntradas\x12,.eventflow.eventos.v1.LiberarEntradasRequest\x1a-.eventflow.eventos.v1.LiberarEntradasResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"eventflow/eventos/v1/eventos.proto\x12\x14\x65ventflow.eventos.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x02\n\x06\x45vento\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06nombre\x18\x02 \x01(\t\x12)\n\x05\x66\x65\x63ha\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05lugar\x18\x04 \x01(\t\x12\x13\n\x0b\x61\x66oro_total\x18\x05 \x01(\x05\x12\x1c\n\x14\x65ntradas_disponibles\x18\x06 \x01(\x05\x12\x0e\n\x06precio\x18\x07 \x01(\x03\x12\x0e\n\x06moneda\x18\x08 \x01(\t\x12\x10\n\x08\x61sientos\x18\t \x03(\t\x12\x1c\n\x14\x61sientos_disponibles\x18\n \x03(\t\x12\x1a\n\x12inventario_version\x18\x0b \x01(\x03\x12\x14\n\x0c\x63on_asientos\x18\x0c \x01(\x08\x12\x17\n\x0fmax_por_usuario\x18\r \x01(\x05\x12\x31\n\x05\x66ilas\x18\x0e \x03(\x0b\x32\".eventflow.eventos.v1.FilaAsientos\":\n\x0c\x46ilaAsientos\x12\x0c\n\x04\x66ila\x18\x01 \x01(\t\x12\r\n\x05\x64\x65sde\x18\x02 \x01(\x05\x12\r\n\x05hasta\x18\x03 \x01(\x05\"C\n\x13\x43reateEventoRequest\x12,\n\x06\x65vento\x18\x01 \x01(\x0b\x32\x1c.eventflow.eventos.v1.Evento\"M\n\x10GetEventoRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"i\n\x13ListAsientosRequest\x12\x11\n\tevento_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x18\n\x10solo_disponibles\x18\x04 \x01(\x08\"/\n\x07\x41siento\x12\x10\n\x08\x65tiqueta\x18\x01 \x01(\t\x12\x12\n\ndisponible\x18\x02 \x01(\x08\"`\n\x14ListAsientosResponse\x12/\n\x08\x61sientos\x18\x01 \x03(\x0b\x32\x1d.eventflow.eventos.v1.Asiento\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa0\x01\n\x12ListEventosRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05lugar\x18\x03 \x01(\t\x12)\n\x05\x64\x65sde\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05hasta\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x13ListEventosResponse\x12-\n\x07\x65ventos\x18\x01 \x03(\x0b\x32\x1c.eventflow.eventos.v1.Evento\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x13UpdateEventoRequest\x12,\n\x06\x65vento\x18\x01 \x01(\x0b\x32\x1c.eventflow.eventos.v1.Evento\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"!\n\x13\x44\x65leteEventoRequest\x12\n\n\x02id\x18\x01 \x01(\t\"x\n\x17ReservarEntradasRequest\x12\x11\n\tevento_id\x18\x01 \x01(\t\x12\x12\n\nreserva_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61ntidad\x18\x03 \x01(\x05\x12\x10\n\x08\x61sientos\x18\x04 \x03(\t\x12\x12\n\nusuario_id\x18\x05 \x01(\t\"?\n\x16LiberarEntradasRequest\x12\x11\n\tevento_id\x18\x01 \x01(\t\x12\x12\n\nreserva_id\x18\x02 \x01(\t\"\x9f\x01\n\x18ReservarEntradasResponse\x12\x11\n\tevento_id\x18\x01 \x01(\t\x12\x12\n\nreserva_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61ntidad\x18\x03 \x01(\x05\x12\x10\n\x08\x61sientos\x18\x04 \x03(\t\x12\x1c\n\x14\x65ntradas_disponibles\x18\x05 \x01(\x05\x12\x1a\n\x12inventario_version\x18\x06 \x01(\x03\"\x9e\x01\n\x17LiberarEntradasResponse\x12\x11\n\tevento_id\x18\x01 \x01(\t\x12\x12\n\nreserva_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61ntidad\x18\x03 \x01(\x05\x12\x10\n\x08\x61sientos\x18\x04 \x03(\t\x12\x1c\n\x14\x65ntradas_disponibles\x18\x05 \x01(\x05\x12\x1a\n\x12inventario_version\x18\x06 \x01(\x03\x32\x96\x06\n\x0e\x45ventosService\x12W\n\x0c\x43reateEvento\x12).eventflow.eventos.v1.CreateEventoRequest\x1a\x1c.eventflow.eventos.v1.Evento\x12Q\n\tGetEvento\x12&.eventflow.eventos.v1.GetEventoRequest\x1a\x1c.eventflow.eventos.v1.Evento\x12\x65\n\x0cListAsientos\x12).eventflow.eventos.v1.ListAsientosRequest\x1a*.eventflow.eventos.v1.ListAsientosResponse\x12\x62\n\x0bListEventos\x12(.eventflow.eventos.v1.ListEventosRequest\x1a).eventflow.eventos.v1.ListEventosResponse\x12W\n\x0cUpdateEvento\x12).eventflow.eventos.v1.UpdateEventoRequest\x1a\x1c.eventflow.eventos.v1.Evento\x12Q\n\x0c\x44\x65leteEvento\x12).eventflow.eventos.v1.DeleteEventoRequest\x1a\x16.google.protobuf.Empty\x12q\n\x10ReservarEntradas\x12-.eventflow.eventos.v1.ReservarEntradasRequest\x1a..eventflow.eventos.v1.ReservarEntradasResponse\x12n\n\x0fLiberarEntradas\x12,.eventflow.eventos.v1.LiberarEntradasRequest\x1a-.eventflow.eventos.v1.LiberarEntradasResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eventflow.eventos.v1.evento
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENTO']._serialized_start=157
-  _globals['_EVENTO']._serialized_end=457
-  _globals['_CREATEEVENTOREQUEST']._serialized_start=459
-  _globals['_CREATEEVENTOREQUEST']._serialized_end=526
-  _globals['_GETEVENTOREQUEST']._serialized_start=528
-  _globals['_GETEVENTOREQUEST']._serialized_end=605
-  _globals['_LISTEVENTOSREQUEST']._serialized_start=608
-  _globals['_LISTEVENTOSREQUEST']._serialized_end=768
-  _globals['_LISTEVENTOSRESPONSE']._serialized_start=770
-  _globals['_LISTEVENTOSRESPONSE']._serialized_end=863
-  _globals['_UPDATEEVENTOREQUEST']._serialized_start=865
-  _globals['_UPDATEEVENTOREQUEST']._serialized_end=981
-  _globals['_DELETEEVENTOREQUEST']._serialized_start=983
-  _globals['_DELETEEVENTOREQUEST']._serialized_end=1016
-  _globals['_RESERVARENTRADASREQUEST']._serialized_start=1018
-  _globals['_RESERVARENTRADASREQUEST']._serialized_end=1138
-  _globals['_LIBERARENTRADASREQUEST']._serialized_start=1140
-  _globals['_LIBERARENTRADASREQUEST']._serialized_end=1203
-  _globals['_RESERVARENTRADASRESPONSE']._serialized_start=1206
-  _globals['_RESERVARENTRADASRESPONSE']._serialized_end=1365
-  _globals['_LIBERARENTRADASRESPONSE']._serialized_start=1368
-  _globals['_LIBERARENTRADASRESPONSE']._serialized_end=1526
-  _globals['_EVENTOSSERVICE']._serialized_start=1529
-  _globals['_EVENTOSSERVICE']._serialized_end=2216
+  _globals['_EVENTO']._serialized_end=508
+  _globals['_FILAASIENTOS']._serialized_start=510
+  _globals['_FILAASIENTOS']._serialized_end=568
+  _globals['_CREATEEVENTOREQUEST']._serialized_start=570
+  _globals['_CREATEEVENTOREQUEST']._serialized_end=637
+  _globals['_GETEVENTOREQUEST']._serialized_start=639
+  _globals['_GETEVENTOREQUEST']._serialized_end=716
+  _globals['_LISTASIENTOSREQUEST']._serialized_start=718
+  _globals['_LISTASIENTOSREQUEST']._serialized_end=823
+  _globals['_ASIENTO']._serialized_start=825
+  _globals['_ASIENTO']._serialized_end=872
+  _globals['_LISTASIENTOSRESPONSE']._serialized_start=874
+  _globals['_LISTASIENTOSRESPONSE']._serialized_end=970
+  _globals['_LISTEVENTOSREQUEST']._serialized_start=973
+  _globals['_LISTEVENTOSREQUEST']._serialized_end=1133
+  _globals['_LISTEVENTOSRESPONSE']._serialized_start=1135
+  _globals['_LISTEVENTOSRESPONSE']._serialized_end=1228
+  _globals['_UPDATEEVENTOREQUEST']._serialized_start=1230
+  _globals['_UPDATEEVENTOREQUEST']._serialized_end=1346
+  _globals['_DELETEEVENTOREQUEST']._serialized_start=1348
+  _globals['_DELETEEVENTOREQUEST']._serialized_end=1381
+  _globals['_RESERVARENTRADASREQUEST']._serialized_start=1383
+  _globals['_RESERVARENTRADASREQUEST']._serialized_end=1503
+  _globals['_LIBERARENTRADASREQUEST']._serialized_start=1505
+  _globals['_LIBERARENTRADASREQUEST']._serialized_end=1568
+  _globals['_RESERVARENTRADASRESPONSE']._serialized_start=1571
+  _globals['_RESERVARENTRADASRESPONSE']._serialized_end=1730
+  _globals['_LIBERARENTRADASRESPONSE']._serialized_start=1733
+  _globals['_LIBERARENTRADASRESPONSE']._serialized_end=1891
+  _globals['_EVENTOSSERVICE']._serialized_start=1894
+  _globals['_EVENTOSSERVICE']._serialized_end=2684
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,7 @@ class Evento(_message.Message):
     INVENTARIO_VERSION_FIELD_NUMBER: _builtins.int
     CON_ASIENTOS_FIELD_NUMBER: _builtins.int
     MAX_POR_USUARIO_FIELD_NUMBER: _builtins.int
+    FILAS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-generated identifier. Output only."""
     nombre: _builtins.str
@@ -46,7 +47,7 @@ class Evento(_message.Message):
     lugar: _builtins.str
     """Venue: 1 to 200 characters."""
     aforo_total: _builtins.int
-    """Capacity: more than 0. With a seat map, the number of seats (may be left 0 on create)."""
+    """Capacity: 1 to 10,000,000. With a seat map, the number of seats (may be left 0 on create)."""
     entradas_disponibles: _builtins.int
     """Tickets still on sale. Output only."""
     precio: _builtins.int
@@ -73,13 +74,21 @@ class Evento(_message.Message):
 
     @_builtins.property
     def asientos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Optional seat map: distinct labels such as "A-12". When given, every
-        reservation names its seats.
+        """Optional seat map: distinct labels of 1 to 20 characters such as "A-12", at
+        most 50,000 (with those of `filas`). When given, every reservation names its
+        seats. Left out of an answer too big for one message (see GetEvento).
         """
 
     @_builtins.property
     def asientos_disponibles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Seats still on sale, in seat-map order. Output only."""
+        """Seats still on sale, in seat-map order. Output only; left out with `asientos`."""
+
+    @_builtins.property
+    def filas(self) -> _containers.RepeatedCompositeFieldContainer[Global___FilaAsientos]:
+        """Input only (CreateEvento): the seat map written as rows of numbered seats, after
+        the labels of `asientos`, row by row; at most 1,000 rows. Read back as `asientos`
+        (labels "<fila>-<number>") or with ListAsientos.
+        """
 
     def __init__(
         self,
@@ -97,14 +106,47 @@ class Evento(_message.Message):
         inventario_version: _builtins.int = ...,
         con_asientos: _builtins.bool = ...,
         max_por_usuario: _builtins.int = ...,
+        filas: _abc.Iterable[Global___FilaAsientos] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fecha", b"fecha"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aforo_total", b"aforo_total", "asientos", b"asientos", "asientos_disponibles", b"asientos_disponibles", "con_asientos", b"con_asientos", "entradas_disponibles", b"entradas_disponibles", "fecha", b"fecha", "id", b"id", "inventario_version", b"inventario_version", "lugar", b"lugar", "max_por_usuario", b"max_por_usuario", "moneda", b"moneda", "nombre", b"nombre", "precio", b"precio"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aforo_total", b"aforo_total", "asientos", b"asientos", "asientos_disponibles", b"asientos_disponibles", "con_asientos", b"con_asientos", "entradas_disponibles", b"entradas_disponibles", "fecha", b"fecha", "filas", b"filas", "id", b"id", "inventario_version", b"inventario_version", "lugar", b"lugar", "max_por_usuario", b"max_por_usuario", "moneda", b"moneda", "nombre", b"nombre", "precio", b"precio"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Evento: _TypeAlias = Evento  # noqa: Y015
+
+@_typing.final
+class FilaAsientos(_message.Message):
+    """A row of numbered seats: the labels "<fila>-<desde>" to "<fila>-<hasta>", for
+    example {fila: "B", desde: 1, hasta: 30} is B-1, B-2, ..., B-30.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILA_FIELD_NUMBER: _builtins.int
+    DESDE_FIELD_NUMBER: _builtins.int
+    HASTA_FIELD_NUMBER: _builtins.int
+    fila: _builtins.str
+    """The row's name: 1 to 10 characters."""
+    desde: _builtins.int
+    """The first seat number: 1 to 99,999."""
+    hasta: _builtins.int
+    """The last seat number: desde to 99,999."""
+    def __init__(
+        self,
+        *,
+        fila: _builtins.str = ...,
+        desde: _builtins.int = ...,
+        hasta: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desde", b"desde", "fila", b"fila", "hasta", b"hasta"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilaAsientos: _TypeAlias = FilaAsientos  # noqa: Y015
 
 @_typing.final
 class CreateEventoRequest(_message.Message):
@@ -157,6 +199,90 @@ class GetEventoRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetEventoRequest: _TypeAlias = GetEventoRequest  # noqa: Y015
+
+@_typing.final
+class ListAsientosRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTO_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SOLO_DISPONIBLES_FIELD_NUMBER: _builtins.int
+    evento_id: _builtins.str
+    """The event."""
+    page_size: _builtins.int
+    """Maximum number of seats to return: 0 means the default (1000); values above 5000 are capped to 5000."""
+    page_token: _builtins.str
+    """The `next_page_token` of a previous response with the same filters, or empty for the first page."""
+    solo_disponibles: _builtins.bool
+    """Only the seats still on sale, when set."""
+    def __init__(
+        self,
+        *,
+        evento_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        solo_disponibles: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evento_id", b"evento_id", "page_size", b"page_size", "page_token", b"page_token", "solo_disponibles", b"solo_disponibles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAsientosRequest: _TypeAlias = ListAsientosRequest  # noqa: Y015
+
+@_typing.final
+class Asiento(_message.Message):
+    """One seat of a seat map."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ETIQUETA_FIELD_NUMBER: _builtins.int
+    DISPONIBLE_FIELD_NUMBER: _builtins.int
+    etiqueta: _builtins.str
+    """The seat's label, for example "B-12"."""
+    disponible: _builtins.bool
+    """Whether it is still on sale."""
+    def __init__(
+        self,
+        *,
+        etiqueta: _builtins.str = ...,
+        disponible: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disponible", b"disponible", "etiqueta", b"etiqueta"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Asiento: _TypeAlias = Asiento  # noqa: Y015
+
+@_typing.final
+class ListAsientosResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASIENTOS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def asientos(self) -> _containers.RepeatedCompositeFieldContainer[Global___Asiento]:
+        """The seats of this page, in seat-map order."""
+
+    def __init__(
+        self,
+        *,
+        asientos: _abc.Iterable[Global___Asiento] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asientos", b"asientos", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAsientosResponse: _TypeAlias = ListAsientosResponse  # noqa: Y015
 
 @_typing.final
 class ListEventosRequest(_message.Message):
@@ -286,7 +412,7 @@ class ReservarEntradasRequest(_message.Message):
     reserva_id: _builtins.str
     """The reservation taking the tickets; the idempotency key of this call."""
     cantidad: _builtins.int
-    """How many tickets: 1 or more. For a seated event, the number of `asientos`."""
+    """How many tickets: 1 to 10,000,000. For a seated event, the number of `asientos` (at most 100)."""
     usuario_id: _builtins.str
     """The buyer (at most 128 characters), whose tickets of the event are counted
     against its `max_por_usuario`; required when the event has one.

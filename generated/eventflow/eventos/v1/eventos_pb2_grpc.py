@@ -30,6 +30,10 @@ class EventosServiceStub:
     """EventosService owns events, their capacity, their seat maps and the tickets
     still available. Errors carry a google.rpc.ErrorInfo detail whose `reason`
     names the problem (for example VALIDATION_FAILED, EVENTO_NOT_FOUND, SOLD_OUT, SEAT_TAKEN).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     def __init__(self, channel):
@@ -47,6 +51,11 @@ class EventosServiceStub:
                 '/eventflow.eventos.v1.EventosService/GetEvento',
                 request_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.GetEventoRequest.SerializeToString,
                 response_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.Evento.FromString,
+                _registered_method=True)
+        self.ListAsientos = channel.unary_unary(
+                '/eventflow.eventos.v1.EventosService/ListAsientos',
+                request_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListAsientosRequest.SerializeToString,
+                response_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListAsientosResponse.FromString,
                 _registered_method=True)
         self.ListEventos = channel.unary_unary(
                 '/eventflow.eventos.v1.EventosService/ListEventos',
@@ -79,23 +88,48 @@ class EventosServiceServicer:
     """EventosService owns events, their capacity, their seat maps and the tickets
     still available. Errors carry a google.rpc.ErrorInfo detail whose `reason`
     names the problem (for example VALIDATION_FAILED, EVENTO_NOT_FOUND, SOLD_OUT, SEAT_TAKEN).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     def CreateEvento(self, request, context):
         """Creates an event. `entradas_disponibles` starts at `aforo_total`; with a seat
-        map, `aforo_total` is the number of seats and every seat starts available.
-        `max_por_usuario` (optional) limits the tickets one buyer may hold.
-        Errors: INVALID_ARGUMENT (a field breaks a rule, for example max_por_usuario
-        negative or above aforo_total; the message names it).
+        map (`asientos`, `filas` or both), `aforo_total` is the number of seats and every
+        seat starts available. A big seat map is written as rows (`filas`): 50,000 seats
+        in a few kilobytes. The answer leaves the seat lists out when they do not fit in
+        one message (see GetEvento). `max_por_usuario` (optional) limits the tickets one
+        buyer may hold.
+        Errors: INVALID_ARGUMENT (a field breaks a rule or passes its cap, for example
+        max_por_usuario negative or above aforo_total; the message names it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetEvento(self, request, context):
-        """Returns one event, or only the fields named in `read_mask`.
-        Errors: INVALID_ARGUMENT (empty id, reason VALIDATION_FAILED; `read_mask` names a
-        field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such event).
+        """Returns one event, or only the fields named in `read_mask`. The seat lists
+        (`asientos`, `asientos_disponibles`) come with it when they fit in one message;
+        with an empty read_mask they are left out otherwise (`con_asientos` still says
+        the event has a seat map): ListAsientos reads any seat map a page at a time.
+        Errors: INVALID_ARGUMENT (empty or too long id, reason VALIDATION_FAILED; `read_mask`
+        names a field Evento does not have, reason INVALID_READ_MASK), NOT_FOUND (no such
+        event), FAILED_PRECONDITION (`read_mask` names a seat list that does not fit in one
+        message, reason SEAT_MAP_TOO_LARGE: use ListAsientos).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAsientos(self, request, context):
+        """Lists an event's seats in seat-map order, each with whether it is still on sale,
+        optionally only the available ones, one page at a time. A page may hold fewer seats
+        than page_size (even none, when it looked through many taken seats) and still have
+        a next_page_token: only an empty next_page_token ends the list. An event without a
+        seat map has no seats to list.
+        Errors: INVALID_ARGUMENT (empty or too long evento_id, negative page_size, a forged
+        page_token), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,7 +137,8 @@ class EventosServiceServicer:
 
     def ListEventos(self, request, context):
         """Lists events ordered by `fecha` (earliest first), optionally only those at
-        `lugar` and between `desde` and `hasta` (inclusive), one page at a time. The
+        `lugar` and between `desde` and `hasta` (inclusive), one page at a time (a page
+        also ends before it passes the message limit). The
         seat lists (`asientos`, `asientos_disponibles`) are left out, so a page stays
         small however big the seat maps: `con_asientos` says whether an event has one,
         and GetEvento answers it.
@@ -116,6 +151,7 @@ class EventosServiceServicer:
     def UpdateEvento(self, request, context):
         """Updates the fields named in `update_mask` (nombre, fecha, lugar, aforo_total,
         precio, moneda, max_por_usuario); an empty mask updates all of them. The seat map cannot change.
+        The answer is the whole event (its seat lists as in GetEvento with an empty read_mask).
         A new aforo_total moves entradas_disponibles by as much and increments inventario_version.
         A new max_por_usuario applies to the next takes and counts what each buyer already holds;
         lowering it below what a buyer holds takes nothing back (that buyer cannot take more).
@@ -150,10 +186,10 @@ class EventosServiceServicer:
         never exceed it together. Idempotent per reserva_id: a retry takes nothing more
         and answers what that reserva_id holds. Every take increments the event's
         `inventario_version`.
-        Errors: INVALID_ARGUMENT (cantidad < 1, seats missing, repeated, given for an
-        unseated event, no usuario_id for an event with max_por_usuario, reason
-        VALIDATION_FAILED; a seat not in the seat map, reason UNKNOWN_SEAT),
-        NOT_FOUND (no such event, reason EVENTO_NOT_FOUND),
+        Errors: INVALID_ARGUMENT (cantidad not from 1 to 10,000,000, more than 100
+        seats, seats missing, repeated, given for an unseated event, no usuario_id for
+        an event with max_por_usuario, reason VALIDATION_FAILED; a seat not in the seat
+        map, reason UNKNOWN_SEAT), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND),
         FAILED_PRECONDITION (not enough tickets, reason SOLD_OUT; a named seat is
         taken, reason SEAT_TAKEN, with the taken seats in the metadata's `asientos`;
         both carry `disponibles` and `inventario_version` in the metadata; the buyer
@@ -192,6 +228,11 @@ def add_EventosServiceServicer_to_server(servicer, server):
                     request_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.GetEventoRequest.FromString,
                     response_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.Evento.SerializeToString,
             ),
+            'ListAsientos': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAsientos,
+                    request_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListAsientosRequest.FromString,
+                    response_serializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListAsientosResponse.SerializeToString,
+            ),
             'ListEventos': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEventos,
                     request_deserializer=eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListEventosRequest.FromString,
@@ -229,6 +270,10 @@ class EventosService:
     """EventosService owns events, their capacity, their seat maps and the tickets
     still available. Errors carry a google.rpc.ErrorInfo detail whose `reason`
     names the problem (for example VALIDATION_FAILED, EVENTO_NOT_FOUND, SOLD_OUT, SEAT_TAKEN).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     @staticmethod
@@ -275,6 +320,33 @@ class EventosService:
             '/eventflow.eventos.v1.EventosService/GetEvento',
             eventflow_dot_eventos_dot_v1_dot_eventos__pb2.GetEventoRequest.SerializeToString,
             eventflow_dot_eventos_dot_v1_dot_eventos__pb2.Evento.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAsientos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventflow.eventos.v1.EventosService/ListAsientos',
+            eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListAsientosRequest.SerializeToString,
+            eventflow_dot_eventos_dot_v1_dot_eventos__pb2.ListAsientosResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -210,8 +210,8 @@ class ReservarRequest(_message.Message):
     cantidad: _builtins.int
     """Number of tickets: 1 to 10. For a seated event, the number of `asientos`."""
     medio_pago: _builtins.str
-    """Payment token: tok_visa (approved), tok_declined (declined), tok_slow
-    (approved after a delay), tok_timeout (the gateway does not answer).
+    """Payment token (at most 64 characters): tok_visa (approved), tok_declined
+    (declined), tok_slow (approved after a delay), tok_timeout (the gateway does not answer).
     """
     idempotency_key: _builtins.str
     """Client-chosen key, unique per user, 1 to 128 characters: a repeat with the
@@ -219,7 +219,9 @@ class ReservarRequest(_message.Message):
     """
     @_builtins.property
     def asientos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Distinct seats, required for a seated event and refused for an unseated one."""
+        """Distinct seats (labels of 1 to 20 characters), required for a seated event and
+        refused for an unseated one.
+        """
 
     def __init__(
         self,
@@ -358,16 +360,26 @@ class GetHistorialReservaRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESERVA_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     reserva_id: _builtins.str
     """The reservation's id."""
+    page_size: _builtins.int
+    """Maximum number of events to return: 0 and values above 500 mean 500 (a whole stream, but for one
+    whose compensation was retried for long).
+    """
+    page_token: _builtins.str
+    """The `next_page_token` of a previous response for the same reservation, or empty for the first page."""
     def __init__(
         self,
         *,
         reserva_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reserva_id", b"reserva_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "reserva_id", b"reserva_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -416,6 +428,9 @@ class GetHistorialReservaResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTOS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
     @_builtins.property
     def eventos(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventoReserva]:
         """The reservation's events, oldest first."""
@@ -424,10 +439,11 @@ class GetHistorialReservaResponse(_message.Message):
         self,
         *,
         eventos: _abc.Iterable[Global___EventoReserva] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["eventos", b"eventos"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["eventos", b"eventos", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

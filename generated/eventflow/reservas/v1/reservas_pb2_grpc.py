@@ -30,6 +30,10 @@ class ReservasServiceStub:
     reservations. Errors carry a google.rpc.ErrorInfo detail whose `reason` names
     the problem (for example SOLD_OUT, SEAT_TAKEN, PAYMENT_DECLINED) and, once a
     reservation exists, whose metadata carries its `reserva_id`.
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     def __init__(self, channel):
@@ -75,6 +79,10 @@ class ReservasServiceServicer:
     reservations. Errors carry a google.rpc.ErrorInfo detail whose `reason` names
     the problem (for example SOLD_OUT, SEAT_TAKEN, PAYMENT_DECLINED) and, once a
     reservation exists, whose metadata carries its `reserva_id`.
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     def Reservar(self, request, context):
@@ -95,7 +103,7 @@ class ReservasServiceServicer:
     def GetReserva(self, request, context):
         """Returns a reservation as its event stream says it is now (strongly
         consistent), or as it was at the instant `as_of`.
-        Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (no such reservation, or it did not exist yet at as_of).
+        Errors: INVALID_ARGUMENT (empty or too long id), NOT_FOUND (no such reservation, or it did not exist yet at as_of).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,7 +113,7 @@ class ReservasServiceServicer:
         """Cancels a confirmed reservation: refunds the payment, gives the tickets back
         and removes it from the user's history. Idempotent: cancelling a cancelled
         reservation answers it and undoes nothing more.
-        Errors: INVALID_ARGUMENT (empty id), NOT_FOUND, FAILED_PRECONDITION (not
+        Errors: INVALID_ARGUMENT (empty or too long id), NOT_FOUND, FAILED_PRECONDITION (not
         CONFIRMADA, reason NOT_CANCELLABLE; the event already happened, reason EVENT_PAST),
         UNAVAILABLE (a service it needs is down; the cancellation is finished later).
         """
@@ -115,7 +123,8 @@ class ReservasServiceServicer:
 
     def ListReservas(self, request, context):
         """Lists reservations, newest first, from the read model (eventually
-        consistent: `actualizado_hasta` says how current it is).
+        consistent: `actualizado_hasta` says how current it is), one page at a time (a
+        page also ends before it passes the message limit).
         Errors: INVALID_ARGUMENT (negative page_size, a forged page_token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -123,8 +132,10 @@ class ReservasServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetHistorialReserva(self, request, context):
-        """Returns a reservation's whole event stream in order: the audit trail.
-        Errors: INVALID_ARGUMENT (empty reserva_id), NOT_FOUND (no such reservation).
+        """Returns a reservation's event stream in order (the audit trail), one page at a
+        time: a stream whose compensation was retried for long can outgrow one message.
+        Errors: INVALID_ARGUMENT (empty or too long reserva_id, negative page_size, a
+        forged page_token), NOT_FOUND (no such reservation).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,7 +144,7 @@ class ReservasServiceServicer:
     def GetEstadisticasEvento(self, request, context):
         """Returns an event's sales figures from the read model (eventually consistent).
         An event with no reservations answers zeros.
-        Errors: INVALID_ARGUMENT (empty evento_id).
+        Errors: INVALID_ARGUMENT (empty or too long evento_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -185,6 +196,10 @@ class ReservasService:
     reservations. Errors carry a google.rpc.ErrorInfo detail whose `reason` names
     the problem (for example SOLD_OUT, SEAT_TAKEN, PAYMENT_DECLINED) and, once a
     reservation exists, whose metadata carries its `reserva_id`.
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     @staticmethod

@@ -33,6 +33,10 @@ class ReservasServiceStub:
     reservations. Errors carry a google.rpc.ErrorInfo detail whose `reason` names
     the problem (for example SOLD_OUT, SEAT_TAKEN, PAYMENT_DECLINED) and, once a
     reservation exists, whose metadata carries its `reserva_id`.
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     @_typing.overload
@@ -53,29 +57,32 @@ class ReservasServiceStub:
     GetReserva: _grpc.UnaryUnaryMultiCallable[_reservas_pb2.GetReservaRequest, _reservas_pb2.Reserva]
     """Returns a reservation as its event stream says it is now (strongly
     consistent), or as it was at the instant `as_of`.
-    Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (no such reservation, or it did not exist yet at as_of).
+    Errors: INVALID_ARGUMENT (empty or too long id), NOT_FOUND (no such reservation, or it did not exist yet at as_of).
     """
     CancelarReserva: _grpc.UnaryUnaryMultiCallable[_reservas_pb2.CancelarReservaRequest, _reservas_pb2.Reserva]
     """Cancels a confirmed reservation: refunds the payment, gives the tickets back
     and removes it from the user's history. Idempotent: cancelling a cancelled
     reservation answers it and undoes nothing more.
-    Errors: INVALID_ARGUMENT (empty id), NOT_FOUND, FAILED_PRECONDITION (not
+    Errors: INVALID_ARGUMENT (empty or too long id), NOT_FOUND, FAILED_PRECONDITION (not
     CONFIRMADA, reason NOT_CANCELLABLE; the event already happened, reason EVENT_PAST),
     UNAVAILABLE (a service it needs is down; the cancellation is finished later).
     """
     ListReservas: _grpc.UnaryUnaryMultiCallable[_reservas_pb2.ListReservasRequest, _reservas_pb2.ListReservasResponse]
     """Lists reservations, newest first, from the read model (eventually
-    consistent: `actualizado_hasta` says how current it is).
+    consistent: `actualizado_hasta` says how current it is), one page at a time (a
+    page also ends before it passes the message limit).
     Errors: INVALID_ARGUMENT (negative page_size, a forged page_token).
     """
     GetHistorialReserva: _grpc.UnaryUnaryMultiCallable[_reservas_pb2.GetHistorialReservaRequest, _reservas_pb2.GetHistorialReservaResponse]
-    """Returns a reservation's whole event stream in order: the audit trail.
-    Errors: INVALID_ARGUMENT (empty reserva_id), NOT_FOUND (no such reservation).
+    """Returns a reservation's event stream in order (the audit trail), one page at a
+    time: a stream whose compensation was retried for long can outgrow one message.
+    Errors: INVALID_ARGUMENT (empty or too long reserva_id, negative page_size, a
+    forged page_token), NOT_FOUND (no such reservation).
     """
     GetEstadisticasEvento: _grpc.UnaryUnaryMultiCallable[_reservas_pb2.GetEstadisticasEventoRequest, _reservas_pb2.EstadisticasEvento]
     """Returns an event's sales figures from the read model (eventually consistent).
     An event with no reservations answers zeros.
-    Errors: INVALID_ARGUMENT (empty evento_id).
+    Errors: INVALID_ARGUMENT (empty or too long evento_id).
     """
 
 @_typing.type_check_only
@@ -84,6 +91,10 @@ class ReservasServiceAsyncStub(ReservasServiceStub):
     reservations. Errors carry a google.rpc.ErrorInfo detail whose `reason` names
     the problem (for example SOLD_OUT, SEAT_TAKEN, PAYMENT_DECLINED) and, once a
     reservation exists, whose metadata carries its `reserva_id`.
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -101,29 +112,32 @@ class ReservasServiceAsyncStub(ReservasServiceStub):
     GetReserva: _aio.UnaryUnaryMultiCallable[_reservas_pb2.GetReservaRequest, _reservas_pb2.Reserva]  # type: ignore[assignment]
     """Returns a reservation as its event stream says it is now (strongly
     consistent), or as it was at the instant `as_of`.
-    Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (no such reservation, or it did not exist yet at as_of).
+    Errors: INVALID_ARGUMENT (empty or too long id), NOT_FOUND (no such reservation, or it did not exist yet at as_of).
     """
     CancelarReserva: _aio.UnaryUnaryMultiCallable[_reservas_pb2.CancelarReservaRequest, _reservas_pb2.Reserva]  # type: ignore[assignment]
     """Cancels a confirmed reservation: refunds the payment, gives the tickets back
     and removes it from the user's history. Idempotent: cancelling a cancelled
     reservation answers it and undoes nothing more.
-    Errors: INVALID_ARGUMENT (empty id), NOT_FOUND, FAILED_PRECONDITION (not
+    Errors: INVALID_ARGUMENT (empty or too long id), NOT_FOUND, FAILED_PRECONDITION (not
     CONFIRMADA, reason NOT_CANCELLABLE; the event already happened, reason EVENT_PAST),
     UNAVAILABLE (a service it needs is down; the cancellation is finished later).
     """
     ListReservas: _aio.UnaryUnaryMultiCallable[_reservas_pb2.ListReservasRequest, _reservas_pb2.ListReservasResponse]  # type: ignore[assignment]
     """Lists reservations, newest first, from the read model (eventually
-    consistent: `actualizado_hasta` says how current it is).
+    consistent: `actualizado_hasta` says how current it is), one page at a time (a
+    page also ends before it passes the message limit).
     Errors: INVALID_ARGUMENT (negative page_size, a forged page_token).
     """
     GetHistorialReserva: _aio.UnaryUnaryMultiCallable[_reservas_pb2.GetHistorialReservaRequest, _reservas_pb2.GetHistorialReservaResponse]  # type: ignore[assignment]
-    """Returns a reservation's whole event stream in order: the audit trail.
-    Errors: INVALID_ARGUMENT (empty reserva_id), NOT_FOUND (no such reservation).
+    """Returns a reservation's event stream in order (the audit trail), one page at a
+    time: a stream whose compensation was retried for long can outgrow one message.
+    Errors: INVALID_ARGUMENT (empty or too long reserva_id, negative page_size, a
+    forged page_token), NOT_FOUND (no such reservation).
     """
     GetEstadisticasEvento: _aio.UnaryUnaryMultiCallable[_reservas_pb2.GetEstadisticasEventoRequest, _reservas_pb2.EstadisticasEvento]  # type: ignore[assignment]
     """Returns an event's sales figures from the read model (eventually consistent).
     An event with no reservations answers zeros.
-    Errors: INVALID_ARGUMENT (empty evento_id).
+    Errors: INVALID_ARGUMENT (empty or too long evento_id).
     """
 
 class ReservasServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -131,6 +145,10 @@ class ReservasServiceServicer(metaclass=_abc_1.ABCMeta):
     reservations. Errors carry a google.rpc.ErrorInfo detail whose `reason` names
     the problem (for example SOLD_OUT, SEAT_TAKEN, PAYMENT_DECLINED) and, once a
     reservation exists, whose metadata carries its `reserva_id`.
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     @_abc_1.abstractmethod
@@ -158,7 +176,7 @@ class ReservasServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_reservas_pb2.Reserva, _abc.Awaitable[_reservas_pb2.Reserva]]:
         """Returns a reservation as its event stream says it is now (strongly
         consistent), or as it was at the instant `as_of`.
-        Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (no such reservation, or it did not exist yet at as_of).
+        Errors: INVALID_ARGUMENT (empty or too long id), NOT_FOUND (no such reservation, or it did not exist yet at as_of).
         """
 
     @_abc_1.abstractmethod
@@ -170,7 +188,7 @@ class ReservasServiceServicer(metaclass=_abc_1.ABCMeta):
         """Cancels a confirmed reservation: refunds the payment, gives the tickets back
         and removes it from the user's history. Idempotent: cancelling a cancelled
         reservation answers it and undoes nothing more.
-        Errors: INVALID_ARGUMENT (empty id), NOT_FOUND, FAILED_PRECONDITION (not
+        Errors: INVALID_ARGUMENT (empty or too long id), NOT_FOUND, FAILED_PRECONDITION (not
         CONFIRMADA, reason NOT_CANCELLABLE; the event already happened, reason EVENT_PAST),
         UNAVAILABLE (a service it needs is down; the cancellation is finished later).
         """
@@ -182,7 +200,8 @@ class ReservasServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_reservas_pb2.ListReservasResponse, _abc.Awaitable[_reservas_pb2.ListReservasResponse]]:
         """Lists reservations, newest first, from the read model (eventually
-        consistent: `actualizado_hasta` says how current it is).
+        consistent: `actualizado_hasta` says how current it is), one page at a time (a
+        page also ends before it passes the message limit).
         Errors: INVALID_ARGUMENT (negative page_size, a forged page_token).
         """
 
@@ -192,8 +211,10 @@ class ReservasServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _reservas_pb2.GetHistorialReservaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_reservas_pb2.GetHistorialReservaResponse, _abc.Awaitable[_reservas_pb2.GetHistorialReservaResponse]]:
-        """Returns a reservation's whole event stream in order: the audit trail.
-        Errors: INVALID_ARGUMENT (empty reserva_id), NOT_FOUND (no such reservation).
+        """Returns a reservation's event stream in order (the audit trail), one page at a
+        time: a stream whose compensation was retried for long can outgrow one message.
+        Errors: INVALID_ARGUMENT (empty or too long reserva_id, negative page_size, a
+        forged page_token), NOT_FOUND (no such reservation).
         """
 
     @_abc_1.abstractmethod
@@ -204,7 +225,7 @@ class ReservasServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_reservas_pb2.EstadisticasEvento, _abc.Awaitable[_reservas_pb2.EstadisticasEvento]]:
         """Returns an event's sales figures from the read model (eventually consistent).
         An event with no reservations answers zeros.
-        Errors: INVALID_ARGUMENT (empty evento_id).
+        Errors: INVALID_ARGUMENT (empty or too long evento_id).
         """
 
 def add_ReservasServiceServicer_to_server(servicer: ReservasServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -30,6 +30,10 @@ class UsuariosServiceStub:
     """UsuariosService owns user profiles and each user's purchase history
     (`historial_compras`). Errors carry a google.rpc.ErrorInfo detail whose
     `reason` names the problem (for example VALIDATION_FAILED, USUARIO_NOT_FOUND).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     def __init__(self, channel):
@@ -79,6 +83,10 @@ class UsuariosServiceServicer:
     """UsuariosService owns user profiles and each user's purchase history
     (`historial_compras`). Errors carry a google.rpc.ErrorInfo detail whose
     `reason` names the problem (for example VALIDATION_FAILED, USUARIO_NOT_FOUND).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     def CreateUsuario(self, request, context):
@@ -92,14 +100,14 @@ class UsuariosServiceServicer:
 
     def GetUsuario(self, request, context):
         """Returns one user.
-        Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (no such user).
+        Errors: INVALID_ARGUMENT (empty or too long id), NOT_FOUND (no such user).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListUsuarios(self, request, context):
-        """Lists users, oldest first, one page at a time.
+        """Lists users, oldest first, one page at a time (a page also ends before it passes the message limit).
         Errors: INVALID_ARGUMENT (negative page_size, or a page_token this server did not issue).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -128,7 +136,7 @@ class UsuariosServiceServicer:
         """Adds a reservation to the user's `historial_compras`. Idempotent: recording
         the same reserva_id twice keeps one entry. Called by reservas' saga. Answers
         whether this call added it, not the whole user (whose history grows with every purchase).
-        Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
+        Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,7 +146,7 @@ class UsuariosServiceServicer:
         """Removes a reservation from the user's `historial_compras` (the saga's
         compensation). Idempotent: removing an absent entry is a no-op. Answers
         whether this call removed it.
-        Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
+        Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -194,6 +202,10 @@ class UsuariosService:
     """UsuariosService owns user profiles and each user's purchase history
     (`historial_compras`). Errors carry a google.rpc.ErrorInfo detail whose
     `reason` names the problem (for example VALIDATION_FAILED, USUARIO_NOT_FOUND).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     @staticmethod

@@ -31,6 +31,10 @@ class UsuariosServiceStub:
     """UsuariosService owns user profiles and each user's purchase history
     (`historial_compras`). Errors carry a google.rpc.ErrorInfo detail whose
     `reason` names the problem (for example VALIDATION_FAILED, USUARIO_NOT_FOUND).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     @_typing.overload
@@ -44,10 +48,10 @@ class UsuariosServiceStub:
     """
     GetUsuario: _grpc.UnaryUnaryMultiCallable[_usuarios_pb2.GetUsuarioRequest, _usuarios_pb2.Usuario]
     """Returns one user.
-    Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (no such user).
+    Errors: INVALID_ARGUMENT (empty or too long id), NOT_FOUND (no such user).
     """
     ListUsuarios: _grpc.UnaryUnaryMultiCallable[_usuarios_pb2.ListUsuariosRequest, _usuarios_pb2.ListUsuariosResponse]
-    """Lists users, oldest first, one page at a time.
+    """Lists users, oldest first, one page at a time (a page also ends before it passes the message limit).
     Errors: INVALID_ARGUMENT (negative page_size, or a page_token this server did not issue).
     """
     UpdateUsuario: _grpc.UnaryUnaryMultiCallable[_usuarios_pb2.UpdateUsuarioRequest, _usuarios_pb2.Usuario]
@@ -64,13 +68,13 @@ class UsuariosServiceStub:
     """Adds a reservation to the user's `historial_compras`. Idempotent: recording
     the same reserva_id twice keeps one entry. Called by reservas' saga. Answers
     whether this call added it, not the whole user (whose history grows with every purchase).
-    Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
+    Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
     """
     AnularCompra: _grpc.UnaryUnaryMultiCallable[_usuarios_pb2.AnularCompraRequest, _usuarios_pb2.AnularCompraResponse]
     """Removes a reservation from the user's `historial_compras` (the saga's
     compensation). Idempotent: removing an absent entry is a no-op. Answers
     whether this call removed it.
-    Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
+    Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
     """
 
 @_typing.type_check_only
@@ -78,6 +82,10 @@ class UsuariosServiceAsyncStub(UsuariosServiceStub):
     """UsuariosService owns user profiles and each user's purchase history
     (`historial_compras`). Errors carry a google.rpc.ErrorInfo detail whose
     `reason` names the problem (for example VALIDATION_FAILED, USUARIO_NOT_FOUND).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -88,10 +96,10 @@ class UsuariosServiceAsyncStub(UsuariosServiceStub):
     """
     GetUsuario: _aio.UnaryUnaryMultiCallable[_usuarios_pb2.GetUsuarioRequest, _usuarios_pb2.Usuario]  # type: ignore[assignment]
     """Returns one user.
-    Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (no such user).
+    Errors: INVALID_ARGUMENT (empty or too long id), NOT_FOUND (no such user).
     """
     ListUsuarios: _aio.UnaryUnaryMultiCallable[_usuarios_pb2.ListUsuariosRequest, _usuarios_pb2.ListUsuariosResponse]  # type: ignore[assignment]
-    """Lists users, oldest first, one page at a time.
+    """Lists users, oldest first, one page at a time (a page also ends before it passes the message limit).
     Errors: INVALID_ARGUMENT (negative page_size, or a page_token this server did not issue).
     """
     UpdateUsuario: _aio.UnaryUnaryMultiCallable[_usuarios_pb2.UpdateUsuarioRequest, _usuarios_pb2.Usuario]  # type: ignore[assignment]
@@ -108,19 +116,23 @@ class UsuariosServiceAsyncStub(UsuariosServiceStub):
     """Adds a reservation to the user's `historial_compras`. Idempotent: recording
     the same reserva_id twice keeps one entry. Called by reservas' saga. Answers
     whether this call added it, not the whole user (whose history grows with every purchase).
-    Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
+    Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
     """
     AnularCompra: _aio.UnaryUnaryMultiCallable[_usuarios_pb2.AnularCompraRequest, _usuarios_pb2.AnularCompraResponse]  # type: ignore[assignment]
     """Removes a reservation from the user's `historial_compras` (the saga's
     compensation). Idempotent: removing an absent entry is a no-op. Answers
     whether this call removed it.
-    Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
+    Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
     """
 
 class UsuariosServiceServicer(metaclass=_abc_1.ABCMeta):
     """UsuariosService owns user profiles and each user's purchase history
     (`historial_compras`). Errors carry a google.rpc.ErrorInfo detail whose
     `reason` names the problem (for example VALIDATION_FAILED, USUARIO_NOT_FOUND).
+    Limits: every string and list of a request has a cap (ids 128 characters, the
+    others as their fields say; the README's Limits section lists them all): a longer
+    one is INVALID_ARGUMENT naming the field and the cap. A request larger than the
+    message limit (1 MiB unless configured) is RESOURCE_EXHAUSTED.
     """
 
     @_abc_1.abstractmethod
@@ -141,7 +153,7 @@ class UsuariosServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_usuarios_pb2.Usuario, _abc.Awaitable[_usuarios_pb2.Usuario]]:
         """Returns one user.
-        Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (no such user).
+        Errors: INVALID_ARGUMENT (empty or too long id), NOT_FOUND (no such user).
         """
 
     @_abc_1.abstractmethod
@@ -150,7 +162,7 @@ class UsuariosServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _usuarios_pb2.ListUsuariosRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_usuarios_pb2.ListUsuariosResponse, _abc.Awaitable[_usuarios_pb2.ListUsuariosResponse]]:
-        """Lists users, oldest first, one page at a time.
+        """Lists users, oldest first, one page at a time (a page also ends before it passes the message limit).
         Errors: INVALID_ARGUMENT (negative page_size, or a page_token this server did not issue).
         """
 
@@ -185,7 +197,7 @@ class UsuariosServiceServicer(metaclass=_abc_1.ABCMeta):
         """Adds a reservation to the user's `historial_compras`. Idempotent: recording
         the same reserva_id twice keeps one entry. Called by reservas' saga. Answers
         whether this call added it, not the whole user (whose history grows with every purchase).
-        Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
+        Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
         """
 
     @_abc_1.abstractmethod
@@ -197,7 +209,7 @@ class UsuariosServiceServicer(metaclass=_abc_1.ABCMeta):
         """Removes a reservation from the user's `historial_compras` (the saga's
         compensation). Idempotent: removing an absent entry is a no-op. Answers
         whether this call removed it.
-        Errors: INVALID_ARGUMENT (empty ids), NOT_FOUND (no such user).
+        Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
         """
 
 def add_UsuariosServiceServicer_to_server(servicer: UsuariosServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

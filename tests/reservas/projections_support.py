@@ -15,17 +15,28 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, ReplyBudget
 from infra.mongo import create_client
+from infra.pagination import PageTokens
 
 from reservas.domain import Estado, Reserva, Tipo
 from reservas.event_store import EventStore
 from reservas.mapping import reserva_to_pb
 from reservas.projections.checkpoint import Checkpoints
 from reservas.projections.projector import Projector, ProjectorTask
+from reservas.projections.queries import ReservasQueries
 from reservas.projections.read_models import ReadModels, reserva_from_view
 from reservas.projections.source import StreamSource
 
 PRECIO = 1500
+
+#: The page tokens and the byte budget of the read side's answers, as a server makes them.
+TOKENS = PageTokens(b"projections-test-page-token-key!")
+BUDGET = ReplyBudget.of_messages(DEFAULT_MAX_MESSAGE_BYTES, reserva_to_pb)
+
+
+def queries_of(db: AsyncDatabase) -> ReservasQueries:
+    return ReservasQueries(db, TOKENS, BUDGET)
 
 
 @pytest.fixture

@@ -17,9 +17,10 @@ from pymongo.errors import OperationFailure
 
 from infra.errors import InvalidArgument
 from infra.mongo import create_client
-from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, ReplyBudget, field_size
-from infra.pagination import PageTokens
+from infra.limits import ReplyBudget, field_size
 from projections_support import (  # noqa: F401 - db and store are fixtures
+    BUDGET,
+    TOKENS,
     assert_models_match_event_store,
     burst,
     cancelar,
@@ -45,8 +46,6 @@ from reservas.projections.read_models import VIEWS, ReadModels, reserva_from_vie
 from reservas.projections.rebuild import ProgressBar, rebuild
 from reservas.projections.source import current_position
 
-TOKENS = PageTokens(b"projections-test-page-token-key!")
-BUDGET = ReplyBudget.of_messages(DEFAULT_MAX_MESSAGE_BYTES, reserva_to_pb)
 
 async def view_version(db: AsyncDatabase, reserva_id: str) -> int:
     doc = await db[VIEWS].find_one({"_id": reserva_id}, {"version": 1})

@@ -29,6 +29,7 @@ from pymongo.errors import AutoReconnect, BulkWriteError, NetworkTimeout, Operat
 
 from infra import procs
 from projections_support import (  # noqa: F401 - db and store are fixtures
+    queries_of,
     PRECIO,
     assert_models_match_event_store,
     cancelar,
@@ -48,7 +49,6 @@ from reservas.projections.checkpoint import Checkpoints
 from reservas.projections.cli import list_dead_letters, rebuild_read_models, replay_dead_letters
 from reservas.projections.dead_letters import DeadLetter, DeadLetters
 from reservas.projections.poison import is_transient
-from reservas.projections.queries import ReservasQueries
 from reservas.projections.read_models import VIEWS, ReadModels
 from reservas.projections.rebuild import rebuild
 
@@ -99,7 +99,7 @@ async def assert_good_ones_projected_and_poison_held_before_it(db: AsyncDatabase
     assert held is not None and (held["version"], held["estado"], held["pagos"]) == (5, "PENDIENTE", [])
     held = await view(db, s.unreadable.id)
     assert held is not None and (held["version"], held["estado"]) == (1, "PENDIENTE")
-    queries = ReservasQueries(db)
+    queries = queries_of(db)
     e1 = await queries.estadisticas_evento("e1")
     assert (e1.solicitadas, e1.confirmadas, e1.entradas_vendidas, e1.recaudado) == (3, 2, 3, 3 * PRECIO)
     caro = await queries.estadisticas_evento("caro")
@@ -138,8 +138,8 @@ async def test_poison_streams_are_set_aside_and_the_good_ones_around_them_projec
         written = now()
         await current_to(db, written)  # actualizado_hasta moves past the poison
         await assert_good_ones_projected_and_poison_held_before_it(db, s)
-        assert (await ReservasQueries(db).estadisticas_evento("e1")).actualizado_hasta >= written  # type: ignore[operator]
-        listed = await ReservasQueries(db).list_reservas(evento_id="e1")
+        assert (await queries_of(db).estadisticas_evento("e1")).actualizado_hasta >= written  # type: ignore[operator]
+        listed = await queries_of(db).list_reservas(evento_id="e1")
         assert [r.id for r in listed.reservas] == [s.good2.id, s.unreadable.id, s.good1.id]
         assert_listed(await DeadLetters(db).list(), s)
         assert sorted(poison_lines(caplog, logging.ERROR)) == sorted([s.overflow.id, s.unreadable.id])  # once each

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from callers import AUTH, open_channel
+from callers import AUTH, PAGE_TOKEN_KEY, open_channel
 from conftest import CONFIRMADA, World
 from pymongo import AsyncMongoClient
 
@@ -65,12 +65,12 @@ async def tls_stack(
     dbs = {service: db_name(service) for service in ("usuarios", "eventos", "reservas")}
     admin = operator(tls_certs, tls_certs)
     usuarios_app = await create_usuarios(
-        UsuariosConfig(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["usuarios"],
+        UsuariosConfig(auth=AUTH, page_token_key=PAGE_TOKEN_KEY, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["usuarios"],
                        tls=service_tls(tls_certs, "usuarios"))
     )  # fmt: skip
     usuarios_address = await start_app(_ready(usuarios_app), admin)
     eventos_app = await create_eventos(
-        EventosConfig(auth=AUTH, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["eventos"],
+        EventosConfig(auth=AUTH, page_token_key=PAGE_TOKEN_KEY, port=0, bind_host="127.0.0.1", mongodb_uri=mongo_uri, mongodb_database=dbs["eventos"],
                       tls=service_tls(tls_certs, "eventos"))
     )  # fmt: skip
     eventos_address = await start_app(_ready(eventos_app), admin)

@@ -17,13 +17,13 @@ import socket
 import uuid
 
 import grpc
-import redis.asyncio
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from eventflow.reservas.v1 import reservas_pb2_grpc
 from infra.mongo import create_client, ping
 from infra.ratelimit import RateLimiter
+from infra.redis_client import connect as redis_connect
 from infra.server import GrpcApp, ServiceBinding, create_server
 from reservas.clients import EventosClient, UsuariosClient
 from reservas.config import Config
@@ -57,10 +57,9 @@ async def create_app(config: Config) -> GrpcApp:
     """Everything wired, nothing started or connected yet."""
     mongo = create_client(config.mongodb_uri, "reservas", max_pool_size=config.mongodb_max_pool_size)
     db = mongo[config.mongodb_database]
-    # Holds: a pool larger than the purchases in flight (redis-py's default of 100 would refuse the rest).
-    redis_client = redis.asyncio.Redis.from_url(
-        config.redis_url, socket_connect_timeout=2, socket_timeout=2, max_connections=1024
-    )
+    # Holds: a pool larger than the purchases in flight (redis-py's default of 100 would refuse the rest), and
+    # the retry of a stale connection (after Redis restarts, each pooled connection fails its next command once).
+    redis_client = redis_connect(config.redis_url, timeout_seconds=2, max_connections=1024)
     gate_redis = gate_client(config.redis_url)  # short timeouts: without an answer, no gate
     gate = AdmissionGate(gate_redis, refresh_seconds=config.gate_refresh_seconds)
     limiter = RateLimiter(gate_redis, config.rate_limits)  # the gate's client: short timeouts, a large pool

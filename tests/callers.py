@@ -63,6 +63,11 @@ class AsAllowed(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(new, request)
 
 
+#: Channel options of a client that reconnects within a second after a server restart (gRPC's default backoff
+#: grows to minutes): `open_channel(address, options=RECONNECT)`.
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+
+
 def open_channel(address: str, token: str | None = None, **options: Any) -> grpc.aio.Channel:
     """A plaintext channel whose calls carry `token`, or the token each call needs (AsAllowed)."""
     interceptor: grpc.aio.ClientInterceptor = BearerAuth(token) if token is not None else AsAllowed()

@@ -90,6 +90,7 @@ from pymongo.results import BulkWriteResult
 
 from eventos.domain import Allocation, Evento, InventoryChange, NewEvento, ReservaRequest, Stock, within_limit
 from infra.group_commit import DUPLICATE_KEY
+from eventos.sessions import TransactionSessions
 from infra.mongo import MAJORITY, for_reads, for_writes
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,8 @@ class EventoRepository:
         self._inventory_reads = for_reads(inventory)
         self._inventory = for_writes(inventory)
         self._locks = _EventLocks()
+        #: The sessions its write transactions run on (see eventos.sessions; the server starts them before SERVING).
+        self.sessions = TransactionSessions(db)
         #: Group commit of takes: the takes waiting per event, and the events being written.
         self._waiting: dict[str, list[tuple[ReservaRequest, asyncio.Future[InventoryChange | None]]]] = {}
         self._draining: set[str] = set()
@@ -270,7 +273,7 @@ class EventoRepository:
 
     async def _transaction(self, evento_id: str, body: Any) -> Any:
         """Run `body(session)` in a transaction (retried on transient errors); _Refused aborts it and gives None."""
-        async with self._locks.hold(evento_id), self._client.start_session() as session:
+        async with self._locks.hold(evento_id), self.sessions.session() as session:
             try:
                 return await session.with_transaction(body, write_concern=MAJORITY)
             except _Refused:
@@ -499,6 +502,7 @@ class EventoRepository:
             task.cancel()
         if self._drains:
             await asyncio.wait(list(self._drains), timeout=5)
+        await self.sessions.close()
 
     async def _drain(self, evento_id: str) -> None:
         """Write the event's waiting takes, a batch at a time, until none is waiting.

@@ -33,8 +33,9 @@ async def create_app(config: Config) -> GrpcApp:
     async def health_check() -> bool:
         # SERVING once MongoDB answers; the indexes are ensured on the first success, so a
         # service started before its database becomes SERVING later instead of crashing. Then the
-        # events an earlier version stored are moved to the current shape, before SERVING (an
-        # interrupted migration is taken up again by the next check).
+        # events an earlier version stored are moved to the current shape, and the transactions a
+        # killed eventos left open are ended (eventos.sessions), before SERVING (what is interrupted
+        # is taken up again by the next check).
         nonlocal indexes_ready
         if not await ping(db):
             return False
@@ -42,8 +43,9 @@ async def create_app(config: Config) -> GrpcApp:
             try:
                 await repository.ensure_indexes()
                 await repository.migrate_legacy()
+                await repository.sessions.start()
             except PyMongoError:
-                log.warning("could not ensure indexes or migrate earlier events yet", exc_info=True)
+                log.warning("could not ensure indexes, migrate earlier events or end earlier sessions yet", exc_info=True)
                 return False
             indexes_ready = True
         return True

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import sys
+from collections.abc import Awaitable, Mapping
+from typing import TypeVar
 
+import pymongo.lock
 from pymongo import AsyncMongoClient, ReadPreference, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -36,7 +40,35 @@ def pool_size(env: Mapping[str, str]) -> int:
     return size
 
 
+T = TypeVar("T")
+
+
+async def _wait_for(awaitable: Awaitable[T], timeout: float | None) -> T:
+    """`asyncio.wait_for` as Python 3.12 has it: built on `asyncio.timeout`, the awaitable runs in the caller's task."""
+    async with asyncio.timeout(timeout):
+        return await awaitable
+
+
+def cancellation_safe_pymongo() -> None:
+    """Make pymongo's asyncio client safe to cancel on Python 3.11 (idempotent; nothing to do on 3.12+).
+
+    pymongo waits on its topology and pool conditions through `pymongo.lock._async_cond_wait`, which is
+    `asyncio.wait_for(condition.wait(), timeout)`. On 3.11, wait_for runs `condition.wait()` in a task of
+    its own, and when the waiting caller is cancelled while that task is still re-taking the lock after
+    a timeout (CPython gh-86296, fixed in 3.12 by rebuilding wait_for on `asyncio.timeout`), the caller
+    leaves without the lock: its `async with` releases a lock it does not hold ("RuntimeError: Lock is
+    not acquired"), and the orphaned task takes the lock afterwards and ends holding it. Every later
+    operation of that client, its health ping and its server monitor included, then waits for the
+    topology lock forever. A MongoDB outage under load makes it likely: hundreds of operations wait in
+    server selection, 0.5 s at a time, while gRPC cancels the handlers whose callers gave up (issue 9).
+    This gives pymongo 3.12's wait_for, under which a cancelled wait re-takes the lock before it leaves.
+    """
+    if sys.version_info < (3, 12) and getattr(pymongo.lock, "wait_for", None) is asyncio.wait_for:
+        pymongo.lock.wait_for = _wait_for
+
+
 def create_client(uri: str, app_name: str, max_pool_size: int = DEFAULT_POOL_SIZE) -> AsyncMongoClient:
+    cancellation_safe_pymongo()
     return AsyncMongoClient(
         uri,
         appname=app_name,

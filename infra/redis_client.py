@@ -1,8 +1,14 @@
-"""The Redis client for calls that must answer fast or not at all (the admission gate, the rate limiter).
+"""The Redis client of reservas: the admission gate and the rate limiter (short timeouts), the holds (longer).
 
 redis-py's defaults retry a failed command 10 times with backoff (seconds per call while Redis is down),
 and its asyncio pool raises past 100 connections in use: callers on the request path want a short timeout,
-one immediate retry (a connection gone stale) and a pool larger than the calls in flight.
+one immediate retry and a pool larger than the calls in flight.
+
+The retry is what brings a client back after Redis restarts: a client made by `from_url` has no retry of
+its own, and with RESP3's maintenance notifications on (redis-py 8's default) the pool no longer checks a
+connection before handing it out, so every pooled connection failed its next command once ("Connection
+closed by server"): the purchases of the first seconds after an outage failed REDIS_UNAVAILABLE while
+health already said SERVING (issue 9). Retried, the command goes out on the connection made again.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ reflection and the error-mapping interceptor, over plaintext or TLS, receiving a
 most `max_message_bytes` (see infra.limits); `GrpcApp.run_until_signal` serves
 until SIGTERM or SIGINT and then shuts down gracefully (in-flight calls finish).
 Health is NOT_SERVING until the service's own check (its MongoDB answering)
-passes, and follows that check afterwards.
+passes, and follows that check afterwards. A check that does not answer within
+`check_timeout` counts as failed (and says so in the log) while it goes on: health
+never stays at what it was because the check itself got stuck.
 """
 
 from __future__ import annotations
@@ -64,8 +66,12 @@ class GrpcApp:
     check_interval: float = 2.0
     grace: float = 10.0
     tls: bool = False
+    #: A check that has not answered after this long counts as failed (NOT_SERVING) until it does.
+    check_timeout: float = 10.0
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _monitor: asyncio.Task[None] | None = None
+    _check: asyncio.Task[bool] | None = None
+    _late: bool = False
 
     async def start(self) -> None:
         await self.server.start()
@@ -76,14 +82,35 @@ class GrpcApp:
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
 
+    async def _run_check(self) -> bool:
+        try:
+            return await self.health_check()
+        except Exception:  # a failing check means "not serving", never a dead monitor
+            log.exception("health check failed")
+            return False
+
+    async def _checked(self) -> bool:
+        """The check's answer, or False while it has taken more than `check_timeout`. A late check is not
+        cancelled (it may be a store operation half-way, or the first round's setup): the next round waits
+        for the same one, and the log says when it got stuck and when it answered again."""
+        if self._check is None:
+            self._check = asyncio.create_task(self._run_check(), name="health-check")
+        done, _ = await asyncio.wait({self._check}, timeout=self.check_timeout)
+        if not done:
+            if not self._late:
+                self._late = True
+                log.warning("health check has not answered", extra={"seconds": self.check_timeout})
+            return False
+        if self._late:
+            self._late = False
+            log.info("health check answered again")
+        ok, self._check = self._check.result(), None
+        return ok
+
     async def _watch_health(self) -> None:
         current = None
         while True:
-            try:
-                ok = await self.health_check()
-            except Exception:  # a failing check means "not serving", never a dead monitor
-                log.exception("health check failed")
-                ok = False
+            ok = await self._checked()
             status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
             if status != current:
                 await self._set(status)
@@ -92,10 +119,11 @@ class GrpcApp:
             await asyncio.sleep(self.check_interval if ok else min(self.check_interval, 0.5))
 
     async def stop(self, grace: float | None = None) -> None:
-        if self._monitor:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+        for task in (self._monitor, self._check):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace if grace is None else grace)
         for callback in reversed(self.on_stop):
@@ -125,6 +153,7 @@ async def create_server(
     health_check: HealthCheck,
     error_table: Mapping[type[DomainError], grpc.StatusCode] | None = None,
     check_interval: float = 2.0,
+    check_timeout: float = 10.0,
     grace: float = 10.0,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     auth: AuthSettings | None,
@@ -161,4 +190,5 @@ async def create_server(
         port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot bind {address}")
-    return GrpcApp(server, port, health_servicer, names, health_check, check_interval, grace, credentials is not None)
+    return GrpcApp(server, port, health_servicer, names, health_check, check_interval, grace,
+                   tls=credentials is not None, check_timeout=check_timeout)

@@ -15,7 +15,10 @@ several reservas processes) and settled from its log:
   charged: compensate every step that may have acted (`Saga.possibly_started`).
 
 A saga that cannot be settled now (a dependency is down) is retried later with a growing
-backoff, so a long outage does not flood its stream with retries.
+backoff (up to MAX_BACKOFF_SECONDS), so a long outage does not flood its stream with retries. A
+round that settles some saga makes the ones waiting on a backoff due again: what they waited for
+may be back, and after an outage they settle within a round or two instead of each waiting out
+its backoff (their backoff is kept: one that fails again waits longer still).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from reservas.saga.saga import SAGA_INTERRUPTED, Saga, error_from
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = 30.0
 
 
 def interrupted(reserva_id: str, charged: bool) -> Unavailable:
@@ -79,7 +82,11 @@ class Recovery:
             async with gate:
                 return await self._settle_one(reserva_id)
 
-        return sum(await asyncio.gather(*(one(i) for i in due)))
+        settled = sum(await asyncio.gather(*(one(i) for i in due)))
+        if settled:  # something came back: the sagas waiting on a backoff are due in the next round
+            now = loop.time()
+            self._retry_at = {rid: (min(when, now), backoff) for rid, (when, backoff) in self._retry_at.items()}
+        return settled
 
     async def _settle_one(self, reserva_id: str) -> bool:
         try:

@@ -17,7 +17,6 @@ import os
 import socket
 import uuid
 
-import redis.asyncio
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
@@ -27,6 +26,7 @@ from infra.limits import ReplyBudget, message_options
 from infra.mongo import create_client, ping
 from infra.pagination import PageTokens
 from infra.ratelimit import RateLimiter
+from infra.redis_client import connect as redis_connect
 from infra.server import GrpcApp, ServiceBinding, create_server
 from reservas.clients import EventosClient, UsuariosClient
 from reservas.config import Config
@@ -62,10 +62,9 @@ async def create_app(config: Config) -> GrpcApp:
     tokens = PageTokens(config.page_token_key)  # before anything is built: no key, no server
     mongo = create_client(config.mongodb_uri, "reservas", max_pool_size=config.mongodb_max_pool_size)
     db = mongo[config.mongodb_database]
-    # Holds: a pool larger than the purchases in flight (redis-py's default of 100 would refuse the rest).
-    redis_client = redis.asyncio.Redis.from_url(
-        config.redis_url, socket_connect_timeout=2, socket_timeout=2, max_connections=1024
-    )
+    # Holds: a pool larger than the purchases in flight (redis-py's default of 100 would refuse the rest), and
+    # the retry of a stale connection (after Redis restarts, each pooled connection fails its next command once).
+    redis_client = redis_connect(config.redis_url, timeout_seconds=2, max_connections=1024)
     gate_redis = gate_client(config.redis_url)  # short timeouts: without an answer, no gate
     gate = AdmissionGate(gate_redis, refresh_seconds=config.gate_refresh_seconds)
     limiter = RateLimiter(gate_redis, config.rate_limits)  # the gate's client: short timeouts, a large pool

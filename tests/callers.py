@@ -69,6 +69,11 @@ class AsAllowed(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(new, request)
 
 
+#: Channel options of a client that reconnects within a second after a server restart (gRPC's default backoff
+#: grows to minutes): `open_channel(address, options=RECONNECT)`.
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+
+
 def open_channel(
     address: str, token: str | None = None, *, client_tls: ClientTLS | None = None, **options: Any
 ) -> grpc.aio.Channel:

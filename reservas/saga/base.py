@@ -173,9 +173,9 @@ class Paso(ABC):
             await ctx.record(Tipo.PASO_INICIADO, paso=self.name)
         if self.durable_before:
             await ctx.flush()
-        faults.checkpoint(self.name, "before")  # after the announcement, before any side effect
+        await faults.checkpoint(self.name, "before")  # after the announcement, before any side effect
         await self.act(ctx)
-        faults.checkpoint(self.name, "after")
+        await faults.checkpoint(self.name, "after")
         if self.next is not None:
             await self.next.handle(ctx)
 

@@ -82,11 +82,16 @@ def describe_stores(env: Mapping[str, str] = os.environ) -> str:
 
 class Stores:
     """A MongoDB and a Redis: started here on free ports (SecantusDB `:memory:`, redis-server without
-    persistence), or the servers that MONGODB_URI / REDIS_URL name, which are used and never stopped."""
+    persistence), or the servers that MONGODB_URI / REDIS_URL name, which are used and never stopped.
 
-    def __init__(self, logs: Path, name: str, env: Mapping[str, str] = os.environ) -> None:
+    `persistent`: the stores keep their data in the logs directory instead, as `eventflow up` does, so a
+    store killed and started again (the outage tests) comes back with what it had written.
+    """
+
+    def __init__(self, logs: Path, name: str, env: Mapping[str, str] = os.environ, persistent: bool = False) -> None:
         self.logs = logs
         self.name = name
+        self.persistent = persistent
         self.mongo_uri = env.get("MONGODB_URI", "")
         self.redis_url = env.get("REDIS_URL", "")
         self.external = {"mongodb": bool(self.mongo_uri), "redis": bool(self.redis_url)}
@@ -99,11 +104,13 @@ class Stores:
     async def start(self) -> None:
         if not self.mongo_uri:
             port = procs.free_port()
-            self.processes["mongodb"] = procs.mongo_process(port, ":memory:", self.logs / f"{self.name}-mongodb.log")
+            storage = self.logs / f"{self.name}-mongodb-data" if self.persistent else ":memory:"
+            self.processes["mongodb"] = procs.mongo_process(port, storage, self.logs / f"{self.name}-mongodb.log")
             self.mongo_uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
         if not self.redis_url:
             port = procs.free_port()
-            self.processes["redis"] = procs.redis_process(port, None, self.logs / f"{self.name}-redis.log")
+            data = self.logs / f"{self.name}-redis-data" if self.persistent else None
+            self.processes["redis"] = procs.redis_process(port, data, self.logs / f"{self.name}-redis.log")
             self.redis_url = f"redis://127.0.0.1:{port}/0"
         for store in self.processes.values():
             store.start()
@@ -121,7 +128,8 @@ class Stores:
 class Cluster:
     """SecantusDB + redis-server + usuarios + eventos + reservas, as processes on free ports.
 
-    `code`: a checkout of another revision whose services to run (None: this checkout's).
+    `code`: a checkout of another revision whose services to run (None: this checkout's). `persistent`:
+    stores that keep their data (see Stores), so `kill` and `restart` can take any process down and back.
     """
 
     def __init__(
@@ -130,12 +138,13 @@ class Cluster:
         keep_logs: bool = False,
         code: Path | None = None,
         name: str = "system",
+        persistent: bool = False,
     ) -> None:
         self.reservas_env = dict(reservas_env or {})
         self.keep_logs = keep_logs
         self.code = code
         self.logs = Path(tempfile.mkdtemp(prefix="eventflow-bench-"))
-        self.store = Stores(self.logs, name)
+        self.store = Stores(self.logs, name, persistent=persistent)
         self.services: dict[str, ManagedProcess] = {}
         self.ports = {name: procs.free_port() for name in SERVICES}
         self.databases = {service: self.store.database(service) for service in SERVICES}
@@ -186,6 +195,17 @@ class Cluster:
 
     def mongo(self) -> AsyncMongoClient:
         return self.store.mongo()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (a store or a service): no cleanup, as when it crashes."""
+        self.processes[name].kill()
+
+    async def restart(self, name: str) -> None:
+        """Start a killed process again, on the same port with the same data; returns once it listens."""
+        process = self.processes[name]
+        process.stop()  # reaps it and closes its log, which the new one appends to
+        process.start()
+        await asyncio.to_thread(process.wait_listening, 60)
 
     def memory(self) -> dict[str, dict[str, int]]:
         """Peak and current RSS of every process still running."""

@@ -18,10 +18,22 @@ from infra.errors import error_info
 Call = Callable[[], Awaitable[Any]]
 
 
+#: What a buyer may be told while the system is racing, crashing or restarting: a refusal about the purchase,
+#: or "not now" (a retry may succeed). Anything else (INTERNAL, UNKNOWN, INVALID_ARGUMENT...) is a bug.
+EXPECTED_REFUSALS = {"SOLD_OUT", "SEAT_TAKEN", "PAYMENT_DECLINED", "PAYMENT_TIMEOUT"}
+TRANSIENT_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+
+
 def outcome(error: grpc.aio.AioRpcError) -> str:
     """A gRPC error as CODE/REASON (e.g. FAILED_PRECONDITION/SOLD_OUT; "-" when it has no ErrorInfo)."""
     info = error_info(error)
     return f"{error.code().name}/{info.reason if info else '-'}"
+
+
+def expected(what: str) -> bool:
+    """Whether an answer (OK, or an `outcome`, with a "cancel " prefix for a cancellation's) is one a buyer may get."""
+    code, _, reason = what.removeprefix("cancel ").partition("/")
+    return code == "OK" or code in TRANSIENT_CODES or (code == "FAILED_PRECONDITION" and reason in EXPECTED_REFUSALS)
 
 
 @dataclass

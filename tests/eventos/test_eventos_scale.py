@@ -110,6 +110,7 @@ async def _counted(mongo_uri: str, database: str) -> AsyncIterator[Counted]:
     client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True, event_listeners=[commands], appname="eventos-scale")
     repository = EventoRepository(client[database])
     await repository.ensure_indexes()
+    await repository.sessions.start()  # as the server does before SERVING: the takes counted send only their own
     yield Counted(EventoService(repository, TOKENS, BUDGET, SEAT_BUDGET), repository, commands, client, database)
     await client.close()
 

@@ -27,6 +27,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from reservas.domain import Estado, Event, Reserva, Tipo
+from reservas.service import retryable
 
 
 @dataclass
@@ -174,3 +175,17 @@ async def find_violations(
             bad(f"reservation {rid}: its stream says {r.charged} charged, the ledger {net[rid]}")
 
     return report
+
+
+def one_purchase_per_key(report: Report) -> None:
+    """A request repeated with its idempotency key never bought twice.
+
+    A key may stand for several reservations only when the earlier ones failed because of an outage
+    (FALLIDA with an UNAVAILABLE error, fully undone): a repeat after an outage is a new attempt.
+    """
+    attempts: defaultdict[tuple[str, str], list[str]] = defaultdict(list)
+    for r in report.reservas.values():
+        if not retryable(r):
+            attempts[(r.usuario_id, r.idempotency_key)].append(f"{r.id} {r.estado} {r.razon}".strip())
+    twice = {key: ids for key, ids in attempts.items() if len(ids) > 1}
+    assert not twice, f"idempotency keys that stand for several purchases: {twice}"

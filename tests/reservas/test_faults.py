@@ -1,7 +1,9 @@
-"""The fault-injection hook, in a real child process: armed it exits with 137 on the spot, unarmed it runs through."""
+"""The fault-injection hook, in a real child process: armed it exits with 137 on the spot or holds the purchase
+there until the process is killed; unarmed it runs through. Within a process, `holding` holds until released."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -11,26 +13,35 @@ import pytest
 from reservas import faults
 
 PROGRAM = """
+import asyncio
 from reservas.faults import checkpoint
-try:
-    print("start", flush=True)
-    checkpoint("ValidadorDatos", "after")
-    checkpoint("ProcesadorPago", "before")
-    print("charging", flush=True)
-    checkpoint("ProcesadorPago", "after")
-    checkpoint("ProcesadorPago")
-    print("end", flush=True)
-finally:
-    print("cleanup", flush=True)
+
+async def purchase():
+    try:
+        print("start", flush=True)
+        await checkpoint("ValidadorDatos", "after")
+        await checkpoint("ProcesadorPago", "before")
+        print("charging", flush=True)
+        await checkpoint("ProcesadorPago", "after")
+        await checkpoint("ProcesadorPago")
+        print("end", flush=True)
+    finally:
+        print("cleanup", flush=True)
+
+asyncio.run(purchase())
 """
 
 
-def run(fault: str | None) -> subprocess.CompletedProcess[str]:
+def environment(fault: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != faults.ENV}
     if fault is not None:
         env[faults.ENV] = fault
+    return env
+
+
+def run(fault: str | None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - this interpreter, a fixed program
-        [sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", PROGRAM], env=environment(fault), capture_output=True, text=True, timeout=60, check=False
     )
 
 
@@ -64,6 +75,38 @@ def test_a_malformed_fault_is_refused_loudly(monkeypatch: pytest.MonkeyPatch) ->
     faults.armed.cache_clear()
     try:
         with pytest.raises(ValueError, match="crash-after"):
-            faults.checkpoint("ProcesadorPago")
+            asyncio.run(faults.checkpoint("ProcesadorPago"))
     finally:
         faults.armed.cache_clear()
+
+
+def test_hold_before_stops_there_says_so_and_waits_to_be_killed() -> None:
+    child = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed program
+        [sys.executable, "-c", PROGRAM], env=environment("hold-before:ProcesadorPago"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stderr is not None and child.stdout is not None
+        assert child.stderr.readline().startswith("EVENTFLOW_FAULT: holding before ProcesadorPago")
+        assert child.poll() is None  # still there, held
+    finally:
+        child.kill()
+        child.wait()
+    assert child.stdout.read().split() == ["start"]  # nothing after the point: not even cleanup
+
+
+async def test_holding_within_the_process_until_released() -> None:
+    passed: list[str] = []
+
+    async def purchase() -> None:
+        await faults.checkpoint("ProcesadorPago", "before")
+        passed.append("charged")
+
+    with faults.holding("ProcesadorPago", "before") as hold:
+        going = asyncio.ensure_future(purchase())
+        await hold.reached.wait()
+        assert passed == [] and not going.done()
+        hold.release()
+        await going
+    assert passed == ["charged"]
+    await faults.checkpoint("ProcesadorPago", "before")  # after the block, nothing is held

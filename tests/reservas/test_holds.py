@@ -11,6 +11,7 @@ import redis.asyncio
 
 from infra import procs
 from infra.errors import Unavailable
+from infra.redis_client import connect as redis_connect
 from reservas.holds import HoldStore
 
 
@@ -156,3 +157,25 @@ def test_the_keys_one_script_touches_share_one_redis_cluster_slot() -> None:
     for evento_id in ("evento-1", "a{b}c", "}{"):
         assert one_slot([*gate.keys(evento_id), gate.marker(evento_id, "u-1", "key-1")]), evento_id
     assert "{" in RateLimiter.key(Principal("usuario:u-1", Role.CLIENTE, "u-1"))
+
+
+async def test_reservas_client_holds_again_at_once_after_redis_restarts(tmp_path) -> None:  # noqa: ANN001
+    """Every pooled connection is stale after a restart; reservas' client (infra.redis_client) makes it again
+    instead of failing the next command on each of them (issue 9)."""
+    port = procs.free_port()
+    server = procs.redis_process(port, tmp_path / "data", tmp_path / "redis.log").start()
+    r = redis_connect(f"redis://127.0.0.1:{port}/0", timeout_seconds=2)
+    try:
+        server.wait_listening()
+        store = HoldStore(r, ttl_ms=60_000)
+        ev = evento()
+        await asyncio.gather(*(store.acquire(HoldStore.keys_for(ev, [], f"r{i}"), f"r{i}") for i in range(20)))
+        server.kill()
+        server.stop()
+        server.start()
+        await asyncio.to_thread(server.wait_listening)
+        held = await asyncio.gather(*(store.acquire(HoldStore.keys_for(ev, [], f"s{i}"), f"s{i}") for i in range(20)))
+        assert held == [[]] * 20
+    finally:
+        await r.aclose()
+        server.stop()

@@ -2,8 +2,9 @@
 
 reservas runs as a subprocess (`python -m reservas`) wired to the in-process usuarios and
 eventos and the session's MongoDB and Redis. Each faulty process gets EVENTFLOW_FAULT for one
-point of the saga and one purchase, and exits with 137 there (like kill -9); one more is
-killed with SIGKILL in the middle of a slow payment. Then a single clean reservas process
+point of the saga and one purchase, and exits with 137 there (like kill -9); one more holds its
+purchase before the payment (EVENTFLOW_FAULT=hold-before:ProcesadorPago) and is killed with
+SIGKILL once its log says the purchase is there. Then a single clean reservas process
 (short lease TTL and recovery interval) must settle all of them from their logs, and the
 invariants must hold. The faulty processes run side by side, which also exercises several
 reservas processes sharing one database.
@@ -17,14 +18,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-import redis.asyncio
 from conftest import CONFIRMADA, FALLIDA, World
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eventflow.reservas.v1 import reservas_pb2
 from infra import procs
 from reservas.domain import Estado
-from reservas.holds import HoldStore
 from callers import open_channel
 
 # fault -> how the reservation must end after recovery
@@ -76,6 +75,16 @@ async def start_reservas(
     return process, address
 
 
+async def held(log: Path, point: str, timeout: float = 30) -> None:
+    """Until the process's log says a purchase is held at `point` (EVENTFLOW_FAULT=hold-...)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while f"holding {point}" not in log.read_text(errors="replace"):
+        if loop.time() > deadline:
+            raise TimeoutError(f"no purchase was held {point} (see {log})")
+        await asyncio.sleep(0.05)
+
+
 async def reserva_id_of(world: World, key: str, timeout: float = 30) -> str:
     """The reservation a request started, from reservas' log (the crashed call never answered)."""
     loop = asyncio.get_running_loop()
@@ -105,24 +114,17 @@ async def test_every_reservation_settles_after_crashes_at_every_step(
         return fault, key
 
     async def killed_mid_payment(usuario: str) -> tuple[str, str]:
-        process, address = await start_reservas(world, processes, tmp_path, "kill-mid-payment")
+        process, address = await start_reservas(
+            world, processes, tmp_path, "kill-mid-payment", EVENTFLOW_FAULT="hold-before:ProcesadorPago"
+        )
         stub = world.connect(address)
         key = "crash-kill-mid-payment"
-        call = asyncio.ensure_future(
-            stub.Reservar(world.request(usuario, evento.id, cantidad=2, medio_pago="tok_slow", key=key), timeout=30)
-        )
-        reserva_id = await reserva_id_of(world, key)
-        hold = HoldStore.keys_for(evento.id, (), reserva_id)[0]
-        async with redis.asyncio.Redis.from_url(world.redis_url) as store:
-            while await store.get(hold) is None:
-                await asyncio.sleep(0.02)
-        # The hold is taken, then the tickets, then the gateway sleeps 1 s before it records the charge:
-        # 0.3 s after the hold the process is inside the take or the payment, never past the charge.
-        await asyncio.sleep(0.3)
-        process.kill()  # SIGKILL while the gateway is still thinking
+        call = asyncio.ensure_future(stub.Reservar(world.request(usuario, evento.id, cantidad=2, key=key), timeout=30))
+        await held(tmp_path / "kill-mid-payment.log", "before ProcesadorPago")  # tickets taken, nothing charged
+        process.kill()  # SIGKILL of a live process (leases renewed, calls in flight), not an exit at a checkpoint
         failure = await world.fails(call)
         assert failure.code == grpc.StatusCode.UNAVAILABLE
-        return "kill -9 during tok_slow", key
+        return "kill -9 before the charge", key
 
     crashed = await asyncio.gather(
         *(crash_at(fault, usuario) for fault, usuario in zip(FAULTS, usuarios, strict=False)),
@@ -139,7 +141,7 @@ async def test_every_reservation_settles_after_crashes_at_every_step(
     for fault, expected in FAULTS.items():
         if expected is not None:
             assert settled[fault].estado == expected, (fault, settled[fault])
-    assert settled["kill -9 during tok_slow"].estado == FALLIDA  # the charge never happened
+    assert settled["kill -9 before the charge"].estado == FALLIDA  # the charge never happened
 
     interrupted = ids["crash-after:ValidadorInventario"]
     # The client's retry of an interrupted purchase (same key) buys: the interrupted attempt was fully

@@ -11,6 +11,7 @@ import asyncio
 import grpc
 from conftest import CANCELADA, CONFIRMADA, FALLIDA, World
 
+from reservas import faults
 from reservas.leases import LeaseStore
 from reservas.saga.validador_datos import Solicitud
 from reservas.service import fingerprint
@@ -33,13 +34,13 @@ async def test_usuarios_down_mid_saga_and_mid_cancel_settles_once_it_is_back(sta
     comprador, otro = await stack.usuarios_n(2)
     confirmada = await stack.reservar(stack.request(comprador, evento.id, cantidad=2))
 
-    # A slow payment is under way when usuarios goes down: RegistrarCompra, then AnularCompra, fail.
-    slow = asyncio.ensure_future(stack.reservar(stack.request(otro, evento.id, medio_pago="tok_slow", key="slow")))
-    while (await stack.get_evento(evento.id)).entradas_disponibles > 2:  # its ticket is taken: it is paying
-        await asyncio.sleep(0.02)
-    await stack.usuarios_app.stop(grace=0)
-
-    failure = await stack.fails(slow)
+    # A purchase is paid and about to be confirmed when usuarios goes down: RegistrarCompra, then AnularCompra, fail.
+    with faults.holding("ConfirmadorReserva", "before") as hold:
+        paid = asyncio.ensure_future(stack.reservar(stack.request(otro, evento.id, key="paid")))
+        await asyncio.wait_for(hold.reached.wait(), 30)
+        await stack.usuarios_app.stop(grace=0)
+        hold.release()
+        failure = await stack.fails(paid)
     assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE")
     pendiente = failure.metadata["reserva_id"]
     tipos = await stack.tipos(pendiente)
@@ -62,9 +63,9 @@ async def test_usuarios_down_mid_saga_and_mid_cancel_settles_once_it_is_back(sta
     assert (await stack.get_evento(evento.id)).entradas_disponibles == 5
     # The client's retry with the same key, now that usuarios is back, buys (a new attempt: the failed
     # one was fully undone); a repeat of it answers the same reservation.
-    retried = await stack.reservar(stack.request(otro, evento.id, medio_pago="tok_slow", key="slow"))
+    retried = await stack.reservar(stack.request(otro, evento.id, key="paid"))
     assert retried.estado == CONFIRMADA and retried.id != pendiente
-    again = await stack.reservar(stack.request(otro, evento.id, medio_pago="tok_slow", key="slow"))
+    again = await stack.reservar(stack.request(otro, evento.id, key="paid"))
     assert again.id == retried.id
     assert (await stack.get(pendiente)).estado == FALLIDA
     assert await stack.historial_compras(otro) == [retried.id]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +13,8 @@ import grpc
 from eventflow.reservas.v1 import reservas_pb2
 from infra import procs
 from infra.errors import error_info
-from reservas.service import retryable
 from tests.bench.cluster import wait_serving
-from tests.bench.load import outcome, poll_pending
+from tests.bench.load import TRANSIENT_CODES, expected, outcome, poll_pending
 from tests.reservas import invariants
 from tests.reservas.invariants import Report
 
@@ -24,29 +23,17 @@ from tests.reservas.invariants import Report
 sys.modules.setdefault("invariants", invariants)
 
 from tests.reservas.conftest import World  # noqa: E402
-from callers import open_channel
+from callers import RECONNECT, open_channel
 
 CONFIRMADA = reservas_pb2.ESTADO_RESERVA_CONFIRMADA
 CANCELADA = reservas_pb2.ESTADO_RESERVA_CANCELADA
 
-#: What a buyer may be told while the system is racing, crashing or restarting. Anything else
-#: (INTERNAL, UNKNOWN, INVALID_ARGUMENT...) is a bug.
-EXPECTED_REFUSALS = {"SOLD_OUT", "SEAT_TAKEN", "PAYMENT_DECLINED", "PAYMENT_TIMEOUT"}
-TRANSIENT_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
-
-#: A client that reconnects within a second after a server restart (gRPC's default backoff grows to minutes).
-RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
 
 def connect(world: World, address: str) -> grpc.aio.Channel:
     """A channel to `address`, closed with the world, that comes back quickly after a restart."""
     channel = open_channel(address, options=RECONNECT)
     world.channels.append(channel)
     return channel
-
-
-def expected(what: str) -> bool:
-    code, _, reason = what.removeprefix("cancel ").partition("/")
-    return code == "OK" or code in TRANSIENT_CODES or (code == "FAILED_PRECONDITION" and reason in EXPECTED_REFUSALS)
 
 
 @dataclass
@@ -107,20 +94,6 @@ async def create_usuarios(world: World, n: int, batch: int = 100) -> list[str]:
     while len(usuarios) < n:
         usuarios += await world.usuarios_n(min(batch, n - len(usuarios)))
     return usuarios
-
-
-def one_purchase_per_key(report: Report) -> None:
-    """A request repeated with its idempotency key never bought twice.
-
-    A key may stand for several reservations only when the earlier ones failed because of an outage
-    (FALLIDA with an UNAVAILABLE error, fully undone): a repeat after an outage is a new attempt.
-    """
-    attempts: defaultdict[tuple[str, str], list[str]] = defaultdict(list)
-    for r in report.reservas.values():
-        if not retryable(r):
-            attempts[(r.usuario_id, r.idempotency_key)].append(f"{r.id} {r.estado} {r.razon}".strip())
-    twice = {key: ids for key, ids in attempts.items() if len(ids) > 1}
-    assert not twice, f"idempotency keys that stand for several purchases: {twice}"
 
 
 async def wait_all_settled(world: World, timeout: float) -> float:

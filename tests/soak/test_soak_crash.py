@@ -29,15 +29,10 @@ from eventos.server import create_app as create_eventos
 from infra.server import GrpcApp
 from reservas.domain import Estado
 from reservas.server import create_app as create_reservas
+from tests.bench.load import TRANSIENT_CODES
 from tests.reservas.conftest import World
-from tests.soak.support import (
-    TRANSIENT_CODES,
-    Reservas,
-    Tally,
-    connect,
-    one_purchase_per_key,
-    wait_all_settled,
-)
+from tests.reservas.invariants import one_purchase_per_key
+from tests.soak.support import Reservas, Tally, connect, wait_all_settled
 from callers import AUTH, PAGE_TOKEN_KEY
 
 CLIENTS = 20

@@ -24,7 +24,8 @@ from infra.server import GrpcApp
 from reservas.domain import Estado
 from reservas.server import create_app as create_reservas
 from tests.reservas.conftest import World
-from tests.soak.support import Tally, create_usuarios, one_purchase_per_key, wait_all_settled
+from tests.reservas.invariants import one_purchase_per_key
+from tests.soak.support import Tally, create_usuarios, wait_all_settled
 
 BUYERS = int(os.environ.get("EVENTFLOW_SOAK_BUYERS", "3000"))
 #: No buyer starts after this many minutes (EVENTFLOW_SOAK_MINUTES): the run is bounded in time as well as

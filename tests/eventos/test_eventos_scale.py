@@ -25,16 +25,11 @@ from eventos import domain
 from eventos.domain import EventoDraft, ReservaRequest
 from eventos.repository import ALLOCATION, INVENTORY, EventoRepository, allocation_id
 from eventos.service import EventoService
-from eventos.servicer import to_asiento, to_proto
+from eventos_support import service_of
 from infra import procs
 from infra.errors import FailedPrecondition
-from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, ReplyBudget
-from infra.pagination import PageTokens
 
 FECHA = datetime(2030, 3, 14, 21, 0, tzinfo=UTC)
-TOKENS = PageTokens(b"eventos-scale-test-page-token-k!")
-BUDGET = ReplyBudget.of_messages(DEFAULT_MAX_MESSAGE_BYTES, to_proto)
-SEAT_BUDGET = ReplyBudget.of_messages(DEFAULT_MAX_MESSAGE_BYTES, to_asiento)
 #: What reservas' ValidadorDatos needs of an event: never its seats.
 SAGA_FIELDS = ("id", "fecha", "precio", "moneda", "con_asientos")
 #: Read the counters, update them (filtered on the version read), write the allocation and seats, commit.
@@ -111,7 +106,7 @@ async def _counted(mongo_uri: str, database: str) -> AsyncIterator[Counted]:
     repository = EventoRepository(client[database])
     await repository.ensure_indexes()
     await repository.sessions.start()  # as the server does before SERVING: the takes counted send only their own
-    yield Counted(EventoService(repository, TOKENS, BUDGET, SEAT_BUDGET), repository, commands, client, database)
+    yield Counted(service_of(repository), repository, commands, client, database)
     await client.close()
 
 
@@ -301,7 +296,7 @@ class TestCrashPoints:
 async def test_two_processes_racing_sell_exactly_the_capacity(counted: Counted, mongo_uri: str) -> None:
     """Two eventos replicas (no shared lock): their transactions conflict and are retried, and never oversell."""
     other_client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
-    other = EventoService(EventoRepository(other_client[counted.database]), TOKENS, BUDGET, SEAT_BUDGET)
+    other = service_of(EventoRepository(other_client[counted.database]))
     try:
         evento = await counted.create(aforo=30)
         seated = await counted.create(seats=10)

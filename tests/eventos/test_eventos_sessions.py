@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient
 
 from eventos.domain import EventoDraft, ReservaRequest
 from eventos.repository import COLLECTION, EventoRepository
-from eventos.service import EventoService
+from eventos_support import service_of
 from eventos.sessions import COLLECTION as SESSIONS
 
 FECHA = datetime(2030, 3, 14, 21, 0, tzinfo=UTC)
@@ -28,7 +28,7 @@ async def test_the_next_process_ends_the_transaction_a_killed_one_left_open(
     client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
     try:
         dead = EventoRepository(dead_client[database])
-        evento = await EventoService(dead).create(EventoDraft("Concierto", FECHA, "Estadio", 10, 100, "", ()))
+        evento = await service_of(dead).create(EventoDraft("Concierto", FECHA, "Estadio", 10, 100, "", ()))
         async with dead.sessions.session() as session:  # a take half-way when the process was killed
             await session.start_transaction()
             await dead_client[database][COLLECTION].update_one(
@@ -39,7 +39,7 @@ async def test_the_next_process_ends_the_transaction_a_killed_one_left_open(
         restarted = EventoRepository(client[database])
         assert await restarted.sessions.start() == len(dead.sessions._sessions)
         async with asyncio.timeout(10):  # the server alone would keep the event locked for 60 s
-            taken = await EventoService(restarted).reservar(ReservaRequest(evento.id, "r1", 2))
+            taken = await service_of(restarted).reservar(ReservaRequest(evento.id, "r1", 2))
         assert taken.entradas_disponibles == 8
 
         await restarted.close()  # a graceful stop ends its sessions: nothing is left for the next one

@@ -300,8 +300,10 @@ class ReservasService:
             except (NotDriving, SagaTakenOver):
                 pass  # another process drives it: poll the log
             except DomainError as error:
-                if raise_errors or isinstance(error, StoreUnavailable):
+                if raise_errors:
                     error.metadata.setdefault("reserva_id", reserva_id)
                     raise
+                if isinstance(error, StoreUnavailable):
+                    raise  # it names the reservation only when some of it was recorded
         await asyncio.sleep(min(POLL_SECONDS, remaining))
         return None

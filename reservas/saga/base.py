@@ -137,14 +137,18 @@ class SagaContext:
         if not self.reserva.pending:
             return
         self._check_lease()
+        # Recorded for certain: what an earlier flush wrote. Only then does an error name the reservation, so
+        # a reserva_id in an answer is always one GetReserva finds (a retry with the key finds the rest).
+        recorded = self.reserva.version > len(self.reserva.pending)
         try:
             await self.deps.store.save(self.reserva)
         except ConcurrencyConflict as error:
             raise SagaTakenOver(str(error)) from error
         except PyMongoError as error:
             raise StoreUnavailable(
-                "reservas' database is unavailable; the reservation will be settled when it is back",
-                metadata={"reserva_id": self.reserva.id},
+                "reservas' database is unavailable; the reservation will be settled when it is back"
+                if recorded else "reservas' database is unavailable: nothing was recorded; try again shortly",
+                metadata={"reserva_id": self.reserva.id} if recorded else None,
             ) from error
 
     def _check_lease(self) -> None:

@@ -260,13 +260,16 @@ def _key_holder(purchase: Purchase, report: Report) -> Reserva | None:
 
 
 def check_answers(sent: list[Purchase], report: Report) -> None:
-    """No INTERNAL or UNKNOWN (or any answer but OK, a refusal or 'not now'); every OK is CONFIRMADA."""
+    """No INTERNAL or UNKNOWN (or any answer but OK, a refusal or 'not now'); every OK is CONFIRMADA; every
+    reserva_id an error gives was recorded."""
     answers = Counter(p.answer for p in sent)
     assert not unexpected(answers), f"unexpected answers: {unexpected(answers)} (all: {dict(answers)})"
     for p in sent:
         if p.answer == "OK":
             stored = report.reservas.get(p.reserva_id)
             assert stored is not None and stored.estado is Estado.CONFIRMADA, (p.reserva_id, stored)
+        elif p.reserva_id:  # an error that names a reservation names one GetReserva finds (issue 9 §4)
+            assert p.reserva_id in report.reservas, f"{p.answer} names {p.reserva_id}, which was never recorded"
 
 
 def check_retry(purchase: Purchase, retry: Purchase, report: Report) -> None:

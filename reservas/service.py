@@ -194,8 +194,10 @@ class ReservasService:
             await self.saga.run(ctx)
         except StoreUnavailable:
             raise
-        except DomainError:
-            pass  # the failure is in the log: the answer is read from there
+        except DomainError as error:
+            if "reserva_id" not in error.metadata:
+                raise  # refused before anything was recorded: this error is the whole answer
+            # otherwise the failure is in the log: the answer is read from there
 
     @staticmethod
     def _answer(reserva: Reserva) -> Reserva:
@@ -303,7 +305,7 @@ class ReservasService:
                 if raise_errors:
                     error.metadata.setdefault("reserva_id", reserva_id)
                     raise
-                if isinstance(error, StoreUnavailable):
-                    raise  # it names the reservation only when some of it was recorded
+                if isinstance(error, StoreUnavailable) or "reserva_id" not in error.metadata:
+                    raise  # nothing (or not all) of it was recorded: the error is the answer, naming what exists
         await asyncio.sleep(min(POLL_SECONDS, remaining))
         return None

@@ -39,6 +39,9 @@ from reservas.saga.base import Paso, SagaContext, SagaTakenOver, StoreUnavailabl
 
 log = logging.getLogger(__name__)
 
+#: What the request itself is refused for; answered without recording anything when nothing was recorded yet.
+REFUSALS = (InvalidArgument, NotFound, FailedPrecondition)
+
 
 #: The reason of a purchase recovery found interrupted (reservas.recovery.interrupted).
 SAGA_INTERRUPTED = "SAGA_INTERRUPTED"
@@ -127,6 +130,15 @@ class Saga:
         except Exception as error:  # noqa: BLE001 - still undo what was done, then answer INTERNAL
             log.exception("a saga step failed unexpectedly")
             failure = SagaInternalError(f"internal error in the purchase ({type(error).__name__}); it was undone")
+        if ctx.reserva.version == len(ctx.reserva.pending) and isinstance(failure, REFUSALS):
+            # The request itself was refused (a bad field, an unknown user or event, a past event) before the
+            # first write of the log, so before any side effect (the log is durable before the first one):
+            # nothing was done and nothing is recorded. The answer names no reservation. (An outage there is
+            # still recorded, FALLIDA: a retry with the key then buys afresh.)
+            ctx.reserva.pending.clear()
+            log.info("refused before anything was recorded", extra={"razon": failure.reason})
+            await ctx.deps.gate.forget(ctx.reserva.evento_id, ctx.reserva.id)
+            raise failure
         failure.metadata.setdefault("reserva_id", ctx.reserva.id)
         if ctx.reserva.estado is Estado.CONFIRMADA:  # past the commit point: only forward
             log.warning("failure after the commit point ignored", extra={"error": failure.message})

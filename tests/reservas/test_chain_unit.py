@@ -69,7 +69,7 @@ class FakeStore:
         return Reserva.replay(self.events.get(reserva_id, []))
 
     def tipos(self, reserva_id: str) -> list[str]:
-        return [str(e.tipo) for e in self.events[reserva_id]]
+        return [str(e.tipo) for e in self.events.get(reserva_id, [])]
 
 
 class FakeUsuarios:
@@ -321,16 +321,26 @@ async def test_a_payment_timeout_is_settled_from_the_ledger_and_refunded() -> No
     assert [p.tipo for p in ctx.reserva.pagos] == [TipoPago.CARGO, TipoPago.REEMBOLSO]
 
 
-async def test_an_early_failure_has_nothing_to_undo() -> None:
+async def test_a_request_refused_before_the_first_write_records_nothing_and_names_no_reservation() -> None:
     world = World()
     world.failures.set("GetEvento", NotFound("no such event", reason="EVENTO_NOT_FOUND"))
     ctx = await world.start()
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as raised:
         await saga().run(ctx)
     assert world.calls == ["GetUsuario", "GetEvento"]
+    assert world.store.tipos("r1") == []  # nothing was done, so nothing is recorded
+    assert raised.value.reason == "EVENTO_NOT_FOUND" and "reserva_id" not in raised.value.metadata
+
+
+async def test_an_outage_before_the_first_write_is_recorded_for_the_retry() -> None:
+    world = World()
+    world.failures.set("GetEvento", Unavailable("eventos is down", reason="DEPENDENCY_UNAVAILABLE"))
+    ctx = await world.start()
+    with pytest.raises(Unavailable):
+        await saga().run(ctx)
     assert world.store.tipos("r1") == ["ReservaSolicitada", "PasoIniciado", "CompensacionIniciada", "ReservaFallida"]
     error = error_from(ctx.reserva)
-    assert (type(error), error.reason, error.metadata["reserva_id"]) == (NotFound, "EVENTO_NOT_FOUND", "r1")
+    assert (error.reason, error.metadata["reserva_id"]) == ("DEPENDENCY_UNAVAILABLE", "r1")
 
 
 async def test_a_seat_held_by_another_reservation_is_seat_taken_before_eventos_is_asked() -> None:

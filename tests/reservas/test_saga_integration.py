@@ -119,14 +119,15 @@ async def test_a_slow_card_is_approved(stack: World) -> None:
     assert reserva.estado == CONFIRMADA
 
 
-async def test_unknown_user_or_event_is_not_found_with_the_reservation_id(stack: World) -> None:
+async def test_unknown_user_or_event_is_not_found_and_records_nothing(stack: World) -> None:
     usuario, evento = await stack.usuario(), await stack.evento()
     nobody = await stack.fails(stack.reservar(stack.request("000000000000000000000000", evento.id)))
     assert (nobody.code, nobody.reason) == (grpc.StatusCode.NOT_FOUND, "USUARIO_NOT_FOUND")
     nothing = await stack.fails(stack.reservar(stack.request(usuario, "000000000000000000000000")))
     assert (nothing.code, nothing.reason) == (grpc.StatusCode.NOT_FOUND, "EVENTO_NOT_FOUND")
     for failure in (nobody, nothing):
-        assert (await stack.get(failure.metadata["reserva_id"])).estado == FALLIDA
+        assert "reserva_id" not in failure.metadata
+    assert await stack.db("reservas")["reserva_eventos"].count_documents({}) == 0
 
 
 async def test_an_event_that_already_happened_is_event_past(stack: World) -> None:
@@ -134,7 +135,8 @@ async def test_an_event_that_already_happened_is_event_past(stack: World) -> Non
     evento = await stack.evento(fecha=datetime.now(UTC) - timedelta(days=1))
     failure = await stack.fails(stack.reservar(stack.request(usuario, evento.id)))
     assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "EVENT_PAST")
-    assert "reserva_id" in failure.metadata
+    assert "reserva_id" not in failure.metadata  # refused before anything was recorded
+    assert await stack.db("reservas")["reserva_eventos"].count_documents({}) == 0
 
 
 async def test_bad_input_is_invalid_argument_naming_the_field_and_records_nothing(stack: World) -> None:

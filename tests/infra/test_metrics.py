@@ -1,0 +1,52 @@
+"""infra.metrics: the metrics port each Config reads, one registry per app, and a busy port that is not fatal."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+import pytest
+
+from infra.metrics import DEFAULT_PORTS, Metrics, metrics_port
+from infra.procs import free_port
+
+
+@pytest.mark.parametrize("service", sorted(DEFAULT_PORTS))
+def test_each_config_reads_its_metrics_port(service: str) -> None:
+    config_class = __import__(f"{service}.config", fromlist=["Config"]).Config
+    from callers import KEY_ENV  # noqa: PLC0415 - a Config from the environment needs the session's keys
+
+    assert config_class().metrics_port == 0  # built in code: no endpoint unless asked
+    assert config_class.from_env(dict(KEY_ENV)).metrics_port == DEFAULT_PORTS[service]
+    variable = f"{service.upper()}_METRICS_PORT"
+    assert config_class.from_env({**KEY_ENV, variable: "0"}).metrics_port == 0
+    assert config_class.from_env({**KEY_ENV, variable: "9999"}).metrics_port == 9999
+    with pytest.raises(ValueError, match=variable):
+        metrics_port({variable: "seventy"}, service)
+
+
+def test_two_apps_in_one_process_have_their_own_registries_and_endpoints() -> None:
+    first, second = (Metrics(name, port=free_port()) for name in ("usuarios", "eventos"))
+    first.start()
+    second.start()
+    try:
+        first.grpc.started.labels("unary", "s", "M").inc()
+        pages = [urllib.request.urlopen(f"http://{m.address}/metrics", timeout=5).read().decode() for m in (first, second)]  # noqa: S310
+        assert 'grpc_server_started_total{grpc_method="M",grpc_service="s",grpc_type="unary"} 1.0' in pages[0]
+        assert "grpc_method=\"M\"" not in pages[1]
+        assert all("process_resident_memory_bytes" in page for page in pages)
+    finally:
+        first.stop()
+        second.stop()
+    assert first.address is None
+
+
+def test_a_busy_port_is_logged_and_the_service_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics = Metrics("reservas", port=taken.getsockname()[1])
+        metrics.start()
+        assert metrics.address is None
+        assert "cannot serve /metrics" in caplog.text
+        metrics.stop()

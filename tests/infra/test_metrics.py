@@ -50,3 +50,19 @@ def test_a_busy_port_is_logged_and_the_service_goes_on(caplog: pytest.LogCapture
         assert metrics.address is None
         assert "cannot serve /metrics" in caplog.text
         metrics.stop()
+
+
+def test_eventflow_up_writes_a_scrape_config_for_every_process_replicas_included(tmp_path) -> None:  # noqa: ANN001
+    import yaml  # noqa: PLC0415
+
+    from infra.stack import Options, Stack  # noqa: PLC0415
+
+    stack = Stack(Options(data_dir=tmp_path, reservas_replicas=2), env={"EVENTOS_METRICS_PORT": "0"})
+    stack.write_prometheus_config()
+    config = yaml.safe_load((tmp_path / "prometheus.yml").read_text(encoding="utf-8"))
+    targets = {job["job_name"]: job["static_configs"] for job in config["scrape_configs"]}
+    assert targets == {
+        "usuarios": [{"targets": ["127.0.0.1:9451"]}],
+        "reservas": [{"targets": ["127.0.0.1:9453"]}, {"targets": ["127.0.0.1:9454"]}],
+    }
+    assert stack.service_env("reservas")["RESERVAS_METRICS_PORT"] == "9453"

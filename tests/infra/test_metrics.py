@@ -66,3 +66,32 @@ def test_eventflow_up_writes_a_scrape_config_for_every_process_replicas_included
         "reservas": [{"targets": ["127.0.0.1:9453"]}, {"targets": ["127.0.0.1:9454"]}],
     }
     assert stack.service_env("reservas")["RESERVAS_METRICS_PORT"] == "9453"
+
+
+def test_the_grafana_dashboard_reads_only_series_the_services_export() -> None:
+    import json  # noqa: PLC0415
+    import re  # noqa: PLC0415
+    from datetime import UTC, datetime  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from reservas.metrics import ReservasMetrics  # noqa: PLC0415
+    from reservas.projections.metrics import ProjectorCollector  # noqa: PLC0415
+
+    metrics = Metrics("reservas")
+    ReservasMetrics(metrics.registry)
+    projector = SimpleNamespace(changes_seen=1, dead_lettered=0, current_to=datetime.now(UTC), behind=0)
+    metrics.registry.register(ProjectorCollector(projector))  # type: ignore[arg-type]
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    exported = {
+        family.name + suffix for family in metrics.registry.collect() for suffix in suffixes.get(family.type, ("",))
+    }
+
+    dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/eventflow.json").read_text(encoding="utf-8"))
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\b((?:grpc_server|eventflow|process)_[a-z_]+)\b", expr)}
+    assert len(dashboard["panels"]) >= 10 and all(panel["gridPos"] for panel in dashboard["panels"])
+    assert used - exported == set(), "the dashboard reads series nobody exports"
+    for wanted in ("grpc_server_handled_total", "grpc_server_handling_seconds_bucket",
+                   "eventflow_reservas_purchases_total", "eventflow_projector_lag_seconds"):  # fmt: skip
+        assert wanted in used

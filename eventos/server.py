@@ -14,6 +14,7 @@ from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer
 from infra import tls
 from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer, to_asiento, to_proto
 from infra.limits import ReplyBudget
+from infra.metrics import Metrics
 from infra.mongo import create_client, ping
 from infra.pagination import PageTokens
 from infra.ratelimit import limiter_for
@@ -68,6 +69,7 @@ async def create_app(config: Config) -> GrpcApp:
         auth=config.auth,
         limiter=limiter,
         credentials=tls.server_credentials(config.tls),
+        metrics=Metrics("eventos", host=config.bind_host, port=config.metrics_port),
     )
     app.on_stop.append(client.close)
     if limiter is not None:

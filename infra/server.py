@@ -1,13 +1,14 @@
 """The gRPC server skeleton every service uses.
 
 `create_server` builds a grpc.aio server with the standard health service, server
-reflection and the error-mapping interceptor, over plaintext or TLS, receiving and sending messages of at
+reflection, the metrics and error-mapping interceptors, over plaintext or TLS, receiving and sending messages of at
 most `max_message_bytes` (see infra.limits); `GrpcApp.run_until_signal` serves
 until SIGTERM or SIGINT and then shuts down gracefully (in-flight calls finish).
 Health is NOT_SERVING until the service's own check (its MongoDB answering)
 passes, and follows that check afterwards. A check that does not answer within
 `check_timeout` counts as failed (and says so in the log) while it goes on: health
-never stays at what it was because the check itself got stuck.
+never stays at what it was because the check itself got stuck. With `metrics` (infra.metrics), every call is counted
+and timed, and `/metrics` is served from `start` until `stop`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from infra.access import Access, OwnerLookup
 from infra.auth import AuthInterceptor, AuthSettings
 from infra.errors import DomainError, ErrorMappingInterceptor
 from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, message_options
+from infra.metrics import Metrics, MetricsInterceptor
 from infra.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -69,12 +71,15 @@ class GrpcApp:
     #: A check that has not answered after this long counts as failed (NOT_SERVING) until it does.
     check_timeout: float = 10.0
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    metrics: Metrics | None = None
     _monitor: asyncio.Task[None] | None = None
     _check: asyncio.Task[bool] | None = None
     _late: bool = False
 
     async def start(self) -> None:
         await self.server.start()
+        if self.metrics is not None:
+            self.metrics.start()
         self._monitor = asyncio.create_task(self._watch_health(), name="health-monitor")
         log.info("listening", extra={"port": self.port, "services": self.service_names, "tls": self.tls})
 
@@ -131,6 +136,8 @@ class GrpcApp:
                 await callback()
             except Exception:
                 log.exception("error while stopping")
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)  # waits for a scrape in progress: not on the loop
         log.info("stopped")
 
     async def run_until_signal(self) -> None:
@@ -160,21 +167,26 @@ async def create_server(
     owner_of: OwnerLookup | None = None,
     limiter: RateLimiter | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    metrics: Metrics | None = None,
 ) -> GrpcApp:
     """Build (not start) a server with health, reflection, authentication and the error mapping.
 
     Every call but health and reflection needs a token `auth` verifies and infra/access.py allows;
     `owner_of` says whose a reservation is (reservas); `limiter` applies a rate limit per identity;
     `credentials` (infra.tls) serve TLS, None plaintext. A request larger than `max_message_bytes` is
-    refused by gRPC (RESOURCE_EXHAUSTED); so is a reply. Port 0 picks a free port.
+    refused by gRPC (RESOURCE_EXHAUSTED); so is a reply. Port 0 picks a free port. `metrics`: the app's
+    registry and /metrics endpoint; the metrics interceptor is outermost, so it counts the status the caller
+    gets, authentication's refusals included.
     """
     if auth is None:
         raise ValueError(f"{domain}: no keys to verify tokens with (see infra/keys.py); a server never runs open")
     bindings = list(bindings)
     # The error mapping is outermost, so authentication's refusals become rich statuses too.
-    interceptors = [ErrorMappingInterceptor(domain, error_table), AuthInterceptor(
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor(domain, error_table), AuthInterceptor(
         auth.verifier, Access(owner_of), limiter.admit if limiter is not None else None
     )]
+    if metrics is not None:
+        interceptors.insert(0, MetricsInterceptor(metrics.grpc))
     server = grpc.aio.server(interceptors=interceptors, options=message_options(max_message_bytes))
     for binding in bindings:
         binding.add_to_server(binding.servicer, server)
@@ -190,5 +202,7 @@ async def create_server(
         port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot bind {address}")
-    return GrpcApp(server, port, health_servicer, names, health_check, check_interval, grace,
-                   tls=credentials is not None, check_timeout=check_timeout)
+    return GrpcApp(
+        server, port, health_servicer, names, health_check, check_interval, grace,
+        tls=credentials is not None, check_timeout=check_timeout, metrics=metrics,
+    )

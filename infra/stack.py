@@ -17,6 +17,10 @@ own, this launcher's health checks and demo loading the operator's), reservas re
 
 Environment (besides what the services read themselves):
   USUARIOS_PORT, EVENTOS_PORT, RESERVAS_PORT   service ports (50051, 50052, 50053)
+  USUARIOS_METRICS_PORT, EVENTOS_METRICS_PORT, RESERVAS_METRICS_PORT
+                                                their Prometheus /metrics (9451, 9452, 9453; 0: none); replicas
+                                                of reservas on the ports after RESERVAS_METRICS_PORT. The stack
+                                                writes <data dir>/prometheus.yml, a scrape config for all of them.
   EVENTFLOW_MONGODB_PORT, EVENTFLOW_REDIS_PORT  ports of the embedded stores (27017, 6379)
   MONGODB_URI, REDIS_URL                        use these servers instead of starting embedded ones
 """
@@ -48,7 +52,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
-from infra import certs, keys, procs, tls
+from infra import certs, keys, metrics, procs, tls
 from infra.auth import Role, TokenIssuer
 from infra.procs import ManagedProcess
 from infra.redact import redact_uri
@@ -62,6 +66,11 @@ class ServiceSpec:
     port_var: str
     default_port: int
     full_name: str
+
+    @property
+    def metrics_var(self) -> str:
+        """The variable of its /metrics port (infra.metrics)."""
+        return f"{self.name.upper()}_METRICS_PORT"
 
 
 SERVICES = (
@@ -185,6 +194,12 @@ class Stack:
         self.replicas = [f"reservas-{k}" for k in range(2, options.reservas_replicas + 1)]
         for offset, name in enumerate(self.replicas, start=1):
             self.ports[name] = self.ports["reservas"] + offset
+        try:  # /metrics of each process; 0: none (then none for the replicas either)
+            self.metrics_ports = {s.name: metrics.metrics_port(self.env, s.name) for s in SERVICES}
+        except ValueError as error:
+            raise StackError(str(error)) from None
+        for offset, name in enumerate(self.replicas, start=1):
+            self.metrics_ports[name] = self.metrics_ports["reservas"] and self.metrics_ports["reservas"] + offset
         self.mongodb_port = _port_from_env(self.env, MONGODB_PORT_VAR, DEFAULT_MONGODB_PORT)
         self.redis_port = _port_from_env(self.env, REDIS_PORT_VAR, DEFAULT_REDIS_PORT)
         self.mongodb_uri = self.env.get("MONGODB_URI", "")
@@ -225,6 +240,7 @@ class Stack:
             self._start_services()
             self._wait_serving()
             examples = self._demo_and_examples()
+            self.write_prometheus_config()
             self._print_ready(examples)
             return self._supervise()
         except _Interrupted:
@@ -356,6 +372,7 @@ class Stack:
         if self.keys is not None:
             env.update(self.keys.env(service_private=name == "reservas"))
         env.update({spec.port_var: str(self.ports[spec.name]) for spec in SERVICES})
+        env.update({spec.metrics_var: str(self.metrics_ports[spec.name]) for spec in SERVICES})
         env.update(
             GRPC_BIND_HOST=self.bind_host,
             MONGODB_URI=self.mongodb_uri,
@@ -374,7 +391,8 @@ class Stack:
             proc = procs.service_process(spec.name, self.ports[spec.name], env, self._log(spec.name))
             self.services[spec.name] = proc.start()
         for name in self.replicas:  # the same service on its own port; the saga lease coordinates them
-            env = {**self.service_env("reservas"), "RESERVAS_PORT": str(self.ports[name])}
+            env = {**self.service_env("reservas"), "RESERVAS_PORT": str(self.ports[name]),
+                   "RESERVAS_METRICS_PORT": str(self.metrics_ports[name])}  # fmt: skip
             proc = dataclasses.replace(procs.service_process("reservas", self.ports[name], env, self._log(name)), name=name)
             self.services[name] = proc.start()
 
@@ -522,6 +540,7 @@ class Stack:
             f"  {'logs':<9} {self.logs_dir}",
             f"  {'keys':<9} {self.data_dir / 'keys'}  (owner-only; the issuer key signs tokens)",
         ]
+        lines += self._metrics_lines()
         if self.options.tls:
             lines.append(
                 f"  {'TLS':<9} certificates in {self.certs_dir}; usuarios and eventos require a client "
@@ -540,6 +559,39 @@ class Stack:
             "Ctrl-C stops everything; the data stays for the next run.",
         ]
         print("\n".join(lines), flush=True)
+
+    def metrics_address(self, name: str) -> str | None:
+        """host:port of a process's /metrics, or None when it serves none."""
+        port = self.metrics_ports[name]
+        return f"{self.client_host}:{port}" if port else None
+
+    @property
+    def prometheus_config(self) -> Path:
+        return self.data_dir / "prometheus.yml"
+
+    def write_prometheus_config(self) -> None:
+        """<data dir>/prometheus.yml: `prometheus --config.file=...` scrapes every process of this stack."""
+        scraped = [(n, a) for n in [*(s.name for s in SERVICES), *self.replicas] if (a := self.metrics_address(n))]
+        lines = [
+            "# Written by `eventflow up` for this stack: prometheus --config.file=" + str(self.prometheus_config),
+            "global:",
+            "  scrape_interval: 5s",
+            "scrape_configs:",
+        ]
+        for service in dict.fromkeys(name.split("-")[0] for name, _ in scraped):  # a job per service, replicas too
+            lines += [f"  - job_name: {service}", "    static_configs:"]
+            lines += [f'      - targets: ["{a}"]' for name, a in scraped if name.split("-")[0] == service]
+        self.prometheus_config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def _metrics_lines(self) -> list[str]:
+        names = [*(s.name for s in SERVICES), *self.replicas]
+        shown = [f"{n}=http://{a}/metrics" for n in names if (a := self.metrics_address(n))]
+        if not shown:
+            return [f"  {'metrics':<9} none (the *_METRICS_PORT variables are 0)"]
+        return [
+            f"  {'metrics':<9} {'  '.join(shown)}",
+            f"  {'':<9} Prometheus: {self.prometheus_config}; Grafana dashboard: deploy/grafana/eventflow.json",
+        ]
 
     def _replicas_hint(self) -> list[str]:
         if not self.replicas:

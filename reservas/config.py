@@ -13,6 +13,7 @@ so changes made outside the saga reach it), MONGODB_MAX_POOL_SIZE (4: MongoDB co
 EVENTFLOW_PROJECTOR (embedded: the read models' projector runs in this process; off: it runs elsewhere,
 as `eventflow projector`). EVENTFLOW_FAULT (fault injection) is read by reservas.faults itself.
 GRPC_MAX_MESSAGE_BYTES (1 MiB: the largest request or reply, also on its channels to usuarios and eventos).
+RESERVAS_METRICS_PORT (9453: Prometheus /metrics on GRPC_BIND_HOST; 0: none; see infra.metrics).
 Keys, without defaults (infra/keys.py): EVENTFLOW_ISSUER_PUBLIC_KEY[_FILE] (verifies callers' tokens),
 EVENTFLOW_SERVICE_PRIVATE_KEY[_FILE] (signs reservas' own calls to usuarios and eventos),
 EVENTFLOW_PAGE_TOKEN_KEY[_FILE] (the key of page tokens).
@@ -30,6 +31,7 @@ from infra import tls as tls_config
 from infra.auth import AuthSettings
 from infra.keys import page_token_key
 from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, max_message_bytes
+from infra.metrics import metrics_port
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 from infra.ratelimit import DEFAULT_LIMITS, Limits, limits_from_env
 
@@ -61,6 +63,9 @@ class Config:
     #: The keys it verifies tokens with and signs its own calls with; None only in a Config not built from the environment.
     auth: AuthSettings | None = field(default=None, compare=False, repr=False)
     tls: tls_config.TLSConfig | None = None
+    #: <SERVICE>_METRICS_PORT (infra.metrics): where /metrics is served, on bind_host; 0: not served. From the
+    #: environment the default is 9453; a Config built in code (tests, embedding) serves none unless told.
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         if self.projector not in ("embedded", "off"):
@@ -100,6 +105,7 @@ class Config:
             "auth": AuthSettings.from_env(env, trusts_service=False, signs_service=True) if keys else None,
             "tls": tls_config.from_env(env, require_client_cert=False, calls_out=True) if keys else None,
             "page_token_key": page_token_key(env) if keys else b"",
+            "metrics_port": metrics_port(env, "reservas"),
         }
         for f in fields(cls):
             if f.name in values:

@@ -141,6 +141,7 @@ import redis.asyncio
 from redis.exceptions import RedisError
 
 from infra.redis_client import connect  # noqa: F401 - the client the gate expects (re-exported for its callers)
+from reservas.metrics import ReservasMetrics
 
 try:
     from redis.exceptions import MaxConnectionsError
@@ -342,7 +343,8 @@ def _positive_ms(name: str, seconds: float) -> int:
 class AdmissionGate:
     """Per-event admission of purchases, counted in Redis. See the module docstring for the contract.
 
-    `clock` (ms) replaces the Redis server's clock; only tests pass it.
+    `clock` (ms) replaces the Redis server's clock; only tests pass it. `metrics` (reservas.metrics) counts
+    the answers of `admit_seeding` and keeps the inventory eventos reports, per event.
     """
 
     def __init__(
@@ -355,8 +357,10 @@ class AdmissionGate:
         outage_backoff_seconds: float = 1.0,
         prefix: str = "gate",
         clock: Callable[[], int] | None = None,
+        metrics: ReservasMetrics | None = None,
     ) -> None:
         self._redis = redis
+        self.metrics = metrics or ReservasMetrics()
         self.refresh_ms = _positive_ms("refresh_seconds", refresh_seconds)
         self.pending_ttl_ms = _positive_ms("pending_ttl_seconds", pending_ttl_seconds)
         self.key_ttl_ms = _positive_ms("key_ttl_seconds", key_ttl_seconds)
@@ -455,12 +459,14 @@ class AdmissionGate:
                 replacing=replacing,
             )
             if admission.outcome not in (Outcome.UNSEEDED, Outcome.REFRESH):
+                self.metrics.gate_admissions.labels(admission.outcome.value).inc()
                 return admission
             try:
                 inventory = await read_inventory()
             except Exception as error:  # noqa: BLE001 - eventos' failure is the normal path's to report
                 self._warn("read_inventory", evento_id, reserva_id, error)
                 if admission.outcome is Outcome.UNSEEDED:
+                    self.metrics.gate_admissions.labels(Outcome.UNAVAILABLE.value).inc()
                     return Admission(Outcome.UNAVAILABLE, reserva_id)
                 continue  # REFRESH: the probe is ours for refresh_seconds; admit on the snapshot
             await self.report(
@@ -469,6 +475,7 @@ class AdmissionGate:
                 version=inventory.version,
                 unsold=inventory.aforo is not None and inventory.disponibles == inventory.aforo,
             )
+        self.metrics.gate_admissions.labels(Outcome.UNAVAILABLE.value).inc()
         return Admission(Outcome.UNAVAILABLE, reserva_id)  # the snapshot keeps vanishing: no gate
 
     async def report(
@@ -489,6 +496,7 @@ class AdmissionGate:
         """
         if disponibles < 0 or version < 0:
             raise ValueError(f"disponibles and version must not be negative, got {disponibles}, {version}")
+        self.metrics.tickets_left.note(evento_id, disponibles, version)
         gate, pending = self.keys(evento_id)
         args = [int(disponibles), int(version), reserva_id or "", self._now(), self.key_ttl_ms, "1" if unsold else "0"]
         try:

@@ -72,6 +72,7 @@ class Recovery:
     async def run_once(self) -> int:
         """One round; returns how many sagas it settled."""
         loop = asyncio.get_running_loop()
+        self.driver.deps.metrics.recovery_rounds.inc()
         ids = await self.leases.unsettled(older_than_seconds=0, limit=100)
         due = [
             i for i in ids if not self.driver.is_active(i) and self._retry_at.get(i, (0.0, 0.0))[0] <= loop.time()
@@ -101,6 +102,7 @@ class Recovery:
             self._backoff(reserva_id)
             return False
         self._retry_at.pop(reserva_id, None)
+        self.driver.deps.metrics.recovered_sagas.inc()
         log.info("saga settled by recovery", extra={"reserva_id": reserva_id, "estado": str(reserva.estado)})
         return True
 

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from eventflow.reservas.v1 import reservas_pb2_grpc
 from infra import tls
 from infra.limits import ReplyBudget, message_options
+from infra.metrics import Metrics
 from infra.mongo import create_client, ping
 from infra.pagination import PageTokens
 from infra.ratelimit import RateLimiter
@@ -36,7 +37,9 @@ from reservas.gate import connect as gate_client
 from reservas.holds import HoldStore
 from reservas.leases import LeaseStore
 from reservas.mapping import event_to_pb, reserva_to_pb
+from reservas.metrics import ReservasMetrics
 from reservas.payments import SimulatedGateway
+from reservas.projections.metrics import ProjectorCollector
 from reservas.projections.projector import Projector
 from reservas.projections.queries import ReservasQueries
 from reservas.recovery import Recovery
@@ -65,8 +68,10 @@ async def create_app(config: Config) -> GrpcApp:
     # Holds: a pool larger than the purchases in flight (redis-py's default of 100 would refuse the rest), and
     # the retry of a stale connection (after Redis restarts, each pooled connection fails its next command once).
     redis_client = redis_connect(config.redis_url, timeout_seconds=2, max_connections=1024)
+    metrics = Metrics("reservas", host=config.bind_host, port=config.metrics_port)
+    own_metrics = ReservasMetrics(metrics.registry)
     gate_redis = gate_client(config.redis_url)  # short timeouts: without an answer, no gate
-    gate = AdmissionGate(gate_redis, refresh_seconds=config.gate_refresh_seconds)
+    gate = AdmissionGate(gate_redis, refresh_seconds=config.gate_refresh_seconds, metrics=own_metrics)
     limiter = RateLimiter(gate_redis, config.rate_limits)  # the gate's client: short timeouts, a large pool
     if config.auth is None or config.auth.service_token is None:
         raise ValueError("reservas: no key to sign its calls to usuarios and eventos with (see infra/keys.py)")
@@ -89,9 +94,15 @@ async def create_app(config: Config) -> GrpcApp:
         payments=payments,
         store=store,
         gate=gate,
+        metrics=own_metrics,
     )
     saga = build_saga()
     driver = Driver(deps, leases, lease_seconds=config.lease_seconds)
+    own_metrics.track_open_sagas(lambda: len(driver.active))
+    # The read models' projector (EVENTFLOW_PROJECTOR), started once the stores answer.
+    projector = Projector(db) if config.projector == "embedded" else None
+    if projector is not None:
+        metrics.registry.register(ProjectorCollector(projector))
     recovery = Recovery(driver, leases, saga, interval=config.recovery_interval_seconds)
     service = ReservasService(
         store=store,
@@ -130,8 +141,8 @@ async def create_app(config: Config) -> GrpcApp:
                 log.warning("could not ensure indexes or migrate earlier idempotency keys yet", exc_info=True)
                 return False
             background.append(asyncio.create_task(recovery.run_forever(), name="recovery"))
-            if config.projector == "embedded":  # the read models' projector (EVENTFLOW_PROJECTOR)
-                background.append(asyncio.create_task(Projector(db).run(), name="projector"))
+            if projector is not None:
+                background.append(asyncio.create_task(projector.run(), name="projector"))
         return True
 
     try:
@@ -152,6 +163,7 @@ async def create_app(config: Config) -> GrpcApp:
             owner_of=store.owner,
             limiter=limiter,
             credentials=tls.server_credentials(config.tls),
+            metrics=metrics,
         )
     except BaseException:
         await mongo.close()

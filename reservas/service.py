@@ -21,6 +21,8 @@ import uuid
 from datetime import UTC, datetime
 from functools import partial
 
+from pymongo.errors import PyMongoError
+
 from infra import pagination
 from infra.errors import DeadlineExceeded, DomainError, FailedPrecondition, NotFound, Unavailable
 from infra.limits import ReplyBudget
@@ -92,11 +94,27 @@ class ReservasService:
     # ---- Reservar ----------------------------------------------------------------------------
 
     async def reservar(self, solicitud: Solicitud, timeout: float | None = None) -> Reserva:
+        """Buy: the settled reservation, or the error its purchase ended with; every answer is counted."""
+        metrics = self.driver.deps.metrics
+        try:
+            reserva = await self._reservar(solicitud, timeout)
+        except DomainError as error:
+            metrics.failed(error)
+            raise
+        except PyMongoError:  # the servicer answers it as MONGODB_UNAVAILABLE
+            metrics.failed(StoreUnavailable("reservas' database is unavailable"))
+            raise
+        metrics.answered(str(reserva.estado))
+        return reserva
+
+    async def _reservar(self, solicitud: Solicitud, timeout: float | None) -> Reserva:
         check_fields(solicitud)  # before anything is recorded
         deadline = self._deadline(timeout)
         admission = await self._admit(solicitud, str(uuid.uuid4()))  # SOLD_OUT here records nothing
         huella = fingerprint(solicitud)
         claim = await self._claim(solicitud, huella, admission, admission.reserva_id)
+        if not claim.won:  # the key bought before: this call is answered from (or waits for) that purchase
+            self.driver.deps.metrics.idempotent_repeats.inc()
         reserva = None if claim.won else await self.store.get(claim.reserva_id)
         if reserva is not None and retryable(reserva):
             # The earlier attempt failed only because a dependency was down and was fully undone:

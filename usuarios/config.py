@@ -6,6 +6,7 @@ USUARIOS_MONGODB_DATABASE ("eventflow_usuarios"), MONGODB_MAX_POOL_SIZE (4: Mong
 TLS: the EVENTFLOW_TLS_* variables of infra.tls (none set: plaintext; under TLS callers must present a client
 certificate unless EVENTFLOW_TLS_REQUIRE_CLIENT_CERT=false).
 GRPC_MAX_MESSAGE_BYTES (1 MiB: the largest request or reply, see infra.limits).
+USUARIOS_METRICS_PORT (9451: Prometheus /metrics on GRPC_BIND_HOST; 0: none; see infra.metrics).
 Keys, without defaults (infra/keys.py): EVENTFLOW_ISSUER_PUBLIC_KEY[_FILE], EVENTFLOW_SERVICE_PUBLIC_KEY[_FILE],
 EVENTFLOW_PAGE_TOKEN_KEY[_FILE] (the key of page tokens).
 """
@@ -20,6 +21,7 @@ from infra import tls as tls_config
 from infra.auth import AuthSettings
 from infra.keys import page_token_key
 from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, max_message_bytes
+from infra.metrics import metrics_port
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
 from infra.ratelimit import DEFAULT_LIMITS, Limits, limits_from_env
 
@@ -41,6 +43,9 @@ class Config:
     #: The keys it verifies tokens with (infra/auth.py); None only in a Config not built from the environment.
     auth: AuthSettings | None = field(default=None, compare=False, repr=False)
     tls: tls_config.TLSConfig | None = None
+    #: <SERVICE>_METRICS_PORT (infra.metrics): where /metrics is served, on bind_host; 0: not served. From the
+    #: environment the default is 9451; a Config built in code (tests, embedding) serves none unless told.
+    metrics_port: int = 0
 
     @property
     def address(self) -> str:
@@ -68,4 +73,5 @@ class Config:
             auth=AuthSettings.from_env(env, trusts_service=True, signs_service=False),
             tls=tls_config.from_env(env, require_client_cert=True),
             page_token_key=page_token_key(env),
+            metrics_port=metrics_port(env, "usuarios"),
         )

@@ -15,6 +15,7 @@ from pymongo.errors import PyMongoError
 from eventflow.usuarios.v1 import usuarios_pb2_grpc
 from infra import tls
 from infra.limits import ReplyBudget
+from infra.metrics import Metrics
 from infra.mongo import create_client, error_summary, ping
 from infra.pagination import PageTokens
 from infra.ratelimit import limiter_for
@@ -60,6 +61,7 @@ async def create_app(config: Config) -> GrpcApp:
             auth=config.auth,
             limiter=limiter,
             credentials=tls.server_credentials(config.tls),
+            metrics=Metrics("usuarios", host=config.bind_host, port=config.metrics_port),
         )
     except BaseException:
         await client.close()

@@ -93,11 +93,17 @@ class Projector:
         #: Observability: changes received and the instant the models were last known current to.
         self.changes_seen = 0
         self.current_to: datetime | None = None
+        self._queue: asyncio.Queue[_Item] | None = None  # what was read from the change stream, not applied yet
 
     @property
     def dead_lettered(self) -> int:
         """Observability: how many times a stream was set aside as a dead letter (`poison.py`)."""
         return self.guard.dead_lettered
+
+    @property
+    def behind(self) -> int:
+        """Observability: changes read from the store's change stream and not applied yet (polls included)."""
+        return 0 if self._queue is None else self._queue.qsize()
 
     async def run(self) -> None:
         """Follow the event store until cancelled; errors are logged and retried with backoff."""
@@ -183,6 +189,7 @@ class Projector:
             extra={"generation": checkpoint.generation, "from": next(iter(options)), "owner": self.owner},
         )
         queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=self.max_batch * 4)
+        self._queue = queue
         async with stream:
             reader = asyncio.create_task(self._read(stream, queue), name="projector-reader")
             applier = asyncio.create_task(self._apply(queue, checkpoint.generation), name="projector-applier")

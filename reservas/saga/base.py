@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from pymongo.errors import PyMongoError
 from infra.errors import Unavailable
 from reservas import faults
 from reservas.domain import ConcurrencyConflict, Event, Reserva, Tipo
+from reservas.metrics import ReservasMetrics
 from reservas.payments import PaymentGateway
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ class SagaDeps:
     payments: PaymentGateway
     store: StorePort
     gate: GatePort = field(default_factory=NoGate)
+    #: The app's series (reservas.metrics); the default counts into nothing.
+    metrics: ReservasMetrics = field(default_factory=ReservasMetrics)
 
 
 # ---- what stops a driver without compensating
@@ -178,7 +182,11 @@ class Paso(ABC):
         if self.durable_before:
             await ctx.flush()
         await faults.checkpoint(self.name, "before")  # after the announcement, before any side effect
-        await self.act(ctx)
+        began = time.perf_counter()
+        try:
+            await self.act(ctx)
+        finally:
+            ctx.deps.metrics.step_took(self.name, began)
         await faults.checkpoint(self.name, "after")
         if self.next is not None:
             await self.next.handle(ctx)

@@ -232,11 +232,13 @@ class Saga:
             intento += 1
             try:
                 await step.compensate(ctx)
+                ctx.deps.metrics.compensations.labels(step.name).inc()
                 return
             except (SagaTakenOver, StoreUnavailable):
                 raise
             except Exception as error:
                 log.warning("compensation failed", extra={"paso": step.name, "intento": intento}, exc_info=True)
+                ctx.deps.metrics.compensation_retries.labels(step.name).inc()
                 await ctx.record(
                     Tipo.COMPENSACION_REINTENTADA,
                     paso=step.name,

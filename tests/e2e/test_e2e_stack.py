@@ -19,12 +19,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from infra.procs import free_port
 from infra.stack import READY_LINE, SERVICES
@@ -259,6 +261,7 @@ def _stack_env(ports: dict[str, int]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"MONGODB_URI", "REDIS_URL", "GRPC_BIND_HOST"}}
     for spec in SERVICES:
         env[spec.port_var] = str(ports[spec.name])
+        env[spec.metrics_var] = str(ports.get(f"{spec.name}-metrics") or free_port())  # never a running stack's
         env.pop(f"{spec.name.upper()}_ADDR", None)
     env["EVENTFLOW_MONGODB_PORT"] = str(ports["mongodb"])
     env["EVENTFLOW_REDIS_PORT"] = str(ports["redis"])
@@ -331,6 +334,20 @@ def test_demo_data_is_loaded_and_the_printed_example_works(stack: StackUnderTest
     result = stack.run_printed(printed)
     assert result.returncode == 0, f"{printed}\n{result.stderr}"
     assert json.loads(result.stdout)["id"] in {u["id"] for u in usuarios}
+
+
+def test_the_printed_metrics_addresses_serve_and_prometheus_yml_scrapes_them(stack: StackUnderTest) -> None:
+    line = next(line for line in stack.launchers[0].output.splitlines() if line.strip().startswith("metrics"))
+    printed = dict(part.split("=", 1) for part in line.split()[1:])
+    assert set(printed) == set(SERVICE_NAMES)
+    config = yaml.safe_load((stack.data_dir / "prometheus.yml").read_text(encoding="utf-8"))
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    for service, url in printed.items():
+        assert targets[service] == [url.removeprefix("http://").removesuffix("/metrics")]
+        with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 - the stack's own loopback port
+            text = reply.read().decode()
+        # The demo data was loaded through usuarios and eventos; every service answered health checks.
+        assert "grpc_server_handled_total{" in text and "process_resident_memory_bytes" in text, service
 
 
 def test_the_printed_reservar_example_buys_the_seats(stack: StackUnderTest) -> None:

@@ -19,7 +19,8 @@ from callers import KEY_ENV, PAGE_TOKEN_KEY, open_channel
 
 
 def test_config_from_env() -> None:
-    assert Config.from_env(KEY_ENV) == Config(page_token_key=PAGE_TOKEN_KEY)
+    # /metrics: served on 9452 by a process configured from its environment, by none built in code.
+    assert Config.from_env(KEY_ENV) == Config(page_token_key=PAGE_TOKEN_KEY, metrics_port=9452)
     assert Config().port == 50052 and Config().mongodb_database == "eventflow_eventos"
     config = Config.from_env(
         {
@@ -30,7 +31,8 @@ def test_config_from_env() -> None:
             "EVENTOS_MONGODB_DATABASE": "x",
         }
     )
-    assert config == Config(6000, "127.0.0.1", "mongodb://db:27017", "x", page_token_key=PAGE_TOKEN_KEY)
+    assert config == Config(6000, "127.0.0.1", "mongodb://db:27017", "x", page_token_key=PAGE_TOKEN_KEY,
+                            metrics_port=9452)  # fmt: skip
     assert config.address == "127.0.0.1:6000"
 
 

@@ -55,6 +55,7 @@ def test_config_defaults_and_environment() -> None:
         mongodb_uri="mongodb://localhost:27017/?directConnection=true",
         mongodb_database="eventflow_usuarios",
         page_token_key=PAGE_TOKEN_KEY,
+        metrics_port=9451,  # from the environment; a Config built in code serves no /metrics
     )
     env = {**KEY_ENV, "USUARIOS_PORT": "6001", "GRPC_BIND_HOST": "127.0.0.1", "MONGODB_URI": "mongodb://db:27017",
            "USUARIOS_MONGODB_DATABASE": "u", "EVENTOS_PORT": "7000"}  # fmt: skip

@@ -1,0 +1,166 @@
+"""Prometheus metrics every service shares: the gRPC server series, the process collectors, and `/metrics`.
+
+Each app has its own `Metrics` (its own CollectorRegistry), so several servers in one process (the tests run
+the three in one) never collide; a service's own series (reservas.metrics) register on the same registry.
+
+The gRPC series follow go-grpc-prometheus, which dashboards and alerts already know:
+
+- `grpc_server_started_total{grpc_type,grpc_service,grpc_method}`: calls received;
+- `grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}`: calls answered, by status code
+  (authentication's refusals too: UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED);
+- `grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}`: a histogram of the time to answer.
+
+Only unary calls are counted: every EventFlow RPC is unary, and so is health's Check (reflection and health's
+Watch are streams). `/metrics` is served by prometheus_client's HTTP server (a daemon thread) on the service's
+bind host and `<SERVICE>_METRICS_PORT`; 0 serves none. A busy port is logged and the service serves on without
+it: metrics are never a reason to refuse a purchase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client import start_http_server
+
+log = logging.getLogger(__name__)
+
+#: Latency buckets (seconds): a read takes milliseconds, a purchase tens to hundreds, a slow payment seconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+#: The default metrics ports, one per service (the variable each Config reads: <SERVICE>_METRICS_PORT).
+DEFAULT_PORTS = {"usuarios": 9451, "eventos": 9452, "reservas": 9453}
+
+
+def metrics_port(env: Mapping[str, str], service: str) -> int:
+    """`<SERVICE>_METRICS_PORT` (default DEFAULT_PORTS[service]; 0: no /metrics)."""
+    var = f"{service.upper()}_METRICS_PORT"
+    raw = env.get(var, "")
+    if raw == "":
+        return DEFAULT_PORTS[service]
+    try:
+        port = int(raw)
+        if not 0 <= port <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{var} must be a port number (0-65535; 0: no /metrics), got {raw!r}") from None
+    return port
+
+
+class GrpcServerMetrics:
+    """The go-grpc-prometheus server series, on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.started = Counter("grpc_server_started_total", "RPCs started on the server.", labels, registry=registry)
+        self.handled = Counter(
+            "grpc_server_handled_total", "RPCs completed on the server, by status code.", [*labels, "grpc_code"],
+            registry=registry,
+        )  # fmt: skip
+        self.handling = Histogram(
+            "grpc_server_handling_seconds", "Time to answer an RPC, in seconds.", labels,
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+
+
+class Metrics:
+    """One app's metrics: its registry (with the process and Python collectors), the gRPC series, and the
+    `/metrics` endpoint on `host:port` (port 0: none), started and stopped with the app."""
+
+    def __init__(self, service: str, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.service = service
+        self.host = host.strip("[]")  # "[::]" is how a gRPC address spells it; an HTTP server wants "::"
+        self.port = port
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.grpc = GrpcServerMetrics(self.registry)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str | None:
+        """host:port of /metrics while it is served, else None."""
+        if self._server is None:
+            return None
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"{host}:{self._server.server_port}"
+
+    def start(self) -> None:
+        if self.port == 0 or self._server is not None:
+            return
+        try:
+            self._server, self._thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+        except OSError as error:
+            log.error("cannot serve /metrics: serving without it", extra={"port": self.port, "error": str(error)})
+            return
+        log.info("metrics", extra={"address": f"http://{self.address}/metrics"})
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every unary call and times it; mounted outermost, so it sees the status the caller gets
+    (the error mapping's and authentication's refusals included)."""
+
+    def __init__(self, metrics: GrpcServerMetrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        labels = ("unary", service, method)
+        started = self.metrics.started.labels(*labels)
+        handling = self.metrics.handling.labels(*labels)
+        handled = self.metrics.handled
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started.inc()
+            begin = time.perf_counter()
+            code: grpc.StatusCode | None = None
+            try:
+                reply = await inner(request, context)
+                code = context.code() or grpc.StatusCode.OK  # a handler may set a code and return
+                return reply
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                handling.observe(time.perf_counter() - begin)
+                handled.labels(*labels, (code or grpc.StatusCode.UNKNOWN).name).inc()
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+__all__ = ["DEFAULT_PORTS", "GrpcServerMetrics", "LATENCY_BUCKETS", "Metrics", "MetricsInterceptor", "metrics_port"]

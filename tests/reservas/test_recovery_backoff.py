@@ -7,9 +7,11 @@ every reservation settled within 60 s of the process being back.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 from reservas.domain import Reserva
+from reservas.metrics import ReservasMetrics
 from reservas.recovery import Recovery
 
 
@@ -26,6 +28,7 @@ class FakeDriver:
 
     def __init__(self, leases: FakeLeases) -> None:
         self.leases = leases
+        self.deps = SimpleNamespace(metrics=ReservasMetrics())  # counts into nothing
         self.up = False
         self.attempts: list[str] = []
 

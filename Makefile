@@ -8,13 +8,14 @@ STAMP  := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv install protos run test test-e2e soak fuzz bench compose-secrets k8s-check clean distclean
+.PHONY: help venv install protos run test test-e2e test-slow soak fuzz bench compose-secrets k8s-check clean distclean
 
 help:
 	@echo "make run       set up and run the whole system (usuarios, eventos, reservas, MongoDB, Redis)"
 	@echo "make test      set up and run the test suite"
 	@echo "make test-e2e  only the end-to-end tests: eventflow up driven by grpcurl (also part of make test)"
 	@echo "make protos    regenerate generated/ from protos/"
+	@echo "make test-slow the scale tests of many seconds each, with 50,000-seat maps (not part of make test)"
 	@echo "make soak      long concurrency and crash runs (not part of make test)"
 	@echo "make fuzz      10,000 generated calls to every RPC of a running stack (FUZZ_CALLS=n; make test runs 300)"
 	@echo "make bench     benchmark: the floor and the system, a table, JSON and a chart (BENCH_ARGS=--quick:"
@@ -45,6 +46,10 @@ test: $(STAMP)
 # Only the end-to-end tests: `eventflow up` driven by grpcurl (also part of `make test`).
 test-e2e: $(STAMP)
 	$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
+
+# The scale tests that take many seconds each (50,000-seat maps), left out of `make test` to keep it short.
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 soak: $(STAMP)
 	EVENTFLOW_SOAK=1 $(PY) -m pytest -m soak tests/soak $(PYTEST_ARGS)

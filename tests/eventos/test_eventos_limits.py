@@ -193,6 +193,7 @@ async def _all_seats(stub: Any, evento_id: str, limit: int | None = None, **fiel
             return seats, pages
 
 
+@pytest.mark.slow
 async def test_a_50000_seat_event_is_created_from_rows_and_read_in_pages(eventos) -> None:
     """50,000 seats as labels of 12 to 15 characters would not fit in a 1 MiB request, nor both seat lists in a
     1 MiB answer: as 500 rows the request is a few kilobytes; GetEvento leaves the lists out (or refuses them

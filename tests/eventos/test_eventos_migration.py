@@ -222,6 +222,7 @@ class Commands(monitoring.CommandListener):
         pass
 
 
+@pytest.mark.slow
 async def test_a_big_seat_map_in_bounded_batches_and_nothing_to_do_is_one_indexed_query(
     mongo_uri: str, db_name: Callable[[str], str]
 ) -> None:

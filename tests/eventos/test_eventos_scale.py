@@ -223,6 +223,7 @@ class TestGroupCommit:
 
 
 class TestConstantCost:
+    @pytest.mark.slow
     async def test_a_big_event_and_many_allocations_cost_the_same_commands_and_o_k_documents(self, counted: Counted) -> None:
         small = await counted.create(seats=100)
         big = await counted.create(seats=50_000)

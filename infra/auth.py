@@ -20,7 +20,7 @@ import enum
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from infra import keys
 from infra.errors import DomainError, Unauthenticated
+from infra.interceptors import Unary, UnaryInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ def bearer(metadata: Any) -> str:
     return token.strip()
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(UnaryInterceptor):
     """Authenticates every call but health and reflection, takes it from the caller's rate limit (`limiter`),
     then asks `authorize` whether it is allowed.
 
@@ -276,19 +277,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self.authorize = authorize
         self.limiter = limiter
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(PUBLIC_PREFIXES):
-            return handler
-        if handler.unary_unary is None:  # every EventFlow RPC is unary: anything else is not served at all
+    def not_unary(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler | None:
+        # Health's Watch and reflection stream; every EventFlow RPC is unary: anything else is not served at all.
+        return handler if method.startswith(PUBLIC_PREFIXES) else None
+
+    def wrap(self, method: str, metadata: Sequence[Any], inner: Unary) -> Unary | None:
+        if method.startswith(PUBLIC_PREFIXES):
             return None
-        inner = handler.unary_unary
-        metadata = handler_call_details.invocation_metadata
 
         async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
             principal = None
@@ -307,11 +302,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 _principal.reset(token)
 
-        return grpc.unary_unary_rpc_method_handler(
-            checked,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return checked
 
 
 # -- the client side ---------------------------------------------------------------------------------

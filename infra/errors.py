@@ -10,13 +10,15 @@ generic message: no stack trace reaches a client.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from infra.interceptors import Unary, UnaryInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -157,24 +159,14 @@ def status_code_for(error: DomainError, table: Mapping[type[DomainError], grpc.S
     return grpc.StatusCode.FAILED_PRECONDITION
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class ErrorMappingInterceptor(UnaryInterceptor):
     """Maps the domain exceptions raised by unary handlers to rich statuses, in one place."""
 
     def __init__(self, domain: str, table: Mapping[type[DomainError], grpc.StatusCode] | None = None) -> None:
         self.domain = domain
         self.table = {**DEFAULT_STATUS_TABLE, **(table or {})}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-        method = handler_call_details.method
-
+    def wrap(self, method: str, metadata: Sequence[Any], inner: Unary) -> Unary:
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 return await inner(request, context)
@@ -203,11 +195,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                     )
                 )
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return guarded
 
 
 __all__ = [

@@ -22,12 +22,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client import start_http_server
+
+from infra.interceptors import Unary, UnaryInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -113,24 +115,16 @@ class Metrics:
         self._server = self._thread = None
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(UnaryInterceptor):
     """Counts every unary call and times it; mounted outermost, so it sees the status the caller gets
     (the error mapping's and authentication's refusals included)."""
 
     def __init__(self, metrics: GrpcServerMetrics) -> None:
         self.metrics = metrics
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
-        labels = ("unary", service, method)
+    def wrap(self, method: str, metadata: Sequence[Any], inner: Unary) -> Unary:
+        service, _, name = method.lstrip("/").rpartition("/")
+        labels = ("unary", service, name)
         started = self.metrics.started.labels(*labels)
         handling = self.metrics.handling.labels(*labels)
         handled = self.metrics.handled
@@ -156,11 +150,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 handling.observe(time.perf_counter() - begin)
                 handled.labels(*labels, (code or grpc.StatusCode.UNKNOWN).name).inc()
 
-        return grpc.unary_unary_rpc_method_handler(
-            observed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return observed
 
 
 __all__ = ["DEFAULT_PORTS", "GrpcServerMetrics", "LATENCY_BUCKETS", "Metrics", "MetricsInterceptor", "metrics_port"]

@@ -1,0 +1,43 @@
+"""The one way EventFlow's server interceptors wrap a call: every RPC is unary, so an interceptor wraps the
+unary handler and keeps its (de)serializers. The error mapping, authentication and metrics are all this."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+
+Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class UnaryInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each unary handler with `wrap`; a handler that is not unary goes through `not_unary`."""
+
+    def wrap(self, method: str, metadata: Sequence[Any], inner: Unary) -> Unary | None:
+        """The handler to run instead of `inner`; None leaves the call as it is."""
+        raise NotImplementedError
+
+    def not_unary(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler | None:
+        """What to do with a streaming handler (health's Watch, reflection): by default, let it through."""
+        return handler
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None:
+            return handler
+        if handler.unary_unary is None:
+            return self.not_unary(method, handler)
+        wrapped = self.wrap(method, handler_call_details.invocation_metadata, handler.unary_unary)
+        if wrapped is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

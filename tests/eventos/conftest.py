@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -126,5 +128,9 @@ async def eventos(mongo_uri: str, eventos_config: Config, eventos_address: str) 
     database = client[eventos_config.mongodb_database]
     async with open_channel(eventos_address) as channel:
         yield EventosEnv(eventos_pb2_grpc.EventosServiceStub(channel), EventoRepository(database), database)
-    await client.drop_database(database)
+    # Each test has a database of its own, so dropping it is tidiness: bounded, so that a transaction a failed
+    # test left open (SecantusDB keeps it up to a minute, and the drop waits behind it) reports the failure
+    # instead of hanging the whole suite in teardown.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(client.drop_database(database), 10)
     await client.close()

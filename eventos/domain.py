@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 
 from infra.errors import FailedPrecondition, InvalidArgument, NotFound, shorten
 from infra.limits import check_count, check_length, too_long
+from infra.seats import MAX_SEAT_LABEL, check_seats, check_seats_fit
 
 # --- caps: the longest value of every field a request carries (issue 8) --------------------------
 # Checked before anything else is done with a value; the error names the field and its cap, and never
@@ -36,7 +37,6 @@ from infra.limits import check_count, check_length, too_long
 MAX_ID = 128
 #: nombre and lugar (also ListEventos' lugar filter).
 MAX_TEXT = 200
-MAX_SEAT_LABEL = 20
 #: Seats of one seat map: CreateEvento writes them in one go, a take reads none of them.
 MAX_ASIENTOS = 50_000
 #: Seats one ReservarEntradas names (a purchase in reservas names at most 10).
@@ -568,30 +568,20 @@ def validate_reserva_request(request: ReservaRequest) -> ReservaRequest:
         raise invalid("cantidad", f"must be from 1 to {MAX_AFORO}, got {request.cantidad}")
     check_length("usuario_id", request.usuario_id, MAX_USUARIO_ID)
     check_count("asientos", request.asientos, MAX_ASIENTOS_POR_RESERVA, "seats")
-    for label in request.asientos:
-        check_length("asientos", label, MAX_SEAT_LABEL)
-    asientos = tuple(label.strip() for label in request.asientos)
-    if asientos:
-        if len(set(asientos)) != len(asientos):
-            raise invalid("asientos", "a seat is named more than once")
-        if len(asientos) != request.cantidad:
-            raise invalid("asientos", f"names {len(asientos)} seats but cantidad is {request.cantidad}")
+    asientos = check_seats(request.asientos, request.cantidad)
     return ReservaRequest(request.evento_id, request.reserva_id, request.cantidad, asientos, request.usuario_id)
 
 
 def check_fits_event(stock: Stock, request: ReservaRequest) -> None:
     """The rules that need the event's (immutable) seat map: seats named iff it has one, and in it."""
+    check_seats_fit(stock.evento_id, stock.con_asientos, request.asientos, request.cantidad)
     if stock.con_asientos:
-        if not request.asientos:
-            raise invalid("asientos", f"evento {stock.evento_id!r} has a seat map: name the {request.cantidad} seats to take")
         unknown = [label for label in request.asientos if label not in stock.holders]
         if unknown:
             raise UnknownSeat(
                 f"asientos: {shown(unknown)} not in the seat map of evento {stock.evento_id!r}",
                 metadata={"field": "asientos", "asientos": ",".join(unknown)},
             )
-    elif request.asientos:
-        raise invalid("asientos", f"evento {stock.evento_id!r} has no seat map: leave asientos empty")
 
 
 def explain_refusal(stock: Stock | None, request: ReservaRequest, existing: Allocation | None, released: bool) -> bool:

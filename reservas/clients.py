@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -26,6 +25,7 @@ import grpc
 from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
 
+from infra.backoff import jittered
 from infra.errors import (
     AlreadyExists,
     DomainError,
@@ -102,8 +102,7 @@ class _Client:
 
     def _delay(self, attempt: int) -> float:
         """Exponential backoff with "equal jitter": half fixed, half random."""
-        ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not cryptography
+        return jittered(attempt, self.backoff, self.max_backoff)
 
     async def _call(self, rpc: Callable[..., Awaitable[Response]], request: object) -> Response:
         for attempt in range(1, self.attempts + 1):

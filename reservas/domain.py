@@ -27,8 +27,6 @@ MAX_ID = 128
 MAX_IDEMPOTENCY_KEY = 128
 #: A payment token (medio_pago).
 MAX_MEDIO_PAGO = 64
-#: A seat label, as long as eventos allows one in a seat map.
-MAX_SEAT_LABEL = 20
 #: Tickets of one purchase (and so the seats it names).
 MAX_CANTIDAD = 10
 
@@ -49,6 +47,16 @@ def importe(precio: int, cantidad: int) -> int:
     if not 1 <= cantidad <= MAX_CANTIDAD:
         raise InvalidArgument(f"cantidad must be from 1 to {MAX_CANTIDAD}, got {cantidad}", metadata={"field": "cantidad"})
     return precio * cantidad
+
+
+def check_not_past(evento_id: str, fecha: datetime, at: datetime, consequence: str, **metadata: str) -> None:
+    """FailedPrecondition EVENT_PAST when the event took place at or before `at`; `consequence` says what that stops."""
+    if fecha <= at:
+        raise FailedPrecondition(
+            f"evento {evento_id!r} took place on {fecha.isoformat()}; {consequence}",
+            reason="EVENT_PAST",
+            metadata={"evento_id": evento_id, "fecha": fecha.isoformat(), **metadata},
+        )
 
 
 def check_text(field: str, value: str, limit: int) -> None:

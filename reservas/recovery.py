@@ -32,7 +32,7 @@ from reservas.leases import LeaseStore
 from reservas.saga.base import SagaContext
 from reservas.saga.confirmador_reserva import ConfirmadorReserva, release_holds
 from reservas.saga.driver import Driver, NotDriving
-from reservas.saga.procesador_pago import ProcesadorPago, ledger_state, record_charge
+from reservas.saga.procesador_pago import reconcile_with_ledger
 from reservas.saga.validador_inventario import ValidadorInventario, hold_keys, report_answer
 from reservas.saga.saga import SAGA_INTERRUPTED, Saga, error_from
 
@@ -129,10 +129,7 @@ class Recovery:
         if reserva.compensando:
             await self.saga.compensate(ctx, error_from(reserva))
             return
-        charge, refunded = await ledger_state(ctx)
-        if charge is not None and ProcesadorPago.name not in reserva.pasos_completados:
-            # The log learns what the ledger knows first, so a refund it records next nets against it.
-            await record_charge(ctx, charge, origen="ledger")
+        charge, refunded = await reconcile_with_ledger(ctx)
         if charge is None or refunded:
             failure = interrupted(reserva.id, charged=charge is not None)
             await self.saga.compensate(ctx, failure, self.saga.possibly_started(reserva))

@@ -27,7 +27,7 @@ from infra import pagination
 from infra.errors import DeadlineExceeded, DomainError, FailedPrecondition, NotFound, Unavailable
 from infra.limits import ReplyBudget
 from infra.pagination import PageTokens
-from reservas.domain import MAX_ID, Estado, Event, Reserva, Tipo, check_text
+from reservas.domain import MAX_ID, Estado, Event, Reserva, Tipo, check_not_past, check_text
 from reservas.event_store import EventStore
 from reservas.gate import Admission, AdmissionGate, Inventory, Outcome
 from reservas.leases import Claim, LeaseStore
@@ -275,12 +275,7 @@ class ReservasService:
     async def _check_not_past(self, reserva: Reserva) -> None:
         evento = await self.eventos.get_evento(reserva.evento_id, ("fecha",))  # never its seat map
         fecha = evento.fecha.ToDatetime(tzinfo=UTC)
-        if fecha <= now():
-            raise FailedPrecondition(
-                f"evento {reserva.evento_id!r} took place on {fecha.isoformat()}: its tickets cannot be cancelled",
-                reason="EVENT_PAST",
-                metadata={"reserva_id": reserva.id, "evento_id": reserva.evento_id},
-            )
+        check_not_past(reserva.evento_id, fecha, now(), "its tickets cannot be cancelled", reserva_id=reserva.id)
 
     async def _cancelar(self, ctx: SagaContext) -> None:
         if ctx.reserva.estado is not Estado.CONFIRMADA:

@@ -9,21 +9,34 @@ purchase fails with PAYMENT_TIMEOUT. Compensation: refund (a no-op if nothing wa
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from infra.errors import FailedPrecondition
 from reservas.domain import Tipo, TipoPago
 from reservas.payments import LedgerEntry, PaymentDeclined, PaymentTimeout
 from reservas.saga.base import Paso, SagaContext
 
 
-async def ledger_state(ctx: SagaContext) -> tuple[LedgerEntry | None, bool]:
-    """The charge the ledger holds for this reservation (None: none), and whether it was refunded.
+class Ledger(NamedTuple):
+    """What the payment gateway's ledger holds for one reservation."""
 
-    How an unknown outcome is settled: a gateway that did not answer, or a process that died
-    before the payment's event reached the log.
+    #: The charge that stands (None: nothing was charged, or the charge was voided).
+    charge: LedgerEntry | None
+    refunded: bool
+
+
+async def reconcile_with_ledger(ctx: SagaContext) -> Ledger:
+    """Record in the log the charge the ledger holds and the log lacks (`PagoProcesado`, origen "ledger"), so a
+    refund recorded next nets against it; returns what the ledger holds.
+
+    How an unknown outcome is settled: a gateway that did not answer, or a process that died before the
+    payment's event reached the log.
     """
     entries = await ctx.deps.payments.entries(ctx.reserva.id)
     charge = next((e for e in entries if e.tipo is TipoPago.CARGO and not e.anulado), None)
-    return charge, any(e.tipo is TipoPago.REEMBOLSO for e in entries)
+    if charge is not None and ProcesadorPago.name not in ctx.reserva.pasos_completados:
+        await record_charge(ctx, charge, origen="ledger")
+    return Ledger(charge, any(e.tipo is TipoPago.REEMBOLSO for e in entries))
 
 
 async def record_charge(ctx: SagaContext, entry: LedgerEntry, **extra: object) -> None:
@@ -41,10 +54,8 @@ class ProcesadorPago(Paso):
             await ctx.record(Tipo.PAGO_RECHAZADO, motivo=error.message, razon=error.reason)
             raise
         except PaymentTimeout as error:
-            charged, _ = await ledger_state(ctx)
-            if charged is not None:
-                await record_charge(ctx, charged, origen="ledger")
-            else:
+            charged = (await reconcile_with_ledger(ctx)).charge is not None
+            if not charged:
                 await ctx.record(Tipo.PAGO_RECHAZADO, motivo=error.message, razon=error.reason)
             raise FailedPrecondition(
                 "the payment gateway did not answer in time; "

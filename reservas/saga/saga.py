@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Sequence
 
 from pymongo.errors import PyMongoError
@@ -34,6 +33,7 @@ from infra.errors import (
     NotFound,
     Unavailable,
 )
+from infra.backoff import jittered
 from reservas.domain import Estado, Reserva, Tipo
 from reservas.saga.base import Paso, SagaContext, SagaTakenOver, StoreUnavailable
 
@@ -251,5 +251,4 @@ class Saga:
                 await asyncio.sleep(self._delay(intento))
 
     def _delay(self, attempt: int) -> float:
-        ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter
+        return jittered(attempt, self.backoff, self.max_backoff)

@@ -8,20 +8,20 @@ eventos, so its outcome is recorded: `DatosValidados` with the amount to charge
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from infra.errors import FailedPrecondition, InvalidArgument
+from infra.errors import InvalidArgument
 from infra.limits import check_length
+from infra.seats import check_seats, check_seats_fit
 from reservas.domain import (
     MAX_CANTIDAD,
     MAX_ID,
     MAX_IDEMPOTENCY_KEY,
     MAX_MEDIO_PAGO,
-    MAX_SEAT_LABEL,
     Tipo,
+    check_not_past,
     check_text,
     importe,
 )
@@ -56,10 +56,6 @@ class Solicitud:
         }
 
 
-def _invalid(field: str, rule: str) -> InvalidArgument:
-    return InvalidArgument(f"{field} {rule}", metadata={"field": field})
-
-
 def check_fields(solicitud: Solicitud) -> None:
     """The request's own rules; InvalidArgument naming the field. Pure: nothing is asked or recorded."""
     check_text("usuario_id", solicitud.usuario_id, MAX_ID)
@@ -67,20 +63,10 @@ def check_fields(solicitud: Solicitud) -> None:
     check_length("medio_pago", solicitud.medio_pago, MAX_MEDIO_PAGO)
     check_text("idempotency_key", solicitud.idempotency_key, MAX_IDEMPOTENCY_KEY)
     if not 1 <= solicitud.cantidad <= MAX_CANTIDAD:
-        raise _invalid("cantidad", f"must be from 1 to {MAX_CANTIDAD}, got {solicitud.cantidad}")
-    if solicitud.asientos:
-        if len(solicitud.asientos) != solicitud.cantidad:
-            raise _invalid(
-                "asientos",
-                f"must name exactly cantidad ({solicitud.cantidad}) seats, got {len(solicitud.asientos)}",
-            )
-        for seat in solicitud.asientos:
-            if not seat.strip():
-                raise _invalid("asientos", "must not name an empty seat label")
-            check_length("asientos", seat, MAX_SEAT_LABEL)
-        repeated = sorted(seat for seat, n in Counter(solicitud.asientos).items() if n > 1)
-        if repeated:
-            raise _invalid("asientos", f"must be distinct; repeated: {', '.join(repeated)}")
+        raise InvalidArgument(
+            f"cantidad must be from 1 to {MAX_CANTIDAD}, got {solicitud.cantidad}", metadata={"field": "cantidad"}
+        )
+    check_seats(solicitud.asientos, solicitud.cantidad)
     validate_token(solicitud.medio_pago)
 
 
@@ -96,24 +82,8 @@ class ValidadorDatos(Paso):
         # not in the map is refused by eventos when the tickets are taken (UNKNOWN_SEAT).
         evento = await ctx.deps.eventos.get_evento(reserva.evento_id, SALE_FIELDS)
         fecha = evento.fecha.ToDatetime(tzinfo=UTC)
-        if fecha <= now():
-            raise FailedPrecondition(
-                f"evento {evento.id!r} took place on {fecha.isoformat()}; tickets are no longer on sale",
-                reason="EVENT_PAST",
-                metadata={"evento_id": evento.id, "fecha": fecha.isoformat()},
-            )
-        if evento.con_asientos and not reserva.asientos:
-            raise InvalidArgument(
-                f"evento {evento.id!r} has numbered seats: name {reserva.cantidad} of them in asientos",
-                reason="SEATS_REQUIRED",
-                metadata={"field": "asientos", "evento_id": evento.id},
-            )
-        if not evento.con_asientos and reserva.asientos:
-            raise InvalidArgument(
-                f"evento {evento.id!r} has no numbered seats: leave asientos empty",
-                reason="SEATS_NOT_ALLOWED",
-                metadata={"field": "asientos", "evento_id": evento.id},
-            )
+        check_not_past(evento.id, fecha, now(), "tickets are no longer on sale")
+        check_seats_fit(evento.id, evento.con_asientos, reserva.asientos, reserva.cantidad)
         await ctx.record(
             Tipo.DATOS_VALIDADOS,
             monto=importe(evento.precio, reserva.cantidad),

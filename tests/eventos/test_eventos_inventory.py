@@ -80,8 +80,8 @@ class TestReservar:
         [
             (0, [], False, "VALIDATION_FAILED"),
             (-1, [], False, "VALIDATION_FAILED"),
-            (1, ["A-1"], False, "VALIDATION_FAILED"),  # seats for an unseated event
-            (1, [], True, "VALIDATION_FAILED"),  # no seats for a seated event
+            (1, ["A-1"], False, "SEATS_NOT_ALLOWED"),  # seats for an unseated event
+            (1, [], True, "SEATS_REQUIRED"),  # no seats for a seated event
             (2, ["A-1"], True, "VALIDATION_FAILED"),  # fewer seats than cantidad
             (2, ["A-1", "A-1"], True, "VALIDATION_FAILED"),  # repeated seat
             (2, ["A-1", "Z-9"], True, "UNKNOWN_SEAT"),

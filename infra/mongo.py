@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TypeVar
 
 import pymongo.lock
@@ -89,6 +90,16 @@ def for_reads(collection: AsyncCollection) -> AsyncCollection:
 def for_writes(collection: AsyncCollection) -> AsyncCollection:
     """The collection as seen by writes that must not be lost: primary, majority."""
     return collection.with_options(read_preference=ReadPreference.PRIMARY, write_concern=MAJORITY)
+
+
+@contextlib.contextmanager
+def store_errors_as(signal: Callable[[], Exception]) -> Iterator[None]:
+    """pymongo's errors inside become `signal()` (the cause chained): where an adapter uses it, its callers handle
+    their own signal and never pymongo's exceptions."""
+    try:
+        yield
+    except PyMongoError as error:
+        raise signal() from error
 
 
 def error_summary(error: PyMongoError) -> str:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from infra.errors import DomainError, FailedPrecondition, InvalidArgument
+from infra.errors import DomainError, FailedPrecondition, InvalidArgument, Unavailable
 from infra.limits import check_length
+from infra.seats import check_seats
 
 # --- caps: the longest value of every field a request carries (issue 8) --------------------------
 # Checked before anything is recorded or asked of another service; the error names the field and its cap,
@@ -103,6 +104,66 @@ class ConcurrencyConflict(DomainError):
     """Another writer appended to the stream first; reload and decide again."""
 
     reason = "CONCURRENT_UPDATE"
+
+
+@dataclass(frozen=True)
+class Solicitud:
+    """What a buyer asked for (ReservarRequest), before any check."""
+
+    usuario_id: str
+    evento_id: str
+    cantidad: int
+    asientos: tuple[str, ...]
+    medio_pago: str
+    idempotency_key: str
+
+    def datos(self) -> dict[str, Any]:
+        """The data of ReservaSolicitada."""
+        return {
+            "usuario_id": self.usuario_id,
+            "evento_id": self.evento_id,
+            "cantidad": self.cantidad,
+            "asientos": list(self.asientos),
+            "medio_pago": self.medio_pago,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+def check_fields(solicitud: Solicitud) -> None:
+    """The request's own rules; InvalidArgument naming the field. Pure: nothing is asked or recorded. (Which
+    payment methods there are is the gateway's to say: PaymentGateway.check_medio_pago.)"""
+    check_text("usuario_id", solicitud.usuario_id, MAX_ID)
+    check_text("evento_id", solicitud.evento_id, MAX_ID)
+    check_length("medio_pago", solicitud.medio_pago, MAX_MEDIO_PAGO)
+    check_text("idempotency_key", solicitud.idempotency_key, MAX_IDEMPOTENCY_KEY)
+    if not 1 <= solicitud.cantidad <= MAX_CANTIDAD:
+        raise InvalidArgument(
+            f"cantidad must be from 1 to {MAX_CANTIDAD}, got {solicitud.cantidad}", metadata={"field": "cantidad"}
+        )
+    check_seats(solicitud.asientos, solicitud.cantidad)
+
+
+class StoreUnavailable(Unavailable):
+    """reservas' own MongoDB did not answer (the event store, the saga leases): nothing can be recorded, so a saga
+    does nothing more. It stays open; recovery settles it from the log once the database answers again."""
+
+    reason = "MONGODB_UNAVAILABLE"
+
+    @classmethod
+    def about(cls, reserva_id: str) -> StoreUnavailable:
+        """Reading or leasing one reservation failed."""
+        return cls("reservas' database is unavailable; try again shortly", metadata={"reserva_id": reserva_id})
+
+    @classmethod
+    def appending(cls, reserva_id: str, recorded: bool) -> StoreUnavailable:
+        """Appending to a reservation's stream failed; `recorded`: an earlier append stored part of it, so the
+        answer may name it (GetReserva finds it), and recovery settles it."""
+        if not recorded:
+            return cls("reservas' database is unavailable: nothing was recorded; try again shortly")
+        return cls(
+            "reservas' database is unavailable; the reservation will be settled when it is back",
+            metadata={"reserva_id": reserva_id},
+        )
 
 
 class InvalidTransition(FailedPrecondition):

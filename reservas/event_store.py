@@ -21,8 +21,8 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, 
 
 from infra.errors import Unavailable
 from infra.group_commit import DUPLICATE_KEY, GroupWriter
-from infra.mongo import for_writes
-from reservas.domain import MAX_ID, ConcurrencyConflict, Event, Reserva, Tipo
+from infra.mongo import for_writes, store_errors_as
+from reservas.domain import MAX_ID, ConcurrencyConflict, Event, Reserva, StoreUnavailable, Tipo
 
 COLLECTION = "reserva_eventos"
 
@@ -89,8 +89,12 @@ class EventStore:
             ) from error
 
     async def save(self, reserva: Reserva) -> None:
-        """Append the aggregate's pending events and clear them."""
-        await self.append(reserva.pending)
+        """Append the aggregate's pending events and clear them. ConcurrencyConflict when a version is taken;
+        StoreUnavailable when the store does not take them (naming the reservation if an earlier save stored
+        part of its stream)."""
+        recorded = reserva.version > len(reserva.pending)
+        with store_errors_as(lambda: StoreUnavailable.appending(reserva.id, recorded)):
+            await self.append(reserva.pending)
         reserva.pending.clear()
 
     async def load(self, reserva_id: str, until: datetime | None = None) -> list[Event]:
@@ -121,5 +125,8 @@ class EventStore:
         return usuario_id if isinstance(usuario_id, str) else None
 
     async def get(self, reserva_id: str, as_of: datetime | None = None) -> Reserva | None:
-        """The aggregate rebuilt from its stream (as it was at `as_of`, when given); None if it has no events."""
-        return Reserva.replay(await self.load(reserva_id, until=as_of))
+        """The aggregate rebuilt from its stream (as it was at `as_of`, when given); None if it has no events.
+        StoreUnavailable when the store does not answer."""
+        with store_errors_as(lambda: StoreUnavailable.about(reserva_id)):
+            events = await self.load(reserva_id, until=as_of)
+        return Reserva.replay(events)

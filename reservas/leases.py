@@ -15,6 +15,8 @@ The collection "saga_leases" holds one document per reservation, keyed by its id
   holds it, the filter does not match, the upsert collides on `_id` (DuplicateKeyError)
   and the answer is "not acquired". The holder keeps it with `renew` and gives it up with
   `release`; if it dies, the lease expires after `ttl_seconds` and another process may take it.
+- The lease and open-mark operations the saga's driver uses raise StoreUnavailable, the saga's own signal,
+  when MongoDB does not answer (never pymongo's errors).
 - `open` marks a saga that has not settled: `mark_open` when it starts, `mark_settled`
   when it ends. Recovery scans `unsettled(older_than)` for the ones left behind.
 
@@ -50,7 +52,8 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from infra.errors import FailedPrecondition
 from infra.group_commit import DUPLICATE_KEY, GroupWriter
-from infra.mongo import for_writes
+from infra.mongo import for_writes, store_errors_as
+from reservas.domain import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -231,58 +234,64 @@ class LeaseStore:
     async def acquire(self, reserva_id: str) -> bool:
         """Take the lease if it is free, expired, or already ours (then it is extended)."""
         now = _now()
-        try:
-            # An update, not a findAndModify (whose cost grows with the collection on SecantusDB): the
-            # filter decides, so matching or inserting means the lease is ours.
-            result = await self.collection.update_one(
-                {"_id": reserva_id, **self._takeable(now)},
-                {"$set": {"owner": self.owner, "expires": now + self.ttl}},
-                upsert=True,
-            )
-        except DuplicateKeyError:  # held by another owner: the upsert collided with the existing document
-            return False
-        return result.matched_count == 1 or result.upserted_id is not None
+        with store_errors_as(lambda: StoreUnavailable.about(reserva_id)):
+            try:
+                # An update, not a findAndModify (whose cost grows with the collection on SecantusDB): the
+                # filter decides, so matching or inserting means the lease is ours.
+                result = await self.collection.update_one(
+                    {"_id": reserva_id, **self._takeable(now)},
+                    {"$set": {"owner": self.owner, "expires": now + self.ttl}},
+                    upsert=True,
+                )
+            except DuplicateKeyError:  # held by another owner: the upsert collided with the existing document
+                return False
+            return result.matched_count == 1 or result.upserted_id is not None
 
     async def renew(self, reserva_id: str) -> bool:
         """Extend our lease; False when it is no longer ours (it expired and another process took it)."""
         now = _now()
-        result = await self.collection.update_one(
-            {"_id": reserva_id, "owner": self.owner}, {"$set": {"expires": now + self.ttl}}
-        )
-        return result.matched_count == 1
+        with store_errors_as(lambda: StoreUnavailable.about(reserva_id)):
+            result = await self.collection.update_one(
+                {"_id": reserva_id, "owner": self.owner}, {"$set": {"expires": now + self.ttl}}
+            )
+            return result.matched_count == 1
 
     async def release(self, reserva_id: str) -> None:
         """Give the lease up, if it is ours; someone else's is left alone."""
-        await self.collection.update_one(
-            {"_id": reserva_id, "owner": self.owner}, {"$unset": {"owner": "", "expires": ""}}
-        )
+        with store_errors_as(lambda: StoreUnavailable.about(reserva_id)):
+            await self.collection.update_one(
+                {"_id": reserva_id, "owner": self.owner}, {"$unset": {"owner": "", "expires": ""}}
+            )
 
     async def mark_open(self, reserva_id: str) -> None:
         """Record that a saga is in progress. Idempotent: an open saga keeps its first `opened_at`."""
-        try:
-            await self.collection.update_one(
-                {"_id": reserva_id, "open": {"$ne": True}},
-                {"$set": {"open": True, "opened_at": _now()}},
-                upsert=True,
-            )
-        except DuplicateKeyError:  # already open: the upsert collided with the existing document
-            pass
+        with store_errors_as(lambda: StoreUnavailable.about(reserva_id)):
+            try:
+                await self.collection.update_one(
+                    {"_id": reserva_id, "open": {"$ne": True}},
+                    {"$set": {"open": True, "opened_at": _now()}},
+                    upsert=True,
+                )
+            except DuplicateKeyError:  # already open: the upsert collided with the existing document
+                pass
 
     async def mark_settled(self, reserva_id: str) -> None:
-        await self.collection.update_one(
-            {"_id": reserva_id, "open": True}, {"$set": {"open": False, "settled_at": _now()}}
-        )
+        with store_errors_as(lambda: StoreUnavailable.about(reserva_id)):
+            await self.collection.update_one(
+                {"_id": reserva_id, "open": True}, {"$set": {"open": False, "settled_at": _now()}}
+            )
 
     async def settle_and_release(self, reserva_id: str) -> None:
         """`mark_settled` and `release` in one write (the end of a saga that settled under our lease)."""
-        await self.writer.write(
-            [
-                UpdateOne(
-                    {"_id": reserva_id, "owner": self.owner},
-                    {"$set": {"open": False, "settled_at": _now()}, "$unset": {"owner": "", "expires": ""}},
-                )
-            ]
-        )
+        with store_errors_as(lambda: StoreUnavailable.about(reserva_id)):
+            await self.writer.write(
+                [
+                    UpdateOne(
+                        {"_id": reserva_id, "owner": self.owner},
+                        {"$set": {"open": False, "settled_at": _now()}, "$unset": {"owner": "", "expires": ""}},
+                    )
+                ]
+            )
 
     async def unsettled(self, older_than_seconds: float, limit: int = 100, scan: int = 1000) -> list[str]:
         """Open sagas opened more than `older_than_seconds` ago and not under a live lease, oldest first.

@@ -18,6 +18,7 @@ The simulated gateway behaves like a payment provider's test cards:
 A refund of a reservation that was never charged leaves a void (`anulado`, amount 0) in the
 charge's place, so a charge that arrives afterwards is refused (PaymentVoided) rather than taken:
 a process whose saga was taken over and undone by another cannot charge the buyer behind it.
+A ledger that does not answer raises LedgerUnavailable (never pymongo's errors): the payment step failed.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from pymongo import ASCENDING, IndexModel, InsertOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from infra.errors import DomainError, FailedPrecondition, InvalidArgument
+from infra.errors import DomainError, FailedPrecondition, InvalidArgument, Unavailable
 from infra.group_commit import GroupWriter
-from infra.mongo import for_writes
+from infra.mongo import for_writes, store_errors_as
 from reservas.domain import TipoPago
 
 COLLECTION = "pagos"
@@ -72,6 +73,16 @@ class PaymentTimeout(DomainError):
     reason = "PAYMENT_TIMEOUT"
 
 
+class LedgerUnavailable(Unavailable):
+    """The ledger (in reservas' database) did not answer: the payment step failed, and its purchase is undone."""
+
+    reason = "MONGODB_UNAVAILABLE"
+
+
+def _ledger_unavailable() -> LedgerUnavailable:
+    return LedgerUnavailable("reservas' database failed during the purchase")
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     id: str
@@ -86,6 +97,10 @@ class LedgerEntry:
 
 
 class PaymentGateway(Protocol):
+    def check_medio_pago(self, medio_pago: str) -> None:
+        """InvalidArgument (UNKNOWN_PAYMENT_METHOD) unless this gateway takes `medio_pago`; asks nothing."""
+        ...
+
     async def charge(self, reserva_id: str, monto: int, moneda: str, medio_pago: str) -> LedgerEntry: ...
 
     async def refund(self, reserva_id: str) -> LedgerEntry | None: ...
@@ -137,6 +152,9 @@ class SimulatedGateway:
             [IndexModel([("reserva_id", ASCENDING), ("tipo", ASCENDING)], unique=True, name="one_per_tipo")]
         )
 
+    def check_medio_pago(self, medio_pago: str) -> None:
+        validate_token(medio_pago)
+
     async def charge(self, reserva_id: str, monto: int, moneda: str, medio_pago: str) -> LedgerEntry:
         """Charge `monto` once per reservation; a repeat answers the first charge and records nothing."""
         validate_token(medio_pago)
@@ -175,12 +193,13 @@ class SimulatedGateway:
 
     async def entries(self, reserva_id: str) -> list[LedgerEntry]:
         """The reservation's movements, oldest first (a charge always precedes its refund)."""
-        cursor = self.collection.find({"reserva_id": reserva_id})
-        found = [_from_document(doc) async for doc in cursor]
+        with store_errors_as(_ledger_unavailable):
+            found = [_from_document(doc) async for doc in self.collection.find({"reserva_id": reserva_id})]
         return sorted(found, key=lambda e: (e.ocurrido, e.tipo is TipoPago.REEMBOLSO))
 
     async def _find(self, reserva_id: str, tipo: TipoPago) -> LedgerEntry | None:
-        doc = await self.collection.find_one({"reserva_id": reserva_id, "tipo": str(tipo)})
+        with store_errors_as(_ledger_unavailable):
+            doc = await self.collection.find_one({"reserva_id": reserva_id, "tipo": str(tipo)})
         return None if doc is None else _from_document(doc)
 
     async def _record(
@@ -200,11 +219,12 @@ class SimulatedGateway:
             doc["medio_pago"] = medio_pago
         if anulado:
             doc["anulado"] = True
-        try:
-            await self.writer.write([InsertOne(doc)])
-        except DuplicateKeyError:
-            existing = await self._find(reserva_id, tipo)
-            if existing is None:  # pragma: no cover - the unique index guarantees it exists
-                raise
-            return existing
+        with store_errors_as(_ledger_unavailable):
+            try:
+                await self.writer.write([InsertOne(doc)])
+            except DuplicateKeyError:
+                existing = await self._find(reserva_id, tipo)
+                if existing is None:  # pragma: no cover - the unique index guarantees it exists
+                    raise
+                return existing
         return entry

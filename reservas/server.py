@@ -110,6 +110,7 @@ async def create_app(config: Config) -> GrpcApp:
         driver=driver,
         saga=saga,
         eventos=deps.eventos,
+        payments=payments,
         gate=gate,
         tokens=tokens,
         historial_budget=ReplyBudget.of_messages(config.max_message_bytes, event_to_pb),

@@ -27,14 +27,25 @@ from infra import pagination
 from infra.errors import DeadlineExceeded, DomainError, FailedPrecondition, NotFound, Unavailable
 from infra.limits import ReplyBudget
 from infra.pagination import PageTokens
-from reservas.domain import MAX_ID, Estado, Event, Reserva, Tipo, check_not_past, check_text
+from reservas.domain import (
+    MAX_ID,
+    Estado,
+    Event,
+    Reserva,
+    Solicitud,
+    StoreUnavailable,
+    Tipo,
+    check_fields,
+    check_not_past,
+    check_text,
+)
 from reservas.event_store import EventStore
 from reservas.gate import Admission, AdmissionGate, Inventory, Outcome
 from reservas.leases import Claim, LeaseStore
-from reservas.saga.base import EventosPort, SagaContext, SagaTakenOver, StoreUnavailable, now
+from reservas.payments import PaymentGateway
+from reservas.saga.base import EventosPort, SagaContext, SagaTakenOver, now
 from reservas.saga.driver import Driver, NotDriving
 from reservas.saga.saga import Saga, error_class, error_from
-from reservas.saga.validador_datos import Solicitud, check_fields
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +86,7 @@ class ReservasService:
         driver: Driver,
         saga: Saga,
         eventos: EventosPort,
+        payments: PaymentGateway,
         gate: AdmissionGate,
         tokens: PageTokens,
         historial_budget: ReplyBudget[Event],
@@ -89,6 +101,7 @@ class ReservasService:
         self.driver = driver
         self.saga = saga
         self.eventos = eventos
+        self.payments = payments
         self.wait_seconds = wait_seconds
 
     # ---- Reservar ----------------------------------------------------------------------------
@@ -109,6 +122,7 @@ class ReservasService:
 
     async def _reservar(self, solicitud: Solicitud, timeout: float | None) -> Reserva:
         check_fields(solicitud)  # before anything is recorded
+        self.payments.check_medio_pago(solicitud.medio_pago)
         deadline = self._deadline(timeout)
         admission = await self._admit(solicitud, str(uuid.uuid4()))  # SOLD_OUT here records nothing
         huella = fingerprint(solicitud)

@@ -17,13 +17,12 @@ from pymongo.errors import PyMongoError
 
 from eventflow.reservas.v1 import reservas_pb2, reservas_pb2_grpc
 from infra.errors import DomainError, InvalidArgument, Unavailable
-from reservas.domain import ConcurrencyConflict
+from reservas.domain import ConcurrencyConflict, Solicitud
 from reservas.mapping import event_to_pb, reserva_to_pb
 from reservas.payments import PaymentTimeout
 from reservas.projections import messages as read_side
 from reservas.projections.queries import ReservasQueries
 from reservas.saga.saga import SagaInternalError
-from reservas.saga.validador_datos import Solicitud
 from reservas.service import ReservasService
 
 FULL_NAME = "eventflow.reservas.v1.ReservasService"

@@ -31,9 +31,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
-from pymongo.errors import PyMongoError
-
-from infra.errors import Unavailable
 from reservas import faults
 from reservas.domain import ConcurrencyConflict, Event, Reserva, Tipo
 from reservas.metrics import ReservasMetrics
@@ -112,15 +109,6 @@ class SagaTakenOver(Exception):  # noqa: N818 - a signal, not an error of the do
     """Another driver recorded first, or our lease was lost: stop driving, touch nothing more."""
 
 
-class StoreUnavailable(Unavailable):
-    """reservas' own MongoDB refused a write: nothing can be recorded, so nothing more is done.
-
-    The saga stays open; recovery settles it from the log once the database answers again.
-    """
-
-    reason = "MONGODB_UNAVAILABLE"
-
-
 @dataclass
 class SagaContext:
     """One reservation being driven: its aggregate, the dependencies, and the lease's health."""
@@ -141,19 +129,10 @@ class SagaContext:
         if not self.reserva.pending:
             return
         self._check_lease()
-        # Recorded for certain: what an earlier flush wrote. Only then does an error name the reservation, so
-        # a reserva_id in an answer is always one GetReserva finds (a retry with the key finds the rest).
-        recorded = self.reserva.version > len(self.reserva.pending)
         try:
-            await self.deps.store.save(self.reserva)
+            await self.deps.store.save(self.reserva)  # StoreUnavailable when the store does not take them
         except ConcurrencyConflict as error:
             raise SagaTakenOver(str(error)) from error
-        except PyMongoError as error:
-            raise StoreUnavailable(
-                "reservas' database is unavailable; the reservation will be settled when it is back"
-                if recorded else "reservas' database is unavailable: nothing was recorded; try again shortly",
-                metadata={"reserva_id": self.reserva.id} if recorded else None,
-            ) from error
 
     def _check_lease(self) -> None:
         if self.lease_lost.is_set():

@@ -13,16 +13,13 @@ next recorded event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from pymongo.errors import PyMongoError
-
 from infra.logs import reserva_id_var
-from reservas.domain import Reserva
+from reservas.domain import Reserva, StoreUnavailable
 from reservas.leases import LeaseStore
-from reservas.saga.base import SagaContext, SagaDeps, StoreUnavailable
+from reservas.saga.base import SagaContext, SagaDeps
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +28,6 @@ Work = Callable[[SagaContext], Awaitable[None]]
 
 class NotDriving(Exception):  # noqa: N818 - a signal, not an error of the domain
     """Another process holds the reservation's lease: it drives the saga, we only wait for it."""
-
-
-def _store_unavailable(reserva_id: str) -> StoreUnavailable:
-    return StoreUnavailable(
-        "reservas' database is unavailable; try again shortly", metadata={"reserva_id": reserva_id}
-    )
 
 
 class Driver:
@@ -69,27 +60,18 @@ class Driver:
 
     async def open(self, reserva_id: str) -> None:
         """Record that a saga (or a cancellation) of this reservation is under way, for recovery."""
-        try:
-            await self.leases.mark_open(reserva_id)
-        except PyMongoError as error:
-            raise _store_unavailable(reserva_id) from error
+        await self.leases.mark_open(reserva_id)  # StoreUnavailable when reservas' database does not answer
 
     async def _drive(self, reserva_id: str, work: Work, fresh: bool) -> Reserva:
         token = reserva_id_var.set(reserva_id)
         try:
-            try:
-                if not fresh and not await self.leases.acquire(reserva_id):
-                    raise NotDriving(reserva_id)
-            except PyMongoError as error:
-                raise _store_unavailable(reserva_id) from error
+            if not fresh and not await self.leases.acquire(reserva_id):
+                raise NotDriving(reserva_id)
             ctx: SagaContext | None = None
             lost = asyncio.Event()
             renewer = asyncio.create_task(self._renew(reserva_id, lost), name=f"lease-{reserva_id}")
             try:
-                try:
-                    reserva = (None if fresh else await self.deps.store.get(reserva_id)) or Reserva(id=reserva_id)
-                except PyMongoError as error:
-                    raise _store_unavailable(reserva_id) from error
+                reserva = (None if fresh else await self.deps.store.get(reserva_id)) or Reserva(id=reserva_id)
                 ctx = SagaContext(reserva, self.deps, lost)
                 await work(ctx)
                 return ctx.reserva
@@ -102,11 +84,13 @@ class Driver:
     async def _finish(self, reserva_id: str, ctx: SagaContext | None) -> None:
         # Only what is durable counts: events still queued (the work stopped on an error) are not settled.
         settled = ctx is not None and not ctx.reserva.pending and ctx.reserva.version > 0 and ctx.reserva.settled
-        with contextlib.suppress(PyMongoError):
+        try:
             if settled:
                 await self.leases.settle_and_release(reserva_id)
             else:
                 await self.leases.release(reserva_id)
+        except StoreUnavailable:  # the lease expires by itself, and recovery finds the saga still open
+            log.warning("could not give the saga lease up; it will expire", extra={"settled": settled})
 
     async def _renew(self, reserva_id: str, lost: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -117,7 +101,7 @@ class Driver:
                 if not await self.leases.renew(reserva_id):
                     break
                 renewed = loop.time()
-            except PyMongoError:
+            except StoreUnavailable:
                 if loop.time() - renewed > self.lease_seconds:
                     break
         log.warning("lost the saga lease; another process will settle it")

@@ -22,8 +22,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from pymongo.errors import PyMongoError
-
 from infra.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -34,8 +32,8 @@ from infra.errors import (
     Unavailable,
 )
 from infra.backoff import jittered
-from reservas.domain import Estado, Reserva, Tipo
-from reservas.saga.base import Paso, SagaContext, SagaTakenOver, StoreUnavailable
+from reservas.domain import Estado, Reserva, StoreUnavailable, Tipo
+from reservas.saga.base import Paso, SagaContext, SagaTakenOver
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +120,8 @@ class Saga:
             return
         except (SagaTakenOver, StoreUnavailable):
             raise  # nothing more can be recorded by us: recovery settles it
-        except DomainError as error:
+        except DomainError as error:  # a step's own failure, the ledger's outage (LedgerUnavailable) among them
             failure = error
-        except PyMongoError:  # the ledger (reservas' database) failed mid-step: retryable, not a bug
-            log.warning("a saga step could not reach reservas' database", exc_info=True)
-            failure = Unavailable("reservas' database failed during the purchase", reason="MONGODB_UNAVAILABLE")
         except Exception as error:  # noqa: BLE001 - still undo what was done, then answer INTERNAL
             log.exception("a saga step failed unexpectedly")
             failure = SagaInternalError(f"internal error in the purchase ({type(error).__name__}); it was undone")

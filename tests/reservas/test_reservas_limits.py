@@ -200,7 +200,7 @@ async def test_a_page_of_the_audit_trail_is_bounded_by_bytes(stack: World) -> No
     largest = max(event_to_pb(e).ByteSize() for e in events)
     budget = ReplyBudget(limit=largest * 2 + 8, size_of=lambda e: event_to_pb(e).ByteSize())
     service = ReservasService(
-        store=store, keys=None, driver=None, saga=None, eventos=None, gate=None,  # type: ignore[arg-type]
+        store=store, keys=None, driver=None, saga=None, eventos=None, payments=None, gate=None,  # type: ignore[arg-type]
         tokens=PageTokens(PAGE_TOKEN_KEY), historial_budget=budget,
     )
     seen, token, pages = [], "", 0

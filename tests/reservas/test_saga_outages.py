@@ -12,8 +12,8 @@ import grpc
 from conftest import CANCELADA, CONFIRMADA, FALLIDA, World
 
 from reservas import faults
+from reservas.domain import Solicitud
 from reservas.leases import LeaseStore
-from reservas.saga.validador_datos import Solicitud
 from reservas.service import fingerprint
 
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from pymongo.errors import PyMongoError
-
 from eventflow.eventos.v1 import eventos_pb2_grpc
 from eventos.config import Config
 from eventos.repository import EventoRepository
 from eventos.service import EventoService
-from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer
-from infra import tls
 from eventos.servicer import DOMAIN, FULL_NAME, EventosServicer, to_asiento, to_proto
+from infra import tls
 from infra.limits import ReplyBudget
 from infra.metrics import Metrics
 from infra.mongo import create_client, ping
@@ -29,27 +26,16 @@ async def create_app(config: Config) -> GrpcApp:
     client = create_client(config.mongodb_uri, "eventos", max_pool_size=config.mongodb_max_pool_size)
     db = client[config.mongodb_database]
     repository = EventoRepository(db)
-    indexes_ready = False
 
     async def health_check() -> bool:
-        # SERVING once MongoDB answers; the indexes are ensured on the first success, so a
-        # service started before its database becomes SERVING later instead of crashing. Then the
-        # events an earlier version stored are moved to the current shape, and the transactions a
-        # killed eventos left open are ended (eventos.sessions), before SERVING (what is interrupted
-        # is taken up again by the next check).
-        nonlocal indexes_ready
-        if not await ping(db):
-            return False
-        if not indexes_ready:
-            try:
-                await repository.ensure_indexes()
-                await repository.migrate_legacy()
-                await repository.sessions.start()
-            except PyMongoError:
-                log.warning("could not ensure indexes, migrate earlier events or end earlier sessions yet", exc_info=True)
-                return False
-            indexes_ready = True
-        return True
+        return await ping(db)
+
+    async def setup() -> None:
+        # Before anything is served, once MongoDB answers: the indexes, the events an earlier version stored
+        # moved to the current shape, the transactions a killed eventos left open ended (eventos.sessions).
+        await repository.ensure_indexes()
+        await repository.migrate_legacy()
+        await repository.sessions.start()
 
     budget = ReplyBudget.of_messages(config.max_message_bytes, to_proto)  # a page of events, in bytes
     seat_budget = ReplyBudget.of_messages(config.max_message_bytes, to_asiento)  # a page of seats
@@ -65,6 +51,7 @@ async def create_app(config: Config) -> GrpcApp:
         address=config.address,
         domain=DOMAIN,
         health_check=health_check,
+        setup=setup,
         max_message_bytes=config.max_message_bytes,
         auth=config.auth,
         limiter=limiter,

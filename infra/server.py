@@ -4,8 +4,10 @@
 reflection, the metrics and error-mapping interceptors, over plaintext or TLS, receiving and sending messages of at
 most `max_message_bytes` (see infra.limits); `GrpcApp.run_until_signal` serves
 until SIGTERM or SIGINT and then shuts down gracefully (in-flight calls finish).
-Health is NOT_SERVING until the service's own check (its MongoDB answering)
-passes, and follows that check afterwards. A check that does not answer within
+Setup, then serve: the service's own calls are refused (UNAVAILABLE) and health is NOT_SERVING until its check
+(its stores answering) has passed and its `setup` (indexes, migrations, background work) has finished, tried
+again until it does; a service started before its stores serves once they answer. Health follows the check
+afterwards. A check that does not answer within
 `check_timeout` counts as failed (and says so in the log) while it goes on: health
 never stays at what it was because the check itself got stuck. With `metrics` (infra.metrics), every call is counted
 and timed, and `/metrics` is served from `start` until `stop`.
@@ -18,7 +20,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -28,7 +30,8 @@ from grpc_reflection.v1alpha import reflection
 
 from infra.access import Access, OwnerLookup
 from infra.auth import AuthInterceptor, AuthSettings
-from infra.errors import DomainError, ErrorMappingInterceptor
+from infra.errors import DomainError, ErrorMappingInterceptor, Unavailable
+from infra.interceptors import Unary, UnaryInterceptor
 from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, message_options
 from infra.metrics import Metrics, MetricsInterceptor
 from infra.ratelimit import RateLimiter
@@ -36,6 +39,9 @@ from infra.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], Awaitable[bool]]
+Setup = Callable[[], Awaitable[None]]
+#: Methods served before setup has finished: health (so a supervisor sees NOT_SERVING) and reflection.
+SERVED_BEFORE_SETUP = ("/grpc.health.v1.Health/",)
 C = TypeVar("C")
 
 
@@ -58,6 +64,27 @@ class ServiceBinding:
     servicer: Any
 
 
+class UntilSetUp(UnaryInterceptor):
+    """Refuses the service's calls with UNAVAILABLE until `open()`: nothing is served before setup has finished
+    (a unique index missing, a migration half-way). Health and reflection pass."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.is_open = False
+
+    def open(self) -> None:
+        self.is_open = True
+
+    def wrap(self, method: str, metadata: Sequence[Any], inner: Unary) -> Unary | None:
+        if self.is_open or method.startswith(SERVED_BEFORE_SETUP):
+            return None
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            raise Unavailable(f"{self.service} is starting (waiting for its stores); try again shortly")
+
+        return refuse
+
+
 @dataclass
 class GrpcApp:
     server: grpc.aio.Server
@@ -72,6 +99,9 @@ class GrpcApp:
     check_timeout: float = 10.0
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     metrics: Metrics | None = None
+    #: Run once, after the first passing check and before anything is served; tried again until it finishes.
+    setup: Setup | None = None
+    gate: UntilSetUp = field(default_factory=lambda: UntilSetUp("the service"))
     _monitor: asyncio.Task[None] | None = None
     _check: asyncio.Task[bool] | None = None
     _late: bool = False
@@ -80,8 +110,29 @@ class GrpcApp:
         await self.server.start()
         if self.metrics is not None:
             self.metrics.start()
-        self._monitor = asyncio.create_task(self._watch_health(), name="health-monitor")
+        self._monitor = asyncio.create_task(self._serve(), name="health-monitor")
         log.info("listening", extra={"port": self.port, "services": self.service_names, "tls": self.tls})
+
+    async def _serve(self) -> None:
+        """Set up, then serve: open the service's calls, and let health follow the check."""
+        await self._set_up()
+        self.gate.open()
+        await self._watch_health()
+
+    async def _set_up(self) -> None:
+        """Once the check passes, run `setup` to the end; a setup that fails (a store gone again) waits for the
+        next passing check and starts over: every part of it is idempotent."""
+        while True:
+            if await self._checked():
+                if self.setup is None:
+                    return
+                try:
+                    await self.setup()
+                    log.info("set up")
+                    return
+                except Exception:  # noqa: BLE001 - its stores failed half-way: start over when they answer
+                    log.warning("setup did not finish; it starts over once the stores answer", exc_info=True)
+            await asyncio.sleep(min(self.check_interval, 0.5))
 
     async def _set(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         for name in ["", *self.service_names]:
@@ -96,7 +147,7 @@ class GrpcApp:
 
     async def _checked(self) -> bool:
         """The check's answer, or False while it has taken more than `check_timeout`. A late check is not
-        cancelled (it may be a store operation half-way, or the first round's setup): the next round waits
+        cancelled (it may be a store operation half-way): the next round waits
         for the same one, and the log says when it got stuck and when it answered again."""
         if self._check is None:
             self._check = asyncio.create_task(self._run_check(), name="health-check")
@@ -158,6 +209,7 @@ async def create_server(
     address: str,
     domain: str,
     health_check: HealthCheck,
+    setup: Setup | None = None,
     error_table: Mapping[type[DomainError], grpc.StatusCode] | None = None,
     check_interval: float = 2.0,
     check_timeout: float = 10.0,
@@ -171,6 +223,8 @@ async def create_server(
 ) -> GrpcApp:
     """Build (not start) a server with health, reflection, authentication and the error mapping.
 
+    `setup` runs once the `health_check` first passes, before any call of the service is served (see GrpcApp).
+
     Every call but health and reflection needs a token `auth` verifies and infra/access.py allows;
     `owner_of` says whose a reservation is (reservas); `limiter` applies a rate limit per identity;
     `credentials` (infra.tls) serve TLS, None plaintext. A request larger than `max_message_bytes` is
@@ -182,9 +236,10 @@ async def create_server(
         raise ValueError(f"{domain}: no keys to verify tokens with (see infra/keys.py); a server never runs open")
     bindings = list(bindings)
     # The error mapping is outermost, so authentication's refusals become rich statuses too.
+    gate = UntilSetUp(domain.split(".")[0])
     interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor(domain, error_table), AuthInterceptor(
         auth.verifier, Access(owner_of), limiter.admit if limiter is not None else None
-    )]
+    ), gate]
     if metrics is not None:
         interceptors.insert(0, MetricsInterceptor(metrics.grpc))
     server = grpc.aio.server(interceptors=interceptors, options=message_options(max_message_bytes))
@@ -204,5 +259,5 @@ async def create_server(
         raise OSError(f"cannot bind {address}")
     return GrpcApp(
         server, port, health_servicer, names, health_check, check_interval, grace,
-        tls=credentials is not None, check_timeout=check_timeout, metrics=metrics,
+        tls=credentials is not None, check_timeout=check_timeout, metrics=metrics, setup=setup, gate=gate,
     )

@@ -2,9 +2,10 @@
 
 One MongoDB client, one Redis client, one channel per dependency (usuarios, eventos), all
 created here and closed on stop; nothing connects before the server runs. Health is SERVING
-while MongoDB AND Redis answer; on the first success the indexes are ensured, the idempotency
-keys an earlier version stored are moved to the saga leases (LeaseStore.migrate_legacy_keys),
-and the recovery loop starts (so recovery runs "on startup", as soon as the stores are reachable).
+while MongoDB AND Redis answer. Setup, once they first do and before anything is served: the indexes
+are ensured, the idempotency keys an earlier version stored are moved to the saga leases
+(LeaseStore.migrate_legacy_keys), and the recovery loop and the projector start (so recovery runs
+"on startup", as soon as the stores are reachable).
 Under TLS (config.tls) the channels are TLS too, presenting reservas' client certificate.
 """
 
@@ -17,7 +18,6 @@ import os
 import socket
 import uuid
 
-from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from eventflow.reservas.v1 import reservas_pb2_grpc
@@ -132,19 +132,16 @@ async def create_app(config: Config) -> GrpcApp:
                 log.warning("Redis does not answer", extra={"error": cause})
             return False
         redis_failure.clear()
-        if not background:
-            try:
-                for indexed in (store, leases, payments):
-                    await indexed.ensure_indexes()
-                # Before SERVING and before recovery: a repeat of a pre-upgrade purchase must find its key.
-                await leases.migrate_legacy_keys()
-            except PyMongoError:
-                log.warning("could not ensure indexes or migrate earlier idempotency keys yet", exc_info=True)
-                return False
-            background.append(asyncio.create_task(recovery.run_forever(), name="recovery"))
-            if projector is not None:
-                background.append(asyncio.create_task(projector.run(), name="projector"))
         return True
+
+    async def setup() -> None:
+        for indexed in (store, leases, payments):
+            await indexed.ensure_indexes()
+        # Before serving and before recovery: a repeat of a pre-upgrade purchase must find its key.
+        await leases.migrate_legacy_keys()
+        background.append(asyncio.create_task(recovery.run_forever(), name="recovery"))
+        if projector is not None:
+            background.append(asyncio.create_task(projector.run(), name="projector"))
 
     try:
         app = await create_server(
@@ -158,6 +155,7 @@ async def create_app(config: Config) -> GrpcApp:
             address=config.address,
             domain=DOMAIN,
             health_check=health_check,
+            setup=setup,
             error_table=ERROR_TABLE,
             max_message_bytes=config.max_message_bytes,
             auth=config.auth,

@@ -1,8 +1,8 @@
 """Builds the usuarios gRPC server: the servicer on one MongoDB client, health, reflection, shutdown.
 
 `create_app(config)` wires everything and returns a GrpcApp, not started; nothing connects
-before the health check runs. Health is NOT_SERVING until MongoDB answers a ping and the
-indexes exist, so a server started before its database becomes SERVING later instead of
+before the health check runs. Health is SERVING while MongoDB answers a ping; the indexes are made (setup)
+before anything is served, so a server started before its database becomes SERVING later instead of
 crashing. `serve(config)` runs it until SIGTERM or SIGINT, then stops gracefully.
 """
 
@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 
-from pymongo.errors import PyMongoError
-
 from eventflow.usuarios.v1 import usuarios_pb2_grpc
 from infra import tls
 from infra.limits import ReplyBudget
 from infra.metrics import Metrics
-from infra.mongo import create_client, error_summary, ping
+from infra.mongo import create_client, ping
 from infra.pagination import PageTokens
 from infra.ratelimit import limiter_for
 from infra.server import GrpcApp, ServiceBinding, create_server
@@ -40,14 +38,10 @@ async def create_app(config: Config) -> GrpcApp:
     servicer = UsuariosServicer(UsuariosService(repository, tokens, budget))
 
     async def health_check() -> bool:
-        if not await ping(db):
-            return False
-        try:
-            await repository.ensure_indexes()
-        except PyMongoError as error:
-            log.warning("cannot create the usuarios indexes yet", extra={"error": error_summary(error)})
-            return False
-        return True
+        return await ping(db)
+
+    async def setup() -> None:
+        await repository.ensure_indexes()  # before the first write: uniqueness holds from it
 
     limiter = limiter_for(config.redis_url, config.rate_limits)
     try:
@@ -56,6 +50,7 @@ async def create_app(config: Config) -> GrpcApp:
             address=config.address,
             domain=ERROR_DOMAIN,
             health_check=health_check,
+            setup=setup,
             error_table=ERROR_TABLE,
             max_message_bytes=config.max_message_bytes,
             auth=config.auth,

@@ -24,7 +24,9 @@ its backoff (their backoff is kept: one that fails again waits longer still).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from typing import Any
 
 from infra.errors import DomainError, FailedPrecondition, Unavailable
 from reservas.domain import Estado, Tipo
@@ -115,42 +117,49 @@ class Recovery:
         """Settle one saga from its log (run under its lease by the driver)."""
         reserva = ctx.reserva
         log.info("recovering a saga", extra={"estado": str(reserva.estado), "version": reserva.version})
-        if reserva.version == 0:
-            await self.leases.mark_settled(reserva.id)  # claimed, never requested: nothing happened
-            return
-        if reserva.cancelando:
+        if reserva.version == 0:  # claimed, never requested: nothing happened
+            await self.leases.mark_settled(reserva.id)
+        elif reserva.cancelando:  # a cancellation under way: finish the reverse saga
             await self.saga.cancel(ctx)
-            return
-        if reserva.estado is Estado.CONFIRMADA:
+        elif reserva.estado is Estado.CONFIRMADA:  # only the holds may be left
             await release_holds(ctx)
-            return
-        if reserva.settled:
-            return
-        if reserva.compensando:
+        elif reserva.settled:  # FALLIDA or CANCELADA: nothing to do
+            pass
+        elif reserva.compensando:  # an undo under way: finish it, with the error it recorded
             await self.saga.compensate(ctx, error_from(reserva))
-            return
-        charge, refunded = await reconcile_with_ledger(ctx)
-        if charge is None or refunded:
+        else:
+            await self._finish_interrupted(ctx)
+
+    async def _finish_interrupted(self, ctx: SagaContext) -> None:
+        """A saga interrupted mid-way: complete it if the buyer was charged (and not refunded) and eventos still
+        holds the tickets for it; otherwise undo every step that may have acted."""
+        reserva = ctx.reserva
+        charge, refunded = await reconcile_with_ledger(ctx)  # the log may lack the payment: the ledger knows
+        held = await self._tickets_held(ctx) if charge is not None and not refunded else None
+        if held is None:
             failure = interrupted(reserva.id, charged=charge is not None)
             await self.saga.compensate(ctx, failure, self.saga.possibly_started(reserva))
             return
-        try:  # idempotent per reserva_id: success means the tickets are still taken for it
-            held = await ctx.deps.eventos.reservar_entradas(
-                reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos, reserva.usuario_id
-            )
-        except FailedPrecondition:  # RESERVA_RELEASED, SOLD_OUT, SEAT_TAKEN, LIMIT_PER_BUYER_EXCEEDED: not any more
-            await self.saga.compensate(ctx, interrupted(reserva.id, charged=True), self.saga.possibly_started(reserva))
-            return
         await report_answer(ctx.deps.gate, reserva, held)  # the gate stops counting it as pending
-        # What the log may lack of the steps that completed before the crash, re-derived above.
-        if ValidadorInventario.name not in reserva.pasos_completados:
+        if ValidadorInventario.name not in reserva.pasos_completados:  # the log may lack the take: it happened
             await ctx.record(
                 Tipo.ENTRADAS_BLOQUEADAS,
                 holds=hold_keys(ctx.deps.holds, reserva),
                 cantidad=reserva.cantidad,
                 asientos=list(reserva.asientos),
             )
-        try:
+        with contextlib.suppress(DomainError):  # run compensates a failure; the log says how it ended
             await self.saga.run(ctx, start=ConfirmadorReserva.name)
-        except DomainError:
-            pass  # run compensated it; the log says how it ended
+
+    @staticmethod
+    async def _tickets_held(ctx: SagaContext) -> Any | None:
+        """eventos' answer when it still holds the tickets for this reservation (taking them again is idempotent
+        per reserva_id: success means still taken); None when it does not any more (RESERVA_RELEASED, SOLD_OUT,
+        SEAT_TAKEN, LIMIT_PER_BUYER_EXCEEDED)."""
+        reserva = ctx.reserva
+        try:
+            return await ctx.deps.eventos.reservar_entradas(
+                reserva.evento_id, reserva.id, reserva.cantidad, reserva.asientos, reserva.usuario_id
+            )
+        except FailedPrecondition:
+            return None

@@ -20,6 +20,7 @@ import logging
 import uuid
 from datetime import UTC, datetime
 from functools import partial
+from typing import TypeGuard
 
 from pymongo.errors import PyMongoError
 
@@ -70,6 +71,11 @@ def fingerprint(solicitud: Solicitud) -> str:
     """What makes two requests with one idempotency key the same purchase."""
     what = [solicitud.evento_id, solicitud.cantidad, sorted(solicitud.asientos), solicitud.medio_pago]
     return hashlib.sha256(json.dumps(what, ensure_ascii=False).encode()).hexdigest()
+
+
+def decided(reserva: Reserva | None) -> TypeGuard[Reserva]:
+    """Its outcome is known: settled, or failing (compensating: the answer is its error)."""
+    return reserva is not None and (reserva.estado is not Estado.PENDIENTE or reserva.compensando)
 
 
 def retryable(reserva: Reserva) -> bool:
@@ -124,32 +130,64 @@ class ReservasService:
         check_fields(solicitud)  # before anything is recorded
         self.payments.check_medio_pago(solicitud.medio_pago)
         deadline = self._deadline(timeout)
-        admission = await self._admit(solicitud, str(uuid.uuid4()))  # SOLD_OUT here records nothing
+        claim, reserva = await self._claim_key(solicitud)
+        return await self._outcome(solicitud, claim, reserva, deadline)
+
+    async def _claim_key(self, solicitud: Solicitud) -> tuple[Claim, Reserva | None]:
+        """Claim the request's idempotency key for a new reservation, past the admission gate (SOLD_OUT there
+        records nothing); returns the claim and, when the key stood for an earlier reservation, that one.
+
+        An earlier reservation that failed only because a dependency was down (and was fully undone) does not
+        stand: this repeat is the client's retry, so the key moves to a new attempt (one saga at a time per key).
+        """
         huella = fingerprint(solicitud)
+        admission = await self._admit(solicitud, str(uuid.uuid4()))
         claim = await self._claim(solicitud, huella, admission, admission.reserva_id)
-        if not claim.won:  # the key bought before: this call is answered from (or waits for) that purchase
-            self.driver.deps.metrics.idempotent_repeats.inc()
-        reserva = None if claim.won else await self.store.get(claim.reserva_id)
-        if reserva is not None and retryable(reserva):
-            # The earlier attempt failed only because a dependency was down and was fully undone:
-            # this repeat is the client's retry, so it tries again (one saga at a time per key).
-            admission = await self._admit(solicitud, str(uuid.uuid4()), replacing=reserva.id)
-            # A REPEAT names the attempt the gate last admitted for this key, which may be older than the
-            # one MongoDB holds (the gate was unavailable meanwhile): the key only moves to a new id.
-            target = str(uuid.uuid4()) if admission.outcome is Outcome.REPEAT else admission.reserva_id
-            claim = await self._claim(solicitud, huella, admission, target, replacing=reserva.id)
-            reserva = None if claim.won else await self.store.get(claim.reserva_id)
-        reserva_id, fresh = claim
+        if claim.won:
+            return claim, None
+        self.driver.deps.metrics.idempotent_repeats.inc()  # answered from (or waits for) that purchase
+        earlier = await self.store.get(claim.reserva_id)
+        if earlier is None or not retryable(earlier):
+            return claim, earlier
+        admission = await self._admit(solicitud, str(uuid.uuid4()), replacing=earlier.id)
+        # A REPEAT names the attempt the gate last admitted for this key, which may be older than the one
+        # MongoDB holds (the gate was unavailable meanwhile): the key only moves to a new id.
+        target = str(uuid.uuid4()) if admission.outcome is Outcome.REPEAT else admission.reserva_id
+        claim = await self._claim(solicitud, huella, admission, target, replacing=earlier.id)
+        return claim, (None if claim.won else await self.store.get(claim.reserva_id))
+
+    async def _outcome(self, solicitud: Solicitud, claim: Claim, reserva: Reserva | None, deadline: float) -> Reserva:
+        """Drive the claimed reservation, or wait for whoever drives it, until its outcome is decided; answer it."""
+        fresh = claim.won  # only the claim's own first start skips taking the lease (the claim took it)
         while True:
-            if reserva is not None and (reserva.estado is not Estado.PENDIENTE or reserva.compensando):
-                return self._answer(reserva)  # settled, or its outcome is decided
-            if reserva is None:  # not started yet (or its starter died after the claim): start it
-                task = self.driver.launch(reserva_id, partial(self._comprar, solicitud, fresh), fresh=fresh)
-                fresh = False
-            else:
-                task = self.driver.active.get(reserva_id)
-            driven = await self._wait(task, reserva_id, deadline, raise_errors=False)
-            reserva = driven if driven is not None and driven.version > 0 else await self.store.get(reserva_id)
+            if decided(reserva):
+                return self._answer(reserva)
+            task = self._driving(solicitud, claim.reserva_id, reserva, fresh)
+            fresh = False
+            reserva = await self._after(task, claim.reserva_id, deadline)
+
+    def _driving(
+        self, solicitud: Solicitud, reserva_id: str, reserva: Reserva | None, fresh: bool
+    ) -> asyncio.Task[Reserva] | None:
+        """The task driving the reservation in this process: a new one when it has no events yet (a fresh claim,
+        or a starter that died after its claim), else the running one, if any (None: another process drives it)."""
+        if reserva is None:
+            return self.driver.launch(reserva_id, partial(self._comprar, solicitud, fresh), fresh=fresh)
+        return self.driver.active.get(reserva_id)
+
+    async def _after(self, task: asyncio.Task[Reserva] | None, reserva_id: str, deadline: float) -> Reserva | None:
+        """The reservation after one round of waiting: what `task` left, else what the log holds. An error that
+        nothing (or not all) of which was recorded is the answer; a recorded failure is read from the log."""
+        remaining = self._time_left(reserva_id, deadline)
+        try:
+            driven = await self._driven(task, remaining)
+        except DomainError as error:  # the task's
+            if isinstance(error, StoreUnavailable) or "reserva_id" not in error.metadata:
+                raise
+            driven = None
+        if driven is not None and driven.version > 0:
+            return driven
+        return await self.store.get(reserva_id)
 
     async def _admit(self, solicitud: Solicitud, reserva_id: str, replacing: str | None = None) -> Admission:
         """Pass the event's admission gate (Redis): SOLD_OUT is answered there, with no database command."""
@@ -271,20 +309,22 @@ class ReservasService:
     async def cancelar_reserva(self, reserva_id: str, timeout: float | None = None) -> Reserva:
         reserva = await self.get_reserva(reserva_id)
         deadline = self._deadline(timeout)
-        checked = False
-        while True:
-            if reserva.estado is Estado.CANCELADA:
-                return reserva
+        if reserva.estado is Estado.CONFIRMADA and not reserva.cancelando:
+            await self._check_not_past(reserva)  # once, before the cancellation starts
+        while reserva.estado is not Estado.CANCELADA:
             if reserva.estado is not Estado.CONFIRMADA:
                 raise NotCancellable(
                     f"reservation {reserva_id} is {reserva.estado}: only a CONFIRMADA one can be cancelled",
                     metadata={"reserva_id": reserva_id, "estado": str(reserva.estado)},
                 )
-            if not reserva.cancelando and not checked:
-                await self._check_not_past(reserva)
-                checked = True
-            driven = await self._wait(self.driver.launch(reserva_id, self._cancelar), reserva_id, deadline, raise_errors=True)
+            remaining = self._time_left(reserva_id, deadline)
+            try:
+                driven = await self._driven(self.driver.launch(reserva_id, self._cancelar), remaining)
+            except DomainError as error:  # a cancellation that must wait for recovery, say: that is the answer
+                error.metadata.setdefault("reserva_id", reserva_id)
+                raise
             reserva = driven if driven is not None else await self.get_reserva(reserva_id)
+        return reserva
 
     async def _check_not_past(self, reserva: Reserva) -> None:
         evento = await self.eventos.get_evento(reserva.evento_id, ("fecha",))  # never its seat map
@@ -305,15 +345,9 @@ class ReservasService:
         budget = self.wait_seconds if timeout is None else min(timeout, self.wait_seconds)
         return asyncio.get_running_loop().time() + budget - min(0.5, budget * 0.1)
 
-    async def _wait(
-        self, task: asyncio.Task[Reserva] | None, reserva_id: str, deadline: float, *, raise_errors: bool
-    ) -> Reserva | None:
-        """Wait for the driving task (or a moment, when it runs elsewhere); the reservation it left, if any.
-
-        With `raise_errors`, a domain error of the task is the answer (a cancellation that must wait
-        for recovery); without, the answer is read from the log afterwards, except that reservas' own
-        database being down is answered at once.
-        """
+    @staticmethod
+    def _time_left(reserva_id: str, deadline: float) -> float:
+        """Seconds until `deadline`; DEADLINE_EXCEEDED (SAGA_IN_PROGRESS, naming the reservation) when none."""
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise DeadlineExceeded(
@@ -321,18 +355,19 @@ class ReservasService:
                 reason="SAGA_IN_PROGRESS",
                 metadata={"reserva_id": reserva_id},
             )
+        return remaining
+
+    @staticmethod
+    async def _driven(task: asyncio.Task[Reserva] | None, remaining: float) -> Reserva | None:
+        """What the driving task left within `remaining` seconds; None when the log is to be read instead: time ran
+        out (the next round answers DEADLINE_EXCEEDED), or another process drives it (then after a poll interval).
+        A domain error of the task propagates."""
         if task is not None:
             try:
                 return await asyncio.wait_for(asyncio.shield(task), remaining)
             except TimeoutError:
-                return None  # the next round answers DEADLINE_EXCEEDED
+                return None
             except (NotDriving, SagaTakenOver):
-                pass  # another process drives it: poll the log
-            except DomainError as error:
-                if raise_errors:
-                    error.metadata.setdefault("reserva_id", reserva_id)
-                    raise
-                if isinstance(error, StoreUnavailable) or "reserva_id" not in error.metadata:
-                    raise  # nothing (or not all) of it was recorded: the error is the answer, naming what exists
+                pass  # another process drives it
         await asyncio.sleep(min(POLL_SECONDS, remaining))
         return None

@@ -30,6 +30,11 @@ class NotDriving(Exception):  # noqa: N818 - a signal, not an error of the domai
     """Another process holds the reservation's lease: it drives the saga, we only wait for it."""
 
 
+def durably_settled(reserva: Reserva) -> bool:
+    """Settled in the log: events still queued (the work stopped on an error) do not count."""
+    return not reserva.pending and reserva.version > 0 and reserva.settled
+
+
 class Driver:
     def __init__(self, deps: SagaDeps, leases: LeaseStore, *, lease_seconds: float) -> None:
         self.deps = deps
@@ -63,33 +68,31 @@ class Driver:
         await self.leases.mark_open(reserva_id)  # StoreUnavailable when reservas' database does not answer
 
     async def _drive(self, reserva_id: str, work: Work, fresh: bool) -> Reserva:
-        token = reserva_id_var.set(reserva_id)
+        """The task: take the lease (a fresh claim holds it already), load the stream, work, give the lease up."""
+        reserva_id_var.set(reserva_id)  # in this task's own context: every log line of the saga carries it
+        if not fresh and not await self.leases.acquire(reserva_id):
+            raise NotDriving(reserva_id)
+        lost = asyncio.Event()
+        renewer = asyncio.create_task(self._renew(reserva_id, lost), name=f"lease-{reserva_id}")
+        reserva = Reserva(id=reserva_id)  # a fresh claim has no events yet
         try:
-            if not fresh and not await self.leases.acquire(reserva_id):
-                raise NotDriving(reserva_id)
-            ctx: SagaContext | None = None
-            lost = asyncio.Event()
-            renewer = asyncio.create_task(self._renew(reserva_id, lost), name=f"lease-{reserva_id}")
-            try:
-                reserva = (None if fresh else await self.deps.store.get(reserva_id)) or Reserva(id=reserva_id)
-                ctx = SagaContext(reserva, self.deps, lost)
-                await work(ctx)
-                return ctx.reserva
-            finally:
-                renewer.cancel()
-                await self._finish(reserva_id, ctx)
+            if not fresh:
+                reserva = await self.deps.store.get(reserva_id) or reserva
+            await work(SagaContext(reserva, self.deps, lost))
+            return reserva
         finally:
-            reserva_id_var.reset(token)
+            renewer.cancel()
+            await self._give_up_lease(reserva_id, settled=durably_settled(reserva))
 
-    async def _finish(self, reserva_id: str, ctx: SagaContext | None) -> None:
-        # Only what is durable counts: events still queued (the work stopped on an error) are not settled.
-        settled = ctx is not None and not ctx.reserva.pending and ctx.reserva.version > 0 and ctx.reserva.settled
+    async def _give_up_lease(self, reserva_id: str, *, settled: bool) -> None:
+        """Release the lease, marking the saga settled in the same write when it is. If the store does not
+        answer, the lease expires by itself and recovery, finding the saga open, settles it (a no-op if it is)."""
         try:
             if settled:
                 await self.leases.settle_and_release(reserva_id)
             else:
                 await self.leases.release(reserva_id)
-        except StoreUnavailable:  # the lease expires by itself, and recovery finds the saga still open
+        except StoreUnavailable:
             log.warning("could not give the saga lease up; it will expire", extra={"settled": settled})
 
     async def _renew(self, reserva_id: str, lost: asyncio.Event) -> None:

@@ -69,3 +69,19 @@ async def test_usuarios_down_mid_saga_and_mid_cancel_settles_once_it_is_back(sta
     assert again.id == retried.id
     assert (await stack.get(pendiente)).estado == FALLIDA
     assert await stack.historial_compras(otro) == [retried.id]
+
+
+async def test_a_purchase_still_under_way_at_the_callers_deadline_is_answered_saga_in_progress(stack: World) -> None:
+    """The answer comes before the caller's deadline, names the reservation, and the purchase goes on; so does a
+    repeat of the key that waits for it (one saga, never a second)."""
+    usuario, evento = await stack.usuario(), await stack.evento(aforo=5)
+    request = stack.request(usuario, evento.id, key="slow")
+    with faults.holding("ProcesadorPago", "before") as hold:
+        first = await stack.fails(stack.reservar(request, timeout=1.5))
+        assert (first.code, first.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "SAGA_IN_PROGRESS")
+        repeat = await stack.fails(stack.reservar(request, timeout=1.5))
+        assert (repeat.code, repeat.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "SAGA_IN_PROGRESS")
+        assert repeat.metadata["reserva_id"] == first.metadata["reserva_id"] == hold.reserva_ids[0]
+        hold.release()
+    assert (await stack.wait_settled(first.metadata["reserva_id"])).estado == CONFIRMADA
+    assert (await stack.reservar(request)).id == first.metadata["reserva_id"]

@@ -40,24 +40,28 @@ async def create_app(config: Config) -> GrpcApp:
     budget = ReplyBudget.of_messages(config.max_message_bytes, to_proto)  # a page of events, in bytes
     seat_budget = ReplyBudget.of_messages(config.max_message_bytes, to_asiento)  # a page of seats
     limiter = limiter_for(config.redis_url, config.rate_limits)
-    app = await create_server(
-        bindings=[
-            ServiceBinding(
-                FULL_NAME,
-                eventos_pb2_grpc.add_EventosServiceServicer_to_server,
-                EventosServicer(EventoService(repository, tokens, budget, seat_budget), budget.limit),
-            )
-        ],
-        address=config.address,
-        domain=DOMAIN,
-        health_check=health_check,
-        setup=setup,
-        max_message_bytes=config.max_message_bytes,
-        auth=config.auth,
-        limiter=limiter,
-        credentials=tls.server_credentials(config.tls),
-        metrics=Metrics("eventos", host=config.bind_host, port=config.metrics_port),
-    )
+    try:
+        app = await create_server(
+            bindings=[
+                ServiceBinding(
+                    FULL_NAME,
+                    eventos_pb2_grpc.add_EventosServiceServicer_to_server,
+                    EventosServicer(EventoService(repository, tokens, budget, seat_budget), budget.limit),
+                )
+            ],
+            address=config.address,
+            domain=DOMAIN,
+            health_check=health_check,
+            setup=setup,
+            max_message_bytes=config.max_message_bytes,
+            auth=config.auth,
+            limiter=limiter,
+            credentials=tls.server_credentials(config.tls),
+            metrics=Metrics("eventos", host=config.bind_host, port=config.metrics_port),
+        )
+    except BaseException:
+        await client.close()
+        raise
     app.on_stop.append(client.close)
     if limiter is not None:
         app.on_stop.append(limiter.close)

@@ -16,7 +16,7 @@ import enum
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
@@ -40,19 +40,6 @@ class DeleteOutcome(enum.Enum):
     DELETED = "deleted"
     NOT_FOUND = "not_found"
     HAS_PURCHASES = "has_purchases"
-
-
-class UsuarioRepository(Protocol):
-    """What the service needs from storage."""
-
-    async def ensure_indexes(self) -> None: ...
-    async def add(self, usuario: Usuario) -> Usuario: ...
-    async def get(self, usuario_id: str) -> Usuario | None: ...
-    async def list_page(self, after: Cursor | None, limit: int) -> list[tuple[Usuario, Cursor]]: ...
-    async def update(self, usuario_id: str, changes: Mapping[str, str]) -> Usuario | None: ...
-    async def delete_if_no_purchases(self, usuario_id: str) -> tuple[DeleteOutcome, int]: ...
-    async def add_compra(self, usuario_id: str, reserva_id: str) -> bool | None: ...
-    async def remove_compra(self, usuario_id: str, reserva_id: str) -> bool | None: ...
 
 
 def to_document(usuario: Usuario, creado: datetime, orden: int) -> dict[str, Any]:
@@ -106,7 +93,7 @@ class _Clock:
         return datetime.fromtimestamp(self._last / 1_000_000, UTC), self._last
 
 
-class MongoUsuarioRepository:
+class UsuarioRepository:
     def __init__(self, db: AsyncDatabase, collection: str = COLLECTION) -> None:
         self._collection = db[collection]
         self._reads = for_reads(self._collection)

@@ -19,21 +19,18 @@ from infra.pagination import PageTokens
 from infra.ratelimit import limiter_for
 from infra.server import GrpcApp, ServiceBinding, create_server
 from usuarios.config import Config
-from usuarios.repository import MongoUsuarioRepository
+from usuarios.repository import UsuarioRepository
 from usuarios.service import UsuariosService
-from usuarios.servicer import ERROR_TABLE, UsuariosServicer, to_proto
+from usuarios.servicer import DOMAIN, ERROR_TABLE, FULL_NAME, UsuariosServicer, to_proto
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAME = "eventflow.usuarios.v1.UsuariosService"
-ERROR_DOMAIN = "usuarios.eventflow"
 
 
 async def create_app(config: Config) -> GrpcApp:
     tokens = PageTokens(config.page_token_key)  # before anything is built: no key, no server
     client = create_client(config.mongodb_uri, app_name="usuarios", max_pool_size=config.mongodb_max_pool_size)
     db = client[config.mongodb_database]
-    repository = MongoUsuarioRepository(db)
+    repository = UsuarioRepository(db)
     budget = ReplyBudget.of_messages(config.max_message_bytes, to_proto)
     servicer = UsuariosServicer(UsuariosService(repository, tokens, budget))
 
@@ -46,9 +43,9 @@ async def create_app(config: Config) -> GrpcApp:
     limiter = limiter_for(config.redis_url, config.rate_limits)
     try:
         app = await create_server(
-            bindings=[ServiceBinding(SERVICE_NAME, usuarios_pb2_grpc.add_UsuariosServiceServicer_to_server, servicer)],
+            bindings=[ServiceBinding(FULL_NAME, usuarios_pb2_grpc.add_UsuariosServiceServicer_to_server, servicer)],
             address=config.address,
-            domain=ERROR_DOMAIN,
+            domain=DOMAIN,
             health_check=health_check,
             setup=setup,
             error_table=ERROR_TABLE,

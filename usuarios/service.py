@@ -1,8 +1,8 @@
 """The usuarios use cases: validate with the domain rules, then one atomic repository call each.
 
-Takes its repository in the constructor (MongoDB in production, anything with the same
-methods in a test). Raises the domain exceptions of `usuarios.domain`; knows nothing of
-protobuf or gRPC.
+Takes its repository in the constructor, the concrete MongoDB class, as eventos and reservas take theirs
+(Protocols are kept for ports with a second implementation: the saga's, faked in its unit tests). Raises the
+domain exceptions of `usuarios.domain`; knows nothing of protobuf or gRPC.
 """
 
 from __future__ import annotations

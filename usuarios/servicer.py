@@ -29,6 +29,9 @@ from usuarios.domain import (
 )
 from usuarios.service import UsuariosService
 
+FULL_NAME = "eventflow.usuarios.v1.UsuariosService"
+DOMAIN = "usuarios.eventflow"
+
 ERROR_TABLE: dict[type[DomainError], grpc.StatusCode] = {
     ValidationFailed: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidUpdateMask: grpc.StatusCode.INVALID_ARGUMENT,

@@ -21,7 +21,8 @@ from infra import procs
 from infra.errors import error_info
 from infra.keys import KeyConfigError
 from usuarios.config import Config
-from usuarios.server import SERVICE_NAME, create_app
+from usuarios.server import create_app
+from usuarios.servicer import FULL_NAME as SERVICE_NAME
 from usuarios.service import UsuariosService
 from callers import AUTH, KEY_ENV, KEY_ENV_WITHOUT_PAGE_TOKEN_KEY, PAGE_TOKEN_KEY, open_channel
 

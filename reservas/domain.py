@@ -190,19 +190,9 @@ class Pago:
     ocurrido: datetime
 
 
-# Which saga step an event completes (the chain compensates completed steps newest first).
-STEP_COMPLETED_BY: dict[Tipo, str] = {
-    Tipo.DATOS_VALIDADOS: "ValidadorDatos",
-    Tipo.ENTRADAS_BLOQUEADAS: "ValidadorInventario",
-    Tipo.PAGO_PROCESADO: "ProcesadorPago",
-    Tipo.COMPRA_REGISTRADA: "ConfirmadorReserva",
-}
-# Which step an undo event compensates.
-STEP_COMPENSATED_BY: dict[Tipo, str] = {
-    Tipo.ENTRADAS_LIBERADAS: "ValidadorInventario",
-    Tipo.PAGO_REEMBOLSADO: "ProcesadorPago",
-    Tipo.COMPRA_ANULADA: "ConfirmadorReserva",
-}
+#: The events that record a saga step's outcome going forward. Which step each belongs to is the saga's to say (each
+#: step names the events of its outcome and of its undo: reservas.saga.base.Paso), so the aggregate knows no step.
+FORWARD_OUTCOMES = frozenset({Tipo.DATOS_VALIDADOS, Tipo.ENTRADAS_BLOQUEADAS, Tipo.PAGO_PROCESADO, Tipo.COMPRA_REGISTRADA})
 
 
 @dataclass
@@ -229,9 +219,10 @@ class Reserva:
     creada: datetime | None = None
     actualizada: datetime | None = None
     pagos: list[Pago] = field(default_factory=list)
+    #: The steps announced (PasoIniciado), by the names the saga gave them, in order.
     pasos_iniciados: list[str] = field(default_factory=list)
-    pasos_completados: list[str] = field(default_factory=list)
-    pasos_compensados: list[str] = field(default_factory=list)
+    #: Every event type its stream holds: the saga reads its steps' outcomes and undos from it.
+    tipos: set[Tipo] = field(default_factory=set)
     #: The steps its compensation undoes (from CompensacionIniciada, when it names them), newest first.
     pasos_a_deshacer: list[str] | None = None
     compensando: bool = False
@@ -261,18 +252,6 @@ class Reserva:
     def charged(self) -> int:
         """Net amount taken from the buyer: charges minus refunds."""
         return sum(p.monto if p.tipo is TipoPago.CARGO else -p.monto for p in self.pagos)
-
-    def pasos_a_compensar(self) -> list[str]:
-        """Started (possibly completed) steps not yet compensated, newest first.
-
-        A step that was started but whose completion was not recorded may still have had
-        its effect (the process died mid-call), so it is compensated too: every
-        compensation is idempotent and a no-op where nothing happened.
-        """
-        done = set(self.pasos_compensados)
-        if self.compensando and self.pasos_a_deshacer is not None:  # what it set out to undo, not yet undone
-            return [p for p in self.pasos_a_deshacer if p not in done]
-        return [p for p in reversed(self.pasos_iniciados) if p not in done and p != "ValidadorDatos"]
 
     # ---- changing ------------------------------------------------------------------------
 
@@ -312,7 +291,7 @@ class Reserva:
             raise InvalidTransition(f"reservation {self.id} is PENDIENTE: only a CONFIRMADA one can be cancelled")
         if self.compensando and tipo in (
             Tipo.PASO_INICIADO,
-            *STEP_COMPLETED_BY,
+            *FORWARD_OUTCOMES,
             Tipo.RESERVA_CONFIRMADA,
             Tipo.COMPENSACION_INICIADA,
         ):
@@ -361,12 +340,7 @@ class Reserva:
         elif t is Tipo.RESERVA_CANCELADA:
             self.estado = Estado.CANCELADA
             self.cancelando = False
-        if t in STEP_COMPLETED_BY and STEP_COMPLETED_BY[t] not in self.pasos_completados:
-            self.pasos_completados.append(STEP_COMPLETED_BY[t])
-            if STEP_COMPLETED_BY[t] not in self.pasos_iniciados:  # completed, so certainly started
-                self.pasos_iniciados.append(STEP_COMPLETED_BY[t])
-        if t in STEP_COMPENSATED_BY and STEP_COMPENSATED_BY[t] not in self.pasos_compensados:
-            self.pasos_compensados.append(STEP_COMPENSATED_BY[t])
+        self.tipos.add(t)
         self.version = event.version
         self.actualizada = event.ocurrido
 

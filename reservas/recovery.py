@@ -32,9 +32,9 @@ from infra.errors import DomainError, FailedPrecondition, Unavailable
 from reservas.domain import Estado, Tipo
 from reservas.leases import LeaseStore
 from reservas.saga.base import SagaContext
-from reservas.saga.confirmador_reserva import ConfirmadorReserva, release_holds
+from reservas.saga.confirmador_reserva import release_holds
 from reservas.saga.driver import Driver, NotDriving
-from reservas.saga.procesador_pago import reconcile_with_ledger
+from reservas.saga.procesador_pago import ProcesadorPago, reconcile_with_ledger
 from reservas.saga.validador_inventario import ValidadorInventario, hold_keys, report_answer
 from reservas.saga.saga import SAGA_INTERRUPTED, Saga, error_from
 
@@ -141,7 +141,7 @@ class Recovery:
             await self.saga.compensate(ctx, failure, self.saga.possibly_started(reserva))
             return
         await report_answer(ctx.deps.gate, reserva, held)  # the gate stops counting it as pending
-        if ValidadorInventario.name not in reserva.pasos_completados:  # the log may lack the take: it happened
+        if not ValidadorInventario.completed(reserva):  # the log may lack the take: it happened
             await ctx.record(
                 Tipo.ENTRADAS_BLOQUEADAS,
                 holds=hold_keys(ctx.deps.holds, reserva),
@@ -149,7 +149,7 @@ class Recovery:
                 asientos=list(reserva.asientos),
             )
         with contextlib.suppress(DomainError):  # run compensates a failure; the log says how it ended
-            await self.saga.run(ctx, start=ConfirmadorReserva.name)
+            await self.saga.run(ctx, start=self.saga.after(ProcesadorPago.name))  # on from the step after payment
 
     @staticmethod
     async def _tickets_held(ctx: SagaContext) -> Any | None:

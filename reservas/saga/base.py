@@ -143,6 +143,9 @@ class Paso(ABC):
     """One saga step: an action, a compensating action, and the step after it."""
 
     name: ClassVar[str]
+    #: The event that records the step's outcome, and the one that records its undo (None: none is recorded).
+    completed_by: ClassVar[Tipo | None] = None
+    undone_by: ClassVar[Tipo | None] = None
     #: The log must be durable before this step's side effects (the first step that has any).
     durable_before: ClassVar[bool] = False
 
@@ -176,6 +179,23 @@ class Paso(ABC):
 
     async def compensate(self, ctx: SagaContext) -> None:  # noqa: B027 - a step may have nothing to undo
         """Undo the step (a no-op where nothing happened) and record it. Idempotent."""
+
+    @classmethod
+    def completed(cls, reserva: Reserva) -> bool:
+        """The log records the step's outcome (so it certainly started)."""
+        return cls.completed_by is not None and cls.completed_by in reserva.tipos
+
+    @classmethod
+    def undone(cls, reserva: Reserva) -> bool:
+        return cls.undone_by is not None and cls.undone_by in reserva.tipos
+
+    @classmethod
+    def has_undo(cls) -> bool:
+        """Whether the step has anything to undo (it overrides `compensate`)."""
+        return cls.compensate is not Paso.compensate
+
+    def started(self, reserva: Reserva) -> bool:
+        return self.name in reserva.pasos_iniciados or self.completed(reserva)
 
     def __iter__(self) -> Iterator[Paso]:
         step: Paso | None = self

@@ -1,7 +1,10 @@
 """The one place the purchase saga is assembled: which steps, in which order.
 
 Adding a step is adding its class to `STEPS` (and, if it must be undone on cancellation,
-its name to `CANCELLATION_ORDER`); no other step changes.
+its name to `CANCELLATION_ORDER`); no other step changes. A step names itself and the events of its
+outcome and of its undo (`Paso.completed_by`, `undone_by`); the aggregate knows no step, and the
+orchestrator and recovery read the steps from the chain. (A new kind of event is still a new `Tipo`
+in reservas.domain, among `FORWARD_OUTCOMES` if it records a step's outcome.)
 """
 
 from __future__ import annotations

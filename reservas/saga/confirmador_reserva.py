@@ -44,10 +44,12 @@ async def undo_if_undone_elsewhere(ctx: SagaContext) -> None:
 
 class ConfirmadorReserva(Paso):
     name = "ConfirmadorReserva"
+    completed_by = Tipo.COMPRA_REGISTRADA
+    undone_by = Tipo.COMPRA_ANULADA
 
     async def act(self, ctx: SagaContext) -> None:
         reserva = ctx.reserva
-        if self.name not in reserva.pasos_completados:
+        if not self.completed(reserva):
             await ctx.deps.usuarios.registrar_compra(reserva.usuario_id, reserva.id)
             await ctx.record(Tipo.COMPRA_REGISTRADA)
         if reserva.estado is not Estado.CONFIRMADA:

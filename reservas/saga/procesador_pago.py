@@ -34,7 +34,7 @@ async def reconcile_with_ledger(ctx: SagaContext) -> Ledger:
     """
     entries = await ctx.deps.payments.entries(ctx.reserva.id)
     charge = next((e for e in entries if e.tipo is TipoPago.CARGO and not e.anulado), None)
-    if charge is not None and ProcesadorPago.name not in ctx.reserva.pasos_completados:
+    if charge is not None and not ProcesadorPago.completed(ctx.reserva):
         await record_charge(ctx, charge, origen="ledger")
     return Ledger(charge, any(e.tipo is TipoPago.REEMBOLSO for e in entries))
 
@@ -45,6 +45,8 @@ async def record_charge(ctx: SagaContext, entry: LedgerEntry, **extra: object) -
 
 class ProcesadorPago(Paso):
     name = "ProcesadorPago"
+    completed_by = Tipo.PAGO_PROCESADO
+    undone_by = Tipo.PAGO_REEMBOLSADO
 
     async def act(self, ctx: SagaContext) -> None:
         reserva = ctx.reserva

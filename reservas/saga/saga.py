@@ -2,7 +2,7 @@
 
 `run` hands the context to the first step (or, for recovery, to a later one); the chain
 stops at the first failure. `compensate` then records `CompensacionIniciada` and undoes the
-started steps newest first (`Reserva.pasos_a_compensar`: completed ones, and started ones
+started steps newest first (`Saga.to_undo`: completed ones, and started ones
 whose outcome was never recorded, since their side effect may have happened). Each undo is
 retried with backoff; every failed attempt is recorded as `CompensacionReintentada`. An undo
 that still fails is left for recovery while the others go on, so as little as possible stays
@@ -111,6 +111,11 @@ class Saga:
 
     # ---- forward ---------------------------------------------------------------------------
 
+    def after(self, name: str) -> str | None:
+        """The step after `name` in the chain (None: it is the last)."""
+        following = self.chain.find(name).next
+        return None if following is None else following.name
+
     async def run(self, ctx: SagaContext, start: str | None = None) -> None:
         """Drive the chain (from `start`). On failure, compensate and raise the original error."""
         first = self.chain if start is None else self.chain.find(start)
@@ -153,9 +158,9 @@ class Saga:
         if reserva.estado is not Estado.PENDIENTE:
             return reserva.estado is Estado.FALLIDA
         if not reserva.compensando:
-            to_undo = list(pasos) if pasos is not None else reserva.pasos_a_compensar()
+            to_undo = list(pasos) if pasos is not None else self.to_undo(reserva)
             await ctx.record(Tipo.COMPENSACION_INICIADA, **failure_datos(failure), pasos=to_undo)
-        left = await self._undo_all(ctx, reserva.pasos_a_compensar())
+        left = await self._undo_all(ctx, self.to_undo(reserva))
         if left:
             log.warning("compensation incomplete; recovery will finish it", extra={"pasos": left})
         else:
@@ -171,6 +176,19 @@ class Saga:
             await ctx.deps.gate.forget(reserva.evento_id, reserva.id)
         return not left
 
+    def to_undo(self, reserva: Reserva) -> list[str]:
+        """Started (possibly completed) steps not yet undone, newest first: those a compensation named when it
+        began, or else every started step with something to undo.
+
+        A step that was started but whose completion was not recorded may still have had its effect (the process
+        died mid-call), so it is undone too: every undo is idempotent and a no-op where nothing happened.
+        """
+        undone = {step.name for step in self.chain if step.undone(reserva)}
+        if reserva.compensando and reserva.pasos_a_deshacer is not None:  # what it set out to undo, not yet undone
+            return [name for name in reserva.pasos_a_deshacer if name not in undone]
+        started = [step for step in self.chain if step.started(reserva)]  # chain order: the order they ran in
+        return [step.name for step in reversed(started) if step.has_undo() and step.name not in undone]
+
     def possibly_started(self, reserva: Reserva) -> list[str]:
         """The steps an interrupted saga may have acted on, newest first, for recovery to undo.
 
@@ -179,14 +197,10 @@ class Saga:
         those already undone and those with nothing to undo.
         """
         steps = list(self.chain)
-        started = [i for i, step in enumerate(steps) if step.name in reserva.pasos_iniciados]
+        started = [i for i, step in enumerate(steps) if step.started(reserva)]
         if not started:
             return []
-        return [
-            step.name
-            for step in reversed(steps[started[0] :])
-            if type(step).compensate is not Paso.compensate and step.name not in reserva.pasos_compensados
-        ]
+        return [step.name for step in reversed(steps[started[0] :]) if step.has_undo() and not step.undone(reserva)]
 
     async def cancel(self, ctx: SagaContext, motivo: str = "cancelada por el usuario") -> None:
         """Run the reverse saga of a CONFIRMADA reservation; Unavailable if an undo must wait for recovery."""
@@ -196,7 +210,7 @@ class Saga:
         if not reserva.cancelando:
             await ctx.record(Tipo.CANCELACION_SOLICITADA, motivo=motivo)
             await ctx.flush()  # before any undo: a crash must leave a cancellation for recovery to finish
-        pending = [name for name in self.cancellation_order if name not in reserva.pasos_compensados]
+        pending = [name for name in self.cancellation_order if not self.chain.find(name).undone(reserva)]
         left = await self._undo_all(ctx, pending)
         if left:
             await ctx.flush()

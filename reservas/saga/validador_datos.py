@@ -21,6 +21,7 @@ SALE_FIELDS = ("id", "fecha", "precio", "moneda", "con_asientos")
 
 class ValidadorDatos(Paso):
     name = "ValidadorDatos"
+    completed_by = Tipo.DATOS_VALIDADOS
 
     async def act(self, ctx: SagaContext) -> None:
         reserva = ctx.reserva

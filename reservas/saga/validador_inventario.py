@@ -49,6 +49,8 @@ async def report_refusal(gate: GatePort, reserva: Reserva, refusal: FailedPrecon
 
 class ValidadorInventario(Paso):
     name = "ValidadorInventario"
+    completed_by = Tipo.ENTRADAS_BLOQUEADAS
+    undone_by = Tipo.ENTRADAS_LIBERADAS
     durable_before = True  # the first side effect: from here on, recovery must know the purchase started
 
     async def act(self, ctx: SagaContext) -> None:

@@ -297,7 +297,7 @@ async def test_a_compensation_that_keeps_failing_leaves_the_others_done_and_the_
     assert world.calls.count("AnularCompra") == 3
     assert world.payments.net("r1") == 0 and "LiberarEntradas" in world.calls  # the others still ran
     assert ctx.reserva.estado is Estado.PENDIENTE and ctx.reserva.compensando
-    assert ctx.reserva.pasos_a_compensar() == ["ConfirmadorReserva"]
+    assert saga().to_undo(ctx.reserva) == ["ConfirmadorReserva"]
 
     # Later (recovery), usuarios is back: the compensation finishes with the original error.
     world.failures.plan.clear()

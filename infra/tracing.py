@@ -138,8 +138,10 @@ class LogSpanExporter(SpanExporter):
         for span in spans:
             context = span.get_span_context()
             ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+            attributes = dict(span.attributes or {})
+            outcome = attributes.get("error.type", "")  # a status code or a reason; nothing when it went well
             self.logger.info(
-                "span %s %.1f ms %s", span.name, ms, span.status.status_code.name,
+                "span %s %.1f ms%s", span.name, ms, f" {outcome}" if outcome else "",
                 extra={
                     "span": span.name,
                     "kind": span.kind.name,
@@ -148,7 +150,7 @@ class LogSpanExporter(SpanExporter):
                     "parent_id": trace.format_span_id(span.parent.span_id) if span.parent else None,
                     "duration_ms": round(ms, 3),
                     "status": span.status.status_code.name,
-                    "attributes": dict(span.attributes or {}),
+                    "attributes": attributes,
                 },
             )  # fmt: skip
         return SpanExportResult.SUCCESS

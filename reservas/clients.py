@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import grpc
-from google.protobuf.message import Message
 from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
+from google.protobuf.message import Message
 
 from infra import tracing
 from infra.errors import (

@@ -1,6 +1,6 @@
 """infra.tracing: off unless the OTEL_* variables ask, the console exporter's lines, and trace ids in the logs.
 
-The shape of a purchase's trace across the three services is in tests/reservas/test_tracing.py.
+The shape of a purchase's trace across the three services is in tests/reservas/test_purchase_trace.py.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -403,6 +404,137 @@ def test_errors_reach_grpcurl_as_status_codes(stack: StackUnderTest) -> None:
     assert "Code: NotFound" in missing.stderr or "Code: InvalidArgument" in missing.stderr
 
 
+# -- the README's examples, run as written ---------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+#: Sections whose examples need another stack: TLS ones run in test_e2e_tls.py, docker-compose ones need Docker.
+ELSEWHERE = {"TLS": "test_e2e_tls.py", "Deployment with docker-compose": "docker compose", "With TLS": "docker compose"}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One command of a ```sh block of the README, continuation lines and all, and the heading it is under."""
+
+    command: str
+    line: int
+    section: str
+    #: Which ```sh block of the README (0, 1, ...): a block runs whole, or not at all.
+    block: int
+    #: From a `# refused: CODE REASON` comment right above it: the error it shows on purpose.
+    refused: tuple[str, str] | None = None
+
+    @property
+    def grpcurl(self) -> bool:
+        return "grpcurl " in self.command
+
+
+def _complete(command: str) -> bool:
+    """Whether the shell would run `command` now: no trailing backslash, no quote left open."""
+    if command.endswith("\\"):
+        return False
+    try:
+        shlex.split(command, comments=True)
+    except ValueError:  # No closing quotation
+        return False
+    return True
+
+
+def readme_examples(text: str) -> list[Example]:
+    examples: list[Example] = []
+    section, block, pending, start, refused, blocks = "", False, "", 0, None, 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if not block and line.startswith("#"):
+            section = line.lstrip("#").strip()
+        elif line.strip() == "```sh":
+            block = True
+        elif block and line.strip() == "```":
+            assert not pending, f"README.md:{start}: a command is not finished: {pending}"
+            block, refused, blocks = False, None, blocks + 1
+        elif block and not pending and (not line.strip() or line.lstrip().startswith("#")):
+            marked = re.match(r"\s*# refused: ([A-Z_]+) ([A-Z_]+)\s*$", line)
+            refused = (marked[1], marked[2]) if marked else (refused if line.strip() else None)
+        elif block:
+            pending, start = (pending + "\n" + line if pending else line), (start if pending else number)
+            if _complete(pending):
+                examples.append(Example(pending, start, section, blocks, refused))
+                pending, refused = "", None
+    return examples
+
+
+def _grpcurl_code(code: str) -> str:
+    """grpcurl's name of a status code: FAILED_PRECONDITION -> FailedPrecondition."""
+    return "".join(word.capitalize() for word in code.split("_"))
+
+
+def test_readme_examples_are_found_whole() -> None:
+    text = README.read_text(encoding="utf-8")
+    examples = readme_examples(text)
+    in_blocks = sum(e.command.count("grpcurl ") for e in examples)
+    assert in_blocks == len([e for e in examples if e.grpcurl]), "one grpcurl per command"
+    fenced = re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
+    written = sum(len(re.findall(r"^(?!\s*#).*grpcurl ", b, flags=re.MULTILINE)) for b in fenced)
+    assert written == in_blocks
+    assert {"usuarios (localhost:50051)", "eventos (localhost:50052)", "reservas (localhost:50053)"} <= {
+        e.section for e in examples if e.grpcurl
+    }
+    refused = [e for e in examples if e.refused]
+    assert refused and all(e.grpcurl for e in refused)
+
+
+def test_every_grpcurl_example_of_the_readme_runs_as_written(stack: StackUnderTest) -> None:
+    """Issue 11: the README's examples must work when copied. Every command of every ```sh block that calls grpcurl
+    (but the TLS and docker-compose ones, which need their own stack), with the lines that set its variables, runs
+    in one bash, in README order, with the bundled grpcurl on PATH, in a directory whose .data is the stack's:
+    only the services' ports are filled in (the stack runs on free ones). Each must succeed, or fail with the
+    code and reason its `# refused:` comment names."""
+    examples = readme_examples(README.read_text(encoding="utf-8"))
+    with_grpcurl = {e.block for e in examples if e.grpcurl and e.section not in ELSEWHERE}
+    blocks = [e for e in examples if e.block in with_grpcurl]
+    assert len([e for e in blocks if e.grpcurl]) >= 40, "the README lost its examples?"
+    workdir = stack.data_dir.parent
+    if not (workdir / ".data").exists():
+        (workdir / ".data").symlink_to(stack.data_dir.name)  # `eventflow token` reads .data/keys, as after make run
+    results = workdir / "readme-run"
+    results.mkdir(exist_ok=True)
+    ports = {f"localhost:{spec.default_port}": stack.address(spec.name) for spec in SERVICES}
+    script = ["set -o pipefail"]
+    for n, example in enumerate(blocks):
+        command = example.command
+        for written, actual in ports.items():
+            command = command.replace(written, actual)
+        script.append(f'{{ {command}\n}} >"{results}/{n}.out" 2>"{results}/{n}.err"; echo $? >"{results}/{n}.rc"')
+    env = {**os.environ, "PATH": f"{Path(GRPCURL).parent}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("TOKEN", None)
+    subprocess.run(["bash", "-c", "\n".join(script)], cwd=workdir, env=env, timeout=240, check=False)  # noqa: S603, S607
+
+    failures = []
+    for n, example in enumerate(blocks):
+        rc = int((results / f"{n}.rc").read_text())
+        err = (results / f"{n}.err").read_text()
+        where = f"README.md:{example.line} ({example.section}): {example.command}"
+        if example.refused is None and rc != 0:
+            failures.append(f"{where}\n  exit {rc}: {err.strip()}")
+        elif example.refused is not None:
+            code, reason = example.refused
+            if rc == 0 or f"Code: {_grpcurl_code(code)}" not in err or reason not in err:
+                failures.append(f"{where}\n  expected {code} {reason}, got exit {rc}: {err.strip()}")
+    assert not failures, "README examples that do not work as written:\n" + "\n".join(failures)
+
+
+def test_eventflow_commands_find_the_running_stack_through_its_data_directory(stack: StackUnderTest) -> None:
+    """Issue 11: with the stack's stores on other ports than the defaults and no variable saying so, a command
+    given the stack's --data-dir reaches that stack's MongoDB (its stack.json), not whatever answers on 27017."""
+    record = json.loads((stack.data_dir / "stack.json").read_text(encoding="utf-8"))
+    assert f":{stack.ports['mongodb']}/" in record["mongodb_uri"]
+    env = {k: v for k, v in stack.env.items() if k not in {"EVENTFLOW_MONGODB_PORT", "MONGODB_URI"}}
+    script = Path(sys.executable).parent / "eventflow"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "infra.cli"]
+    listed = subprocess.run([*command, "projections", "dead-letters", "--data-dir", str(stack.data_dir)],  # noqa: S603
+                            env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "no dead letters in eventflow_reservas" in listed.stdout
+
+
 def eventflow_token(stack: StackUnderTest, *args: str) -> str:
     """`eventflow token ...` against the stack's data directory, as a person runs it."""
     script = Path(sys.executable).parent / "eventflow"
@@ -560,7 +692,9 @@ def test_sigterm_stops_everything_and_data_survives(stack: StackUnderTest) -> No
     for expected in ("secantusd-py", "redis-server", "-m usuarios", "-m eventos", "-m reservas"):
         assert expected in commands, f"{expected} not among the launcher's children: {commands}"
 
+    assert (stack.data_dir / "stack.json").exists()
     assert first.terminate() == 0, first.output
+    assert not (stack.data_dir / "stack.json").exists(), "a stopped stack left its record for the other commands"
     assert not wait_gone(children), f"left behind: {[cmdline(p) for p in wait_gone(children, 0)]}"
     assert list((stack.data_dir / "redis").iterdir()), "redis kept no append-only file"
 

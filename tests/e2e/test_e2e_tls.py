@@ -8,12 +8,22 @@ is refused.
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
-from test_e2e_stack import GRPCURL, SERVICE_NAMES, StackUnderTest, _require_all_services, _stack_env
+from test_e2e_stack import (
+    GRPCURL,
+    README,
+    SERVICE_NAMES,
+    SERVICES,
+    StackUnderTest,
+    _require_all_services,
+    _stack_env,
+    readme_examples,
+)
 
 from infra.procs import free_port
 
@@ -42,6 +52,19 @@ def test_eventflow_up_tls_serves_every_service_over_tls(tmp_path: Path) -> None:
             result = under_test.run_printed(printed)
             assert result.returncode == 0, f"{printed}\n{result.stderr}"
         assert json.loads(result.stdout)["estado"] == "ESTADO_RESERVA_CONFIRMADA"
+
+        # The README's TLS examples, as written: from a directory whose .data is this stack's, ports filled in.
+        (tmp_path / ".data").symlink_to("data")
+        tls_examples = [e for e in readme_examples(README.read_text(encoding="utf-8")) if e.section == "TLS"]
+        assert len(tls_examples) == 3
+        for example in tls_examples:
+            command = example.command
+            for spec in SERVICES:
+                command = command.replace(f"localhost:{spec.default_port}", under_test.address(spec.name))
+            env = {**os.environ, "TOKEN": under_test.token, "PATH": f"{Path(GRPCURL).parent}:{os.environ['PATH']}"}
+            ran = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,  # noqa: S603, S607
+                                 timeout=60)  # fmt: skip
+            assert ran.returncode == 0, f"README.md:{example.line}: {example.command}\n{ran.stderr}"
 
         ca = str(certs_dir / "ca.pem")
         usuarios = under_test.address("usuarios")

@@ -93,6 +93,8 @@ async def test_rebuild_command_draws_progress_and_rebuilds_the_same_models(
     output = log.read_text()
     assert f"[{'#' * 30}] 20/20 streams" in output
     assert "from 20 streams in" in output
+    host = mongo_uri.split("//", 1)[1].split("/", 1)[0]
+    assert f"rebuilding the read models of database {db.name} at {host}" in output  # it says what it drops
 
 
 async def test_a_dead_projectors_open_transaction_is_aborted_by_its_successor(db: AsyncDatabase) -> None:

@@ -1,7 +1,9 @@
 """`eventflow projector`, `eventflow projections rebuild`, `eventflow projections dead-letters` and
 `eventflow projections replay-dead-letters` (also `python -m reservas.projections ...`).
 
-All are configured like reservas: MONGODB_URI and RESERVAS_MONGODB_DATABASE.
+All are configured like reservas: MONGODB_URI and RESERVAS_MONGODB_DATABASE. `eventflow projector` also serves
+Prometheus /metrics (its lag, events applied, dead letters: reservas.projections.metrics) on GRPC_BIND_HOST (as
+the services do) and PROJECTOR_METRICS_PORT (9450; 0: none).
 """
 
 from __future__ import annotations
@@ -14,17 +16,20 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TextIO
 
 from pymongo.errors import PyMongoError
 
 from infra import logs
+from infra.metrics import Metrics, metrics_port
 from infra.mongo import create_client
 from infra.redact import redact_uri
 from infra.stack import MONGODB_PORT_VAR
 from reservas.config import Config
 from reservas.projections.checkpoint import Checkpoints, RebuildConflict
 from reservas.projections.dead_letters import DeadLetter, DeadLetters
+from reservas.projections.metrics import ProjectorCollector
 from reservas.projections.poison import PoisonGuard
 from reservas.projections.projector import ProjectorTask, default_owner
 from reservas.projections.read_models import ReadModels
@@ -44,6 +49,22 @@ def database_settings(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
     return uri, config.mongodb_database
 
 
+@dataclass(frozen=True)
+class ProjectorSettings:
+    """What `eventflow projector` reads: reservas' store (database_settings) and where it serves /metrics."""
+
+    mongodb_uri: str
+    mongodb_database: str
+    bind_host: str
+    metrics_port: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> ProjectorSettings:
+        uri, database = database_settings(env)
+        bind_host = Config.from_env(env, keys=False).bind_host
+        return cls(uri, database, bind_host, metrics_port(env, "projector"))
+
+
 def _unreachable(uri: str, error: PyMongoError) -> int:
     print(
         f"MongoDB at {redact_uri(uri)} did not answer ({type(error).__name__}); is the stack up? "
@@ -53,10 +74,13 @@ def _unreachable(uri: str, error: PyMongoError) -> int:
     return 1
 
 
-async def serve_projector(uri: str, database: str) -> None:
-    """Run the projector until SIGTERM/SIGINT."""
+async def serve_projector(uri: str, database: str, metrics: Metrics | None = None) -> None:
+    """Run the projector until SIGTERM/SIGINT, with its series on `metrics` (served meanwhile) when given."""
     client = create_client(uri, "eventflow-projector")
     task = ProjectorTask(client[database]).start()
+    if metrics is not None:
+        metrics.registry.register(ProjectorCollector(task.projector))
+        metrics.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -68,6 +92,8 @@ async def serve_projector(uri: str, database: str) -> None:
     waiter.cancel()
     await task.stop()
     await client.close()
+    if metrics is not None:
+        metrics.stop()
     log.info("projector stopped")
 
 
@@ -171,9 +197,14 @@ async def replay_dead_letters(
 
 def run_projector() -> int:
     logs.configure("reservas-projector")
-    uri, database = database_settings()
+    try:
+        settings = ProjectorSettings.from_env()
+    except ValueError as error:
+        print(f"eventflow projector: {error}", file=sys.stderr)
+        return 2
+    metrics = Metrics("projector", host=settings.bind_host, port=settings.metrics_port)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_projector(uri, database))
+        asyncio.run(serve_projector(settings.mongodb_uri, settings.mongodb_database, metrics))
     return 0
 
 

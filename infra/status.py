@@ -220,6 +220,9 @@ def _look(endpoint: Endpoint, targets: Targets) -> Look:
             look.metrics_error = str(getattr(error, "reason", None) or error)
     if endpoint.grpc is not None:
         look.health, look.detail = check_health(endpoint.grpc, targets.client_tls, targets.timeout)
+        if look.health == DOWN and look.samples is not None and targets.client_tls is None:
+            # The process lives (its /metrics answered) but hung up on a plaintext call: a TLS server.
+            look.detail += "; its /metrics answers: does it serve TLS? (--tls)"
     else:  # a projector: up when its /metrics answers
         look.health = "UP" if look.samples is not None else DOWN
         look.detail = look.metrics_error

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_e2e_stack import GRPCURL, SERVICE_NAMES, StackUnderTest, _require_all_services, _stack_env
+from test_e2e_stack import GRPCURL, SERVICE_NAMES, StackUnderTest, _require_all_services, _stack_env, run_status
 
 from infra.procs import free_port
 
@@ -54,6 +54,13 @@ def test_eventflow_up_tls_serves_every_service_over_tls(tmp_path: Path) -> None:
         ):
             result = _run([GRPCURL, "-connect-timeout", "2", *refused])
             assert result.returncode != 0 and "Failed to dial" in result.stderr, (refused, result.stderr)
+
+        # `eventflow status --tls` checks health and lists the events with the operator's certificate.
+        status = run_status(under_test, "--tls", "--json")
+        assert status.returncode == 0, status.stdout + status.stderr
+        document = json.loads(status.stdout)
+        assert {s["health"] for s in document["services"]} == {"SERVING"}
+        assert document["eventos"]["source"] == "eventos" and document["eventos"]["on_sale"]
     finally:
         for launcher in under_test.launchers:
             launcher.cleanup()

@@ -52,6 +52,12 @@ def add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="serve TLS, with mutual TLS between reservas and usuarios/eventos; certificates in <data dir>/certs "
         "(made by `eventflow certs` when missing or expiring)",
     )  # fmt: skip
+    parser.add_argument(
+        "--trace", choices=["console", "otlp"], default=None,
+        help="trace every call (OTEL_TRACES_EXPORTER for the services): console writes each span as a line of "
+        "the service's log; otlp exports to OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4317). "
+        "Default: as the OTEL_* variables say, off when they say nothing",
+    )  # fmt: skip
     parser.set_defaults(handler=_run_up)
 
 
@@ -60,7 +66,7 @@ def _run_up(args: argparse.Namespace) -> int:
 
     options = stack.Options(
         data_dir=args.data_dir, host=args.host, demo=args.demo, start_timeout=args.start_timeout,
-        reservas_replicas=args.reservas_replicas, tls=args.tls,
+        reservas_replicas=args.reservas_replicas, tls=args.tls, trace=args.trace,
     )
     return stack.up(options)
 

@@ -22,7 +22,6 @@ it: metrics are never a reason to refuse a purchase.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import logging
 import threading
@@ -35,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Hi
 from prometheus_client import ProcessCollector
 from prometheus_client import start_http_server
 
-from infra.interceptors import Unary, UnaryInterceptor
+from infra.interceptors import Unary, UnaryInterceptor, status_of
 
 log = logging.getLogger(__name__)
 
@@ -154,23 +153,15 @@ class MetricsInterceptor(UnaryInterceptor):
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started.inc()
             begin = time.perf_counter()
-            code: grpc.StatusCode | None = None
+            error: BaseException | None = None
             try:
-                reply = await inner(request, context)
-                code = context.code() or grpc.StatusCode.OK  # a handler may set a code and return
-                return reply
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except BaseException:
-                code = grpc.StatusCode.UNKNOWN
+                return await inner(request, context)
+            except BaseException as raised:
+                error = raised
                 raise
             finally:
                 handling.observe(time.perf_counter() - begin)
-                handled.labels(*labels, (code or grpc.StatusCode.UNKNOWN).name).inc()
+                handled.labels(*labels, status_of(context, error).name).inc()
 
         return observed
 

@@ -23,6 +23,9 @@ Environment (besides what the services read themselves):
                                                 writes <data dir>/prometheus.yml, a scrape config for all of them.
   EVENTFLOW_MONGODB_PORT, EVENTFLOW_REDIS_PORT  ports of the embedded stores (27017, 6379)
   MONGODB_URI, REDIS_URL                        use these servers instead of starting embedded ones
+  OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_ENDPOINT, ...
+                                                traces (infra.tracing), passed on to the services; --trace
+                                                console|otlp sets OTEL_TRACES_EXPORTER for them
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
-from infra import certs, keys, metrics, procs, tls
+from infra import certs, keys, metrics, procs, tls, tracing
 from infra.auth import Role, TokenIssuer
 from infra.procs import ManagedProcess
 from infra.redact import redact_uri
@@ -128,6 +131,8 @@ class Options:
     #: reservas processes: the first on RESERVAS_PORT, each further one on the next port.
     reservas_replicas: int = 1
     tls: bool = False
+    #: --trace: the services' OTEL_TRACES_EXPORTER (console: spans in their logs; otlp); None: as the environment says.
+    trace: str | None = None
 
 
 def _say(message: str, stream: IO[str] | None = None) -> None:
@@ -204,6 +209,12 @@ class Stack:
         self.redis_port = _port_from_env(self.env, REDIS_PORT_VAR, DEFAULT_REDIS_PORT)
         self.mongodb_uri = self.env.get("MONGODB_URI", "")
         self.redis_url = self.env.get("REDIS_URL", "")
+        if options.trace is not None:
+            self.env["OTEL_TRACES_EXPORTER"] = options.trace
+        try:  # what the services would refuse to start with, said once, before anything starts
+            self.trace_exporters = tracing.exporters(self.env)
+        except ValueError as error:
+            raise StackError(str(error)) from None
         self.certs_dir = self.data_dir / "certs"
         #: How this launcher calls the services under --tls: the CA and the operator's certificate.
         self.client_tls: tls.ClientTLS | None = None
@@ -541,6 +552,7 @@ class Stack:
             f"  {'keys':<9} {self.data_dir / 'keys'}  (owner-only; the issuer key signs tokens)",
         ]
         lines += self._metrics_lines()
+        lines += self._trace_lines()
         if self.options.tls:
             lines.append(
                 f"  {'TLS':<9} certificates in {self.certs_dir}; usuarios and eventos require a client "
@@ -592,6 +604,20 @@ class Stack:
             f"  {'metrics':<9} {'  '.join(shown)}",
             f"  {'':<9} Prometheus: {self.prometheus_config}; Grafana dashboard: deploy/grafana/eventflow.json",
         ]
+
+    def _trace_lines(self) -> list[str]:
+        if not self.trace_exporters:
+            return [f"  {'traces':<9} off (`eventflow up --trace console`, or the OTEL_* variables: see the README)"]
+        lines = []
+        if "console" in self.trace_exporters:
+            lines.append(f"  {'traces':<9} each finished span is a line of its service's log: "
+                         f"grep eventflow.spans {_shown(self.logs_dir)}/*.log")  # fmt: skip
+        if "otlp" in self.trace_exporters:
+            endpoint = self.env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or self.env.get(
+                "OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4317"
+            )
+            lines.append(f"  {'traces':<9} exported by OTLP to {endpoint}")
+        return lines
 
     def _replicas_hint(self) -> list[str]:
         if not self.replicas:

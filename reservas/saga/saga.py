@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from pymongo.errors import PyMongoError
 
+from infra import tracing
 from infra.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -231,7 +232,9 @@ class Saga:
         while True:
             intento += 1
             try:
-                await step.compensate(ctx)
+                attributes = {"eventflow.saga.step": step.name, "eventflow.reserva_id": ctx.reserva.id}
+                with tracing.span(f"compensate {step.name}", **attributes, **{"eventflow.attempt": intento}):
+                    await step.compensate(ctx)
                 ctx.deps.metrics.compensations.labels(step.name).inc()
                 return
             except (SagaTakenOver, StoreUnavailable):

@@ -12,6 +12,7 @@ replay the streams they could not take) as two more `add_*` functions appended t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -121,7 +122,10 @@ def add_projector(commands: argparse._SubParsersAction[argparse.ArgumentParser])
             "until Ctrl-C or SIGTERM. Several may run at once. Run reservas with EVENTFLOW_PROJECTOR=off to "
             "leave this work to separate projector processes."
         ),
-        epilog=_FINDS_THE_STACK,
+        epilog=(
+            _FINDS_THE_STACK + " PROJECTOR_METRICS_PORT (9450; 0: none): Prometheus /metrics (lag, events applied, "
+            "dead letters) on GRPC_BIND_HOST (127.0.0.1)."
+        ),
     )
     _data_dir_option(parser)
     parser.set_defaults(handler=_run_projector)
@@ -150,9 +154,11 @@ def _reservas_database(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _run_projector(args: argparse.Namespace) -> int:
-    from reservas.projections.cli import run_projector  # noqa: PLC0415
+    from reservas.projections.cli import ProjectorSettings, run_projector  # noqa: PLC0415
 
-    return run_projector(*_reservas_database(args))
+    settings = ProjectorSettings.from_env(os.environ, args.data_dir)
+    args.mongodb_uri = settings.mongodb_uri  # for main()'s error message
+    return run_projector(settings)
 
 
 def add_projections(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -213,6 +219,70 @@ def _run_projections_replay_dead_letters(args: argparse.Namespace) -> int:
     from reservas.projections.cli import run_replay_dead_letters  # noqa: PLC0415
 
     return run_replay_dead_letters(*_reservas_database(args), args.reserva_ids)
+
+
+def add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "status",
+        help="one look at a running stack: health, versions, uptime, sagas, projector lag, tickets left",
+        description=(
+            "Print, for a running stack, each process's health (grpc.health.v1), version and uptime (its /metrics), "
+            "the sagas open and the oldest one's age, the projector's lag, and the tickets left on the events on "
+            "sale (soonest first). By default the stack of `eventflow up` with this environment (the same *_PORT "
+            "and *_METRICS_PORT variables) and --data-dir (its keys mint a short admin token for ListEventos); "
+            "--usuarios, --eventos and --reservas name running services instead. A table on a terminal, one JSON "
+            "document with --json. Exit code 0 when everything answered and serves, 1 otherwise."
+        ),
+        epilog=(
+            "Each service's /metrics is looked for on the host of its address and its *_METRICS_PORT (9451, 9452, "
+            "9453) unless --<service>-metrics says where. Without a token or key, the tickets come from reservas' "
+            "/metrics (the events it sold lately)."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--data-dir", type=Path, default=Path(".data"), help="`eventflow up`'s (default: .data)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="the --host `eventflow up` was given (default: 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--replicas-reservas", type=int, default=1, metavar="N", dest="reservas_replicas",
+        help="the --replicas-reservas `eventflow up` was given (default: 1)",
+    )  # fmt: skip
+    parser.add_argument("--tls", action="store_true", help="the stack serves TLS: <data dir>/certs, as `up --tls`")
+    for name in ("usuarios", "eventos", "reservas"):
+        more = " (repeat for each replica)" if name == "reservas" else ""
+        parser.add_argument(f"--{name}", action="append", default=[], metavar="HOST:PORT", help=f"{name}'s gRPC{more}")
+        parser.add_argument(
+            f"--{name}-metrics", action="append", default=[], metavar="HOST:PORT", help=f"{name}'s /metrics{more}"
+        )
+    parser.add_argument(
+        "--projector-metrics", action="append", default=[], metavar="HOST:PORT",
+        help="a standalone projector's /metrics (`eventflow projector`; repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--token", default=None, help="an admin token for ListEventos (default: minted from the keys)")
+    parser.add_argument("--events", type=int, default=20, metavar="N", help="show the N soonest events (default: 20)")
+    parser.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per check (default: 3)")
+    parser.set_defaults(handler=_run_status)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from infra import status  # noqa: PLC0415
+
+    if not 1 <= args.events <= 500:
+        print("eventflow status: --events must be from 1 to 500", file=sys.stderr)
+        return 2
+    services = ("usuarios", "eventos", "reservas")
+    try:
+        targets = status.discover(
+            os.environ, data_dir=args.data_dir, host=args.host, replicas=args.reservas_replicas, use_tls=args.tls,
+            given={s: getattr(args, s) for s in services},
+            given_metrics={s: getattr(args, f"{s}_metrics") for s in services},
+            projector_metrics=args.projector_metrics, token=args.token, timeout=args.timeout, events=args.events,
+        )  # fmt: skip
+    except status.StatusError as error:
+        print(f"eventflow status: {error}", file=sys.stderr)
+        return 2
+    return status.run(targets, as_json=args.json)
 
 
 def _duration(text: str) -> float:
@@ -328,6 +398,7 @@ def _run_compose_secrets(args: argparse.Namespace) -> int:
 #: Every subcommand, in the order `eventflow --help` lists them.
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     add_up,
+    add_status,
     add_keys,
     add_certs,
     add_token,

@@ -4,6 +4,8 @@
 All find MongoDB as every `eventflow` command finds the stack (infra.stack.locate: MONGODB_URI,
 EVENTFLOW_MONGODB_PORT, the `eventflow up` running on --data-dir) and name reservas' database as the service does
 (RESERVAS_MONGODB_DATABASE). Errors are reported by infra.cli.main, once for every command.
+`eventflow projector` also serves Prometheus /metrics (its lag, events applied, dead letters:
+reservas.projections.metrics) on GRPC_BIND_HOST (as the services do) and PROJECTOR_METRICS_PORT (9450; 0: none).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from dataclasses import dataclass
 from typing import TextIO
 
 from pymongo import uri_parser
 
 from infra import logs
+from infra.metrics import Metrics, metrics_port
 from infra.mongo import create_client
 from infra.redact import redact_uri
 from infra.stack import DEFAULT_DATA_DIR, MONGODB_PORT_VAR, locate
@@ -29,6 +33,7 @@ from reservas.config import Config
 from reservas.event_store import COLLECTION as EVENTS
 from reservas.projections.checkpoint import Checkpoints, RebuildConflict
 from reservas.projections.dead_letters import DeadLetter, DeadLetters
+from reservas.projections.metrics import ProjectorCollector
 from reservas.projections.poison import PoisonGuard
 from reservas.projections.projector import ProjectorTask, default_owner
 from reservas.projections.read_models import ReadModels
@@ -46,10 +51,29 @@ def database_settings(env: Mapping[str, str] = os.environ, data_dir: Path = DEFA
     return locate(env, data_dir).mongodb_uri, config.mongodb_database
 
 
-async def serve_projector(uri: str, database: str) -> None:
-    """Run the projector until SIGTERM/SIGINT."""
+@dataclass(frozen=True)
+class ProjectorSettings:
+    """What `eventflow projector` reads: reservas' store (database_settings) and where it serves /metrics."""
+
+    mongodb_uri: str
+    mongodb_database: str
+    bind_host: str
+    metrics_port: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, data_dir: Path = DEFAULT_DATA_DIR) -> ProjectorSettings:
+        uri, database = database_settings(env, data_dir)
+        bind_host = Config.from_env(env, keys=False).bind_host
+        return cls(uri, database, bind_host, metrics_port(env, "projector"))
+
+
+async def serve_projector(uri: str, database: str, metrics: Metrics | None = None) -> None:
+    """Run the projector until SIGTERM/SIGINT, with its series on `metrics` (served meanwhile) when given."""
     client = create_client(uri, "eventflow-projector")
     task = ProjectorTask(client[database]).start()
+    if metrics is not None:
+        metrics.registry.register(ProjectorCollector(task.projector))
+        metrics.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -61,6 +85,8 @@ async def serve_projector(uri: str, database: str) -> None:
     waiter.cancel()
     await task.stop()
     await client.close()
+    if metrics is not None:
+        metrics.stop()
     log.info("projector stopped")
 
 
@@ -182,10 +208,11 @@ async def replay_dead_letters(
         await client.close()
 
 
-def run_projector(uri: str, database: str) -> int:
+def run_projector(settings: ProjectorSettings) -> int:
     logs.configure("reservas-projector")
+    metrics = Metrics("projector", host=settings.bind_host, port=settings.metrics_port)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_projector(uri, database))
+        asyncio.run(serve_projector(settings.mongodb_uri, settings.mongodb_database, metrics))
     return 0
 
 

@@ -9,6 +9,7 @@ death of one service brings the whole stack down with a non-zero exit.
 from __future__ import annotations
 
 import fcntl
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -370,6 +371,79 @@ def test_the_printed_reservar_example_buys_the_seats(stack: StackUnderTest) -> N
     refused = stack.grpcurl("reservas", f"{SERVICE_NAMES['reservas']}/Reservar", data=again)
     assert refused.returncode != 0
     assert "Code: FailedPrecondition" in refused.stderr and "SEAT_TAKEN" in refused.stderr
+
+
+def run_status(stack: StackUnderTest, *args: str) -> subprocess.CompletedProcess[str]:
+    """`eventflow status` against the stack, found as `eventflow up` lays it out (its environment, data directory)."""
+    script = Path(sys.executable).parent / "eventflow"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "infra.cli"]
+    return subprocess.run(  # noqa: S603
+        [*command, "status", "--data-dir", str(stack.data_dir), *args],
+        capture_output=True, text=True, timeout=30, env=stack.env,
+    )  # fmt: skip
+
+
+def eventflow_status(stack: StackUnderTest, *args: str) -> tuple[int, dict[str, Any]]:
+    """`eventflow status --json`: the exit code and the document."""
+    result = run_status(stack, "--json", "--events", "500", *args)
+    assert not result.stderr, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def _left(status: dict[str, Any], evento_id: str) -> int:
+    assert status["eventos"]["source"] == "eventos", status["eventos"]
+    return next(int(e["entradas_disponibles"]) for e in status["eventos"]["on_sale"] if e["id"] == evento_id)
+
+
+def test_eventflow_status_shows_health_versions_sagas_lag_and_the_tickets_a_purchase_took(
+    stack: StackUnderTest,
+) -> None:
+    code, before = eventflow_status(stack)
+    assert code == 0 and before["ok"] and before["problems"] == [], before
+    services = {s["name"]: s for s in before["services"]}
+    assert set(services) == set(SERVICE_NAMES)
+    for name, service in services.items():
+        assert service["health"] == "SERVING", service
+        assert service["address"] == stack.address(name)
+        assert service["version"] == importlib.metadata.version("eventflow")
+        assert service["uptime_seconds"] > 0
+
+    evento = _unseated_evento(stack)
+    buyer = stack.call("usuarios", f"{USUARIOS}/ListUsuarios", {"page_size": 1})["usuarios"][0]["id"]
+    compra = {"usuario_id": buyer, "evento_id": evento["id"], "cantidad": 3, "medio_pago": "tok_visa",
+              "idempotency_key": f"e2e-status-{secrets.token_hex(4)}"}  # fmt: skip
+    assert stack.call("reservas", f"{SERVICE_NAMES['reservas']}/Reservar", compra)["estado"] == "ESTADO_RESERVA_CONFIRMADA"
+
+    code, after = eventflow_status(stack)
+    assert code == 0, after
+    assert _left(before, evento["id"]) - _left(after, evento["id"]) == 3
+    assert after["sagas"] == {"open": 0, "oldest_seconds": 0.0}
+    assert after["projector"]["reported_by"] == ["reservas"] and after["projector"]["dead_lettered"] == 0
+    assert 0 <= after["projector"]["lag_seconds"] < 10 and after["projector"]["events_behind"] < 50
+    later = {s["name"]: s["uptime_seconds"] for s in after["services"]}
+    assert all(later[name] >= services[name]["uptime_seconds"] for name in later)
+
+    # Without --json, for a person: a table of the services, the sagas, the lag, the events (no colour in a pipe).
+    text = run_status(stack)
+    assert text.returncode == 0, text.stdout + text.stderr
+    rows = {line.split()[0]: line.split() for line in text.stdout.splitlines() if line.strip()}
+    for name in SERVICE_NAMES:
+        assert rows[name][1:3] == [stack.address(name), "SERVING"], text.stdout
+    assert "sagas      0 open" in text.stdout and "projector  lag " in text.stdout
+    assert f"{_left(after, evento['id'])}" in next(line for line in text.stdout.splitlines() if evento["id"] in line)
+    assert "\033[" not in text.stdout
+
+
+def test_eventflow_status_shows_a_service_that_is_down_and_exits_non_zero(stack: StackUnderTest) -> None:
+    """usuarios given at an address where nothing listens: down, the rest still shown, exit code 1."""
+    nowhere = f"127.0.0.1:{free_port()}"
+    code, status = eventflow_status(stack, "--usuarios", nowhere, "--usuarios-metrics", nowhere)
+    assert code == 1 and not status["ok"]
+    services = {s["name"]: s for s in status["services"]}
+    assert services["usuarios"]["health"] == "down" and services["usuarios"]["version"] is None
+    assert [p for p in status["problems"] if p.startswith("usuarios: down")] == status["problems"]
+    assert services["eventos"]["health"] == services["reservas"]["health"] == "SERVING"
+    assert status["eventos"]["on_sale"] and status["sagas"]["open"] == 0
 
 
 def test_create_and_get_usuario(stack: StackUnderTest) -> None:

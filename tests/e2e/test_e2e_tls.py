@@ -23,6 +23,7 @@ from test_e2e_stack import (
     _require_all_services,
     _stack_env,
     readme_examples,
+    run_status,
 )
 
 from infra.procs import free_port
@@ -77,6 +78,13 @@ def test_eventflow_up_tls_serves_every_service_over_tls(tmp_path: Path) -> None:
         ):
             result = _run([GRPCURL, "-connect-timeout", "2", *refused])
             assert result.returncode != 0 and "Failed to dial" in result.stderr, (refused, result.stderr)
+
+        # `eventflow status --tls` checks health and lists the events with the operator's certificate.
+        status = run_status(under_test, "--tls", "--json")
+        assert status.returncode == 0, status.stdout + status.stderr
+        document = json.loads(status.stdout)
+        assert {s["health"] for s in document["services"]} == {"SERVING"}
+        assert document["eventos"]["source"] == "eventos" and document["eventos"]["on_sale"]
     finally:
         for launcher in under_test.launchers:
             launcher.cleanup()

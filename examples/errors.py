@@ -13,7 +13,7 @@ from eventflow.usuarios.v1 import usuarios_pb2
 
 
 def show(error: EventFlowError) -> None:
-    print(f"  {type(error).__name__}: {error.code.name} {error.reason} {error.metadata}\n    {error.message}")
+    print(f"  {type(error).__name__}: {error.code().name} {error.reason} {error.metadata}\n    {error.message}")
 
 
 with connect(token=os.environ["TOKEN"]) as ef:

@@ -13,7 +13,7 @@ with connect(token=os.environ["TOKEN"]) as ef:  # localhost:50051..50053, or $US
     ana = ef.usuarios.CreateUsuario(usuarios_pb2.CreateUsuarioRequest(usuario=usuarios_pb2.Usuario(
         tipo_documento="CI", nro_documento=tag, nombre="Ana", apellido="Pérez", email=f"ana.{tag}@example.com")))
     eventos = ef.eventos.ListEventos(eventos_pb2.ListEventosRequest(page_size=50)).eventos
-    evento = next(e for e in eventos if not e.con_asientos and e.entradas_disponibles > 0)
+    evento = next(e for e in eventos if not e.con_asientos and e.entradas_disponibles >= 2)
     try:
         reserva = ef.reservas.Reservar(reservas_pb2.ReservarRequest(usuario_id=ana.id, evento_id=evento.id,
             cantidad=2, medio_pago="tok_visa", idempotency_key=f"compra-{tag}"))  # a retry buys nothing twice

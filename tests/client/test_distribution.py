@@ -97,7 +97,7 @@ def test_it_installs_and_calls_in_a_virtualenv_without_the_servers(wheel: Path, 
             try:
                 ef.usuarios.GetUsuario(usuarios_pb2.GetUsuarioRequest(id="u-1"), timeout=5)
             except client.Unavailable as error:
-                print("Unavailable", error.code.name)
+                print("Unavailable", error.code().name)
         print(client.name(reservas_pb2.EstadoReserva, reservas_pb2.ESTADO_RESERVA_CONFIRMADA))
     """)
     result = subprocess.run([str(python), "-I", "-c", probe], capture_output=True, text=True, timeout=60)  # noqa: S603

@@ -16,7 +16,7 @@
   (10 s unless the call names one: ``timeout=``) and is retried by gRPC on UNAVAILABLE (service config).
 - A failed call raises an :class:`EventFlowError` subclass: by ErrorInfo reason where a program acts on it
   (:class:`SoldOut`, :class:`SeatTaken`, :class:`PaymentDeclined`, ...), else by status code
-  (:class:`NotFound`, :class:`InvalidArgument`, ...), with ``code``, ``message``, ``reason``, ``metadata``.
+  (:class:`NotFound`, :class:`InvalidArgument`, ...), with ``code()``, ``message``, ``reason``, ``metadata``.
 - ``Reservar`` answers once the purchase has settled: a CONFIRMADA reservation, or it raises the error the
   purchase failed with (its ``reserva_id`` is in the error's metadata). Only GetReserva and ListReservas show
   FALLIDA reservations, with ``motivo`` saying why.

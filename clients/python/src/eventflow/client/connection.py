@@ -86,7 +86,7 @@ def address(service: str, given: str | None = None, host: str | None = None) -> 
 class _Details(NamedTuple):
     method: str
     timeout: float | None
-    metadata: Sequence[tuple[str, str | bytes]] | None
+    metadata: Any
     credentials: grpc.CallCredentials | None
     wait_for_ready: bool | None
     compression: grpc.Compression | None
@@ -128,7 +128,7 @@ class _RaisingOutcome:
         return getattr(self._outcome, name)
 
 
-class _Defaults(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _Defaults(grpc.UnaryUnaryClientInterceptor):
     """The token and the default deadline on every call; errors as EventFlowError."""
 
     def __init__(self, token: str | None, timeout: float | None) -> None:

@@ -9,7 +9,7 @@ went wrong, from the most specific to the most general, so a caller catches at t
   reason classes are subclasses (``SoldOut`` is a ``FailedPrecondition``);
 - else :class:`EventFlowError` itself.
 
-Each carries ``code`` (a ``grpc.StatusCode``), ``message``, ``reason`` and ``domain`` (of the ErrorInfo, empty
+Each carries ``code()`` (a ``grpc.StatusCode``), ``message``, ``reason`` and ``domain`` (of the ErrorInfo, empty
 when the status carried none), ``metadata`` (the ErrorInfo's, for example ``field``, ``reserva_id``,
 ``disponibles``) and ``retry_delay`` (seconds, from a ``google.rpc.RetryInfo``: RESOURCE_EXHAUSTED says when to
 try again). The original ``grpc.RpcError`` is its ``__cause__``. EventFlowError subclasses ``grpc.RpcError``, so
@@ -19,14 +19,19 @@ code that catches that keeps working.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # ships no py.typed
+from grpc_status import rpc_status  # type: ignore[import-untyped]  # stubs: types-grpcio-status
 
 
 class EventFlowError(grpc.RpcError):
-    """A call failed: `code`, `message`, and the ErrorInfo's `reason`, `domain` and `metadata`."""
+    """A call failed: `code()`, `message`, and the ErrorInfo's `reason`, `domain` and `metadata`.
+
+    `code()` and `details()` are methods, as on every failed gRPC call, so code written for grpc.RpcError
+    reads this one the same way.
+    """
 
     def __init__(
         self,
@@ -39,17 +44,26 @@ class EventFlowError(grpc.RpcError):
         retry_delay: float | None = None,
     ) -> None:
         super().__init__(f"{code.name}: {message}" + (f" [{reason}]" if reason else ""))
-        self.code = code
+        self._code = code
         self.message = message
         self.reason = reason
         self.domain = domain
         self.metadata: dict[str, str] = dict(metadata or {})
         self.retry_delay = retry_delay
 
+    def code(self) -> grpc.StatusCode:
+        """The status code, for example grpc.StatusCode.FAILED_PRECONDITION."""
+        return self._code
+
+    def details(self) -> str:
+        """The message (grpc's name for it)."""
+        return self.message
+
     @property
-    def reserva_id(self) -> str | None:
-        """The reservation a failed purchase or cancellation created or touched, when the error names one."""
-        return self.metadata.get("reserva_id") or None
+    def reserva_id(self) -> str:
+        """The reservation a failed purchase or cancellation recorded (FALLIDA, readable with GetReserva), or ""
+        when the error names none (the request was refused before anything was recorded)."""
+        return self.metadata.get("reserva_id", "")
 
 
 # -- by status code ----------------------------------------------------------------------------------------
@@ -173,11 +187,12 @@ def error_class(code: grpc.StatusCode, reason: str) -> type[EventFlowError]:
 def from_rpc_error(error: grpc.RpcError) -> EventFlowError:
     """The EventFlowError for a failed call (a ``grpc.RpcError`` that is also a ``grpc.Call``, sync or asyncio):
     its ErrorInfo and RetryInfo decoded from the ``grpc-status-details-bin`` trailer."""
-    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-    message: str = error.details() or ""  # type: ignore[attr-defined]
+    call: Any = error  # a grpc.Call too: code(), details(), trailing_metadata()
+    code: grpc.StatusCode = call.code()
+    message: str = call.details() or ""
     info, retry_delay = None, None
     try:
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        status = rpc_status.from_call(call)
     except ValueError:  # a status detail that contradicts the call's code or message: keep the call's own
         status = None
     for detail in status.details if status is not None else ():

@@ -12,9 +12,12 @@ True
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
+if TYPE_CHECKING:  # the generic base of the generated enum wrappers in the type stubs (types-protobuf)
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
 
 
 def timestamp(when: datetime | str) -> Timestamp:
@@ -36,29 +39,19 @@ def to_datetime(stamp: Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
-class _EnumType(Protocol):
-    """What protobuf's generated enum wrappers (for example reservas_pb2.EstadoReserva) offer."""
-
-    DESCRIPTOR: Any
-
-    def Name(self, number: int) -> str: ...  # noqa: N802 - protobuf's name
-
-    def Value(self, name: str) -> Any: ...  # noqa: N802
-
-
-def _prefix(enum: _EnumType) -> str:
+def _prefix(enum: _EnumTypeWrapper[Any]) -> str:
     """ESTADO_RESERVA_ for EstadoReserva: what every value's name starts with (the proto style guide's rule)."""
     names = [v.name for v in enum.DESCRIPTOR.values]
     unspecified = next((n for n in names if n.endswith("_UNSPECIFIED")), None)
     return unspecified[: -len("UNSPECIFIED")] if unspecified else ""
 
 
-def name(enum: _EnumType, number: int) -> str:
+def name(enum: _EnumTypeWrapper[Any], number: int) -> str:
     """The short name of an enum value: name(reservas_pb2.EstadoReserva, reserva.estado) == "CONFIRMADA"."""
     return enum.Name(number).removeprefix(_prefix(enum))
 
 
-def value(enum: _EnumType, short: str) -> int:
+def value(enum: _EnumTypeWrapper[Any], short: str) -> int:
     """The enum value of a short or full name, any case: value(reservas_pb2.EstadoReserva, "confirmada")."""
     upper = short.upper()
     full = upper if upper.startswith(_prefix(enum)) else _prefix(enum) + upper

@@ -5,8 +5,16 @@ import os
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from eventflow.client import (EventFlowError, InvalidArgument, NotFound, PaymentDeclined, SoldOut, connect,
-                              name, timestamp)
+from eventflow.client import (
+    EventFlowError,
+    InvalidArgument,
+    NotFound,
+    PaymentDeclined,
+    SoldOut,
+    connect,
+    name,
+    timestamp,
+)
 from eventflow.eventos.v1 import eventos_pb2
 from eventflow.reservas.v1 import reservas_pb2
 from eventflow.usuarios.v1 import usuarios_pb2

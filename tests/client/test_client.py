@@ -223,7 +223,8 @@ def test_a_rich_status_becomes_its_exception(
 
 def test_sold_out_is_a_failed_precondition() -> None:
     assert issubclass(client.SoldOut, client.FailedPrecondition)
-    assert client.errors.error_class(grpc.StatusCode.FAILED_PRECONDITION, "SOME_NEW_REASON") is client.FailedPrecondition
+    new_reason = client.errors.error_class(grpc.StatusCode.FAILED_PRECONDITION, "SOME_NEW_REASON")
+    assert new_reason is client.FailedPrecondition
     assert client.errors.error_class(grpc.StatusCode.DATA_LOSS, "") is client.EventFlowError
 
 

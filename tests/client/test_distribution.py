@@ -78,8 +78,8 @@ def test_it_installs_and_calls_in_a_virtualenv_without_the_servers(wheel: Path, 
     here = Path(sysconfig.get_paths()["purelib"])
     for module in DEPENDENCY_MODULES:
         (deps / module).symlink_to(here / module)
-    site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],  # noqa: S603
-                                        text=True).strip())  # fmt: skip
+    where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.check_output([str(python), "-c", where], text=True).strip())  # noqa: S603
     (site / "deps.pth").write_text(f"{deps}\n")
 
     probe = textwrap.dedent(f"""

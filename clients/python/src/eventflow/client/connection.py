@@ -32,7 +32,11 @@ RESERVAS = "eventflow.reservas.v1.ReservasService"
 
 #: Where each service listens unless told otherwise: the environment variable that names its address (the
 #: ones reservas itself reads, plus RESERVAS_ADDR), and the port of `eventflow up` / `make run`.
-DEFAULTS = {"usuarios": ("USUARIOS_ADDR", 50051), "eventos": ("EVENTOS_ADDR", 50052), "reservas": ("RESERVAS_ADDR", 50053)}
+DEFAULTS = {
+    "usuarios": ("USUARIOS_ADDR", 50051),
+    "eventos": ("EVENTOS_ADDR", 50052),
+    "reservas": ("RESERVAS_ADDR", 50053),
+}
 
 #: The deadline of a call that names none, in seconds.
 DEFAULT_TIMEOUT = 10.0

@@ -35,11 +35,13 @@ help:
 # it reads as a problem, so that one notice is filtered; every other warning still shows.
 QUIET_EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 
-$(STAMP): pyproject.toml
+# Two distributions from this repository: eventflow-client (clients/python: the stubs and eventflow.client) and
+# the servers, which depend on it; named together, pip takes the local eventflow-client, never one from an index.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "EventFlow needs Python 3.11 or newer (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(QUIET_EDITABLE) $(PY) -m pip install --quiet -e '.[dev]'
+	$(QUIET_EDITABLE) $(PY) -m pip install --quiet -e ./clients/python -e '.[dev]'
 	@touch $@
 
 venv install: $(STAMP)
@@ -73,7 +75,7 @@ fuzz: $(STAMP)
 
 # The chart needs matplotlib: a bench-only extra, installed here once (make test does not need it).
 $(BENCH_STAMP): $(STAMP)
-	$(QUIET_EDITABLE) $(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(QUIET_EDITABLE) $(PY) -m pip install --quiet -e ./clients/python -e '.[dev,bench]'
 	@touch $@
 
 bench: $(BENCH_STAMP)
@@ -113,7 +115,7 @@ k8s-check: $(STAMP) $(CHECKOV_STAMP)
 
 clean:
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
-	rm -rf .pytest_cache *.egg-info build
+	rm -rf .pytest_cache *.egg-info build clients/python/build
 
 distclean: clean
 	rm -rf $(VENV) $(CHECKOV_VENV) .data .bench

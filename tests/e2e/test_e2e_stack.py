@@ -697,6 +697,41 @@ def test_logs_hold_no_personal_data_payment_token_or_bearer_token(stack: StackUn
     assert not found, "secrets or personal data in the logs:\n" + "\n".join(found[:20])
 
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run_example(stack: StackUnderTest, name: str) -> str:
+    """A script of examples/ as a user runs it against `make run`: its `export TOKEN=...` pasted, and the
+    addresses in the variables eventflow.client reads (this stack is not on the default ports)."""
+    env = {**os.environ, "TOKEN": stack.token, **{f"{s.upper()}_ADDR": stack.address(s) for s in SERVICE_NAMES}}
+    result = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=60,  # noqa: S603
+                            env=env, cwd=stack.data_dir.parent)  # fmt: skip
+    assert result.returncode == 0, f"examples/{name} failed:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def test_the_python_purchase_example_buys_two_tickets(stack: StackUnderTest) -> None:
+    printed = run_example(stack, "purchase.py")
+    assert printed.startswith("CONFIRMADA: 2 tickets for "), printed
+    reserva_id = printed.rsplit("reservation ", 1)[1].strip()
+    reserva = stack.call("reservas", "eventflow.reservas.v1.ReservasService/GetReserva", {"id": reserva_id})
+    assert reserva["estado"] == "ESTADO_RESERVA_CONFIRMADA" and reserva["cantidad"] == 2
+    buyer = stack.call("usuarios", f"{USUARIOS}/GetUsuario", {"id": reserva["usuario_id"]})
+    assert buyer["historial_compras"] == [reserva_id]
+
+
+def test_the_python_errors_example_shows_each_failure_as_its_exception(stack: StackUnderTest) -> None:
+    printed = run_example(stack, "errors.py")
+    for expected in (
+        "NotFound: NOT_FOUND USUARIO_NOT_FOUND",
+        "InvalidArgument: INVALID_ARGUMENT VALIDATION_FAILED {'field': 'cantidad'}",
+        "PaymentDeclined: FAILED_PRECONDITION PAYMENT_DECLINED {'reserva_id': ",
+        "GetReserva: FALLIDA, motivo: ",
+        "SoldOut: FAILED_PRECONDITION SOLD_OUT",
+    ):
+        assert expected in printed, printed
+
+
 def test_reservas_killed_mid_purchase_is_restarted_and_the_purchase_settles(stack: StackUnderTest) -> None:
     launcher = stack.launchers[-1]
     buyer = stack.call("usuarios", f"{USUARIOS}/ListUsuarios", {"page_size": 1})["usuarios"][0]["id"]

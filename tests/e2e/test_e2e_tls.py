@@ -14,6 +14,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from eventflow import client
+from eventflow.eventos.v1 import eventos_pb2
+from eventflow.reservas.v1 import reservas_pb2
+from eventflow.usuarios.v1 import usuarios_pb2
 from test_e2e_stack import (
     GRPCURL,
     README,
@@ -53,6 +57,7 @@ def test_eventflow_up_tls_serves_every_service_over_tls(tmp_path: Path) -> None:
             result = under_test.run_printed(printed)
             assert result.returncode == 0, f"{printed}\n{result.stderr}"
         assert json.loads(result.stdout)["estado"] == "ESTADO_RESERVA_CONFIRMADA"
+        reserva_id = json.loads(result.stdout)["id"]
 
         # The README's TLS examples, as written: from a directory whose .data is this stack's, ports filled in.
         (tmp_path / ".data").symlink_to("data")
@@ -68,6 +73,15 @@ def test_eventflow_up_tls_serves_every_service_over_tls(tmp_path: Path) -> None:
             assert ran.returncode == 0, f"README.md:{example.line}: {example.command}\n{ran.stderr}"
 
         ca = str(certs_dir / "ca.pem")
+        # The Python client over TLS, as the README says: the CA, and the operator's certificate for the two
+        # services that require one.
+        credentials = client.tls_credentials(ca, cert=certs_dir / "operator.pem", key=certs_dir / "operator-key.pem")
+        addresses = {name: under_test.address(name) for name in SERVICE_NAMES}
+        with client.connect(**addresses, token=under_test.token, tls=credentials) as ef:
+            assert ef.usuarios.ListUsuarios(usuarios_pb2.ListUsuariosRequest(page_size=1)).usuarios
+            assert ef.eventos.ListEventos(eventos_pb2.ListEventosRequest(page_size=1)).eventos
+            reserva = ef.reservas.GetReserva(reservas_pb2.GetReservaRequest(id=reserva_id))
+            assert reserva.estado == reservas_pb2.ESTADO_RESERVA_CONFIRMADA
         usuarios = under_test.address("usuarios")
         # Refused: a plaintext dial never completes (grpcurl gives up at -connect-timeout), a TLS one without
         # a client certificate is closed by usuarios during the handshake.

@@ -30,7 +30,7 @@ help:
 	@echo "make clean     remove caches"
 	@echo "make distclean remove caches, .venv, .venv-checkov, .data and .bench"
 
-# setuptools tells every editable install of a layout like ours (eventflow.* mapped from generated/) that folders
+# setuptools tells every editable install of a layout like ours (packages served from the checkout's folders) that folders
 # named like the packages take precedence: they do here, on purpose (the checkout is the code). Said on each install
 # it reads as a problem, so that one notice is filtered; every other warning still shows.
 QUIET_EDITABLE := PYTHONWARNINGS="ignore:Editable installation"

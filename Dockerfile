@@ -11,12 +11,15 @@ WORKDIR /src
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY pyproject.toml README.md ./
 COPY generated/ generated/
+# eventflow-client: the stubs' distribution (clients/python/generated links to generated/), which the
+# servers' depends on; both wheels are built here, from this context, never fetched from an index.
+COPY clients/python/ clients/python/
 COPY infra/ infra/
 COPY usuarios/ usuarios/
 COPY eventos/ eventos/
 COPY reservas/ reservas/
 # The stubs in generated/ are committed (and checked against protos/ by the test suite), so no protoc here.
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --wheel-dir /wheels ./clients/python .
 
 # --- runtime: a slim image with only the installed wheels, run as a non-root user ------------------------
 FROM python:${PYTHON_VERSION}-slim AS runtime

@@ -107,6 +107,10 @@ class InvalidReadMask(InvalidArgument):
     reason = "INVALID_READ_MASK"
 
 
+class FechaInPast(InvalidArgument):
+    reason = "FECHA_IN_PAST"
+
+
 class SoldOut(FailedPrecondition):
     reason = "SOLD_OUT"
 
@@ -325,11 +329,20 @@ def validate_text(field: str, value: str) -> str:
     return value
 
 
-def validate_fecha(value: datetime | None) -> datetime:
+def validate_fecha(value: datetime | None, now: datetime) -> datetime:
+    """An event's date: required, and not before `now` (an event is created or moved to take place, not to have
+    taken place; one that has happened is in the past by time passing, and nobody can buy for it)."""
     if value is None:
-        raise invalid("fecha", "is required (an RFC 3339 timestamp such as 2027-03-14T21:00:00Z)")
+        raise invalid("fecha", "is required (an RFC 3339 timestamp such as 2030-03-14T21:00:00Z)")
     # MongoDB keeps milliseconds; truncate now so what we answer is what we stored.
-    return value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
+    fecha = value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
+    if fecha < now:
+        raise FechaInPast(
+            f"fecha: {fecha.isoformat()} is in the past (now: {now.astimezone(UTC).isoformat(timespec='seconds')}); "
+            "an event takes place in the future",
+            metadata={"field": "fecha", "now": now.astimezone(UTC).isoformat(timespec="seconds")},
+        )
+    return fecha
 
 
 def validate_precio(value: int) -> int:
@@ -410,7 +423,7 @@ def validate_filas(filas: Sequence[FilaAsientos], before: int) -> tuple[str, ...
     return tuple(f"{fila.fila.strip()}-{n}" for fila in filas for n in range(fila.desde, fila.hasta + 1))
 
 
-def validate_new_evento(draft: EventoDraft) -> NewEvento:
+def validate_new_evento(draft: EventoDraft, *, now: datetime) -> NewEvento:
     """The rules of CreateEvento. With a seat map (labels, then rows), aforo_total is its length (0: derive it)."""
     check_count("asientos", draft.asientos, MAX_ASIENTOS, "seats")
     asientos = validate_seat_map((*draft.asientos, *validate_filas(draft.filas, len(draft.asientos))))
@@ -425,7 +438,7 @@ def validate_new_evento(draft: EventoDraft) -> NewEvento:
         aforo = validate_aforo(draft.aforo_total)
     return NewEvento(
         nombre=validate_text("nombre", draft.nombre),
-        fecha=validate_fecha(draft.fecha),
+        fecha=validate_fecha(draft.fecha, now),
         lugar=validate_text("lugar", draft.lugar),
         aforo_total=aforo,
         precio=validate_precio(draft.precio),
@@ -471,7 +484,7 @@ def validate_read_mask(paths: Sequence[str]) -> tuple[str, ...]:
     return tuple(f for f in READABLE_FIELDS if f in paths)
 
 
-def validate_update(draft: EventoDraft, fields: Sequence[str]) -> dict[str, object]:
+def validate_update(draft: EventoDraft, fields: Sequence[str], *, now: datetime) -> dict[str, object]:
     """The validated new values of `fields`, but aforo_total, whose rules depend on the event (plan_update):
     what can be judged before the event is read."""
     changes: dict[str, object] = {}
@@ -479,7 +492,7 @@ def validate_update(draft: EventoDraft, fields: Sequence[str]) -> dict[str, obje
         if field in ("nombre", "lugar"):
             changes[field] = validate_text(field, getattr(draft, field))
         elif field == "fecha":
-            changes[field] = validate_fecha(draft.fecha)
+            changes[field] = validate_fecha(draft.fecha, now)
         elif field == "precio":
             changes[field] = validate_precio(draft.precio)
         elif field == "moneda":
@@ -487,14 +500,14 @@ def validate_update(draft: EventoDraft, fields: Sequence[str]) -> dict[str, obje
     return changes
 
 
-def plan_update(current: Evento, draft: EventoDraft, fields: Sequence[str]) -> dict[str, object]:
+def plan_update(current: Evento, draft: EventoDraft, fields: Sequence[str], *, now: datetime) -> dict[str, object]:
     """The validated new values of `fields` (aforo_total only when it changes).
 
     Raises SeatedEvent when the capacity of a seated event would change, and CapacityBelowSold
     when the new capacity is below the tickets already taken in `current` (the repository
     checks that again atomically, since tickets may be taken meanwhile).
     """
-    changes = validate_update(draft, fields)
+    changes = validate_update(draft, fields, now=now)
     for field in fields:
         if field == "aforo_total":
             if current.seated:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -66,17 +66,20 @@ class EventoService:
         tokens: PageTokens,
         budget: ReplyBudget[Evento],
         seat_budget: ReplyBudget[Seat],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        """`budget`, `seat_budget`: the bytes a page of events, or of seats, may take in a reply (infra.limits)."""
+        """`budget`, `seat_budget`: the bytes a page of events, or of seats, may take in a reply (infra.limits);
+        `clock`: now, which a new date must not precede and which ListEventos starts from by default."""
         self.eventos = eventos
         self.tokens = tokens
         self.budget = budget
         self.seat_budget = seat_budget
+        self.clock = clock
 
     # --- catalogue ---------------------------------------------------------------------------
 
     async def create(self, draft: EventoDraft) -> Evento:
-        evento = await self.eventos.add(domain.validate_new_evento(draft))
+        evento = await self.eventos.add(domain.validate_new_evento(draft, now=self.clock()))
         log.info("evento created", extra={"evento_id": evento.id, "aforo_total": evento.aforo_total})
         return evento
 
@@ -97,7 +100,9 @@ class EventoService:
         lugar: str | None,
         desde: datetime | None,
         hasta: datetime | None,
+        incluir_pasados: bool = False,
     ) -> Page:
+        """Events by (fecha, id): those from now on unless `incluir_pasados`, within `desde`..`hasta` if given."""
         if lugar is not None:
             check_length("lugar", lugar, domain.MAX_TEXT)
         if desde is not None and hasta is not None and desde > hasta:
@@ -113,9 +118,12 @@ class EventoService:
                 return Page([], "")
         if hasta is not None:
             hasta = _from_millis(_millis(hasta))
-        # A token is valid only for the filters it was issued with.
+        # A token is valid only for the filters it was issued with (upcoming-only is one; its moving now is not).
         bounds = [None if moment is None else _millis(moment) for moment in (desde, hasta)]
-        scope = json.dumps(["eventos", lugar, *bounds], separators=(",", ":"))
+        scope = json.dumps(["eventos", lugar, *bounds, *([] if incluir_pasados else ["upcoming"])], separators=(",", ":"))
+        if not incluir_pasados:  # what has happened is left out: from now on, or from desde when that is later
+            now = _from_millis(_millis(self.clock()))
+            desde = now if desde is None or desde < now else desde
         position = self.tokens.decode(page_token, scope)
         after = None
         if position is not None:
@@ -164,12 +172,13 @@ class EventoService:
     async def update(self, evento_id: str, draft: EventoDraft, mask: Sequence[str]) -> Evento:
         domain.validate_id("evento.id", evento_id)
         fields = domain.validate_update_mask(mask)
-        domain.validate_update(draft, fields)  # every value but aforo_total, before the event is read
+        now = self.clock()
+        domain.validate_update(draft, fields, now=now)  # every value but aforo_total, before the event is read
         for _ in range(MAX_ATTEMPTS):
             current = await self.eventos.get(evento_id, primary=True, with_seats=False)
             if current is None:
                 raise domain.not_found(evento_id)
-            changes = domain.plan_update(current, draft, fields)
+            changes = domain.plan_update(current, draft, fields, now=now)
             updated = current
             if changes:
                 updated = await self.eventos.update(

@@ -135,6 +135,7 @@ class EventosServicer(eventos_pb2_grpc.EventosServiceServicer):
             lugar=request.lugar.strip() or None,
             desde=to_datetime("desde", request),
             hasta=to_datetime("hasta", request),
+            incluir_pasados=request.incluir_pasados,
         )
         return eventos_pb2.ListEventosResponse(
             eventos=[to_proto(e) for e in page.eventos], next_page_token=page.next_page_token

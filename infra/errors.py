@@ -17,6 +17,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry import trace
 
 from infra.interceptors import Unary, UnaryInterceptor
 
@@ -172,6 +173,7 @@ class ErrorMappingInterceptor(UnaryInterceptor):
                 return await inner(request, context)
             except DomainError as error:
                 code = status_code_for(error, self.table)
+                trace.get_current_span().set_attribute("eventflow.error.reason", error.reason)  # the call's span
                 await context.abort_with_status(
                     rich_status(
                         code,

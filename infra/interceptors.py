@@ -1,14 +1,27 @@
 """The one way EventFlow's server interceptors wrap a call: every RPC is unary, so an interceptor wraps the
-unary handler and keeps its (de)serializers. The error mapping, authentication and metrics are all this."""
+unary handler and keeps its (de)serializers. The error mapping, authentication, metrics
+and tracing are all this."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 
 Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def status_of(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+    """The status code the caller gets for a call that returned (`error` None) or raised `error`."""
+    if error is None:
+        return context.code() or grpc.StatusCode.OK  # a handler may set a code and return
+    if isinstance(error, grpc.aio.AbortError):
+        return context.code() or grpc.StatusCode.UNKNOWN
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
 
 
 class UnaryInterceptor(grpc.aio.ServerInterceptor):

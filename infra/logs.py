@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line, carrying the reservation id through the saga.
+"""Structured logs: one JSON object per line, carrying the reservation id through the saga, and the
+`trace_id` and `span_id` of the span it was written in, if any (infra.tracing).
 
 Every line passes through infra.redact: no token, password, e-mail address, document number or payment token
 reaches a log, whatever a call site passed (issue 8).
@@ -13,6 +14,8 @@ import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from opentelemetry import trace
 
 from infra.redact import redact_field, redact_text
 
@@ -38,6 +41,10 @@ class JsonFormatter(logging.Formatter):
         reserva_id = reserva_id_var.get()
         if reserva_id:
             entry["reserva_id"] = reserva_id
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:  # the trace this line belongs to (infra.tracing)
+            entry["trace_id"] = trace.format_trace_id(span.trace_id)
+            entry["span_id"] = trace.format_span_id(span.span_id)
         # Fields passed as logger.info("...", extra={...}), each redacted by its name and its content.
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):

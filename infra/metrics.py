@@ -10,6 +10,10 @@ The gRPC series follow go-grpc-prometheus, which dashboards and alerts already k
   (authentication's refusals too: UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED);
 - `grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}`: a histogram of the time to answer.
 
+Every app also exports `eventflow_build_info{service,version}` (always 1: the installed eventflow's version, as
+`<x>_build_info` gauges conventionally do) and, from the process collector, `process_start_time_seconds`: with
+them `eventflow status` shows what runs and for how long without an RPC of its own.
+
 Only unary calls are counted: every EventFlow RPC is unary, and so is health's Check (reflection and health's
 Watch are streams). `/metrics` is served by prometheus_client's HTTP server (a daemon thread) on the service's
 bind host and `<SERVICE>_METRICS_PORT`; 0 serves none. A busy port is logged and the service serves on without
@@ -18,7 +22,7 @@ it: metrics are never a reason to refuse a purchase.
 
 from __future__ import annotations
 
-import asyncio
+import importlib.metadata
 import logging
 import threading
 import time
@@ -26,10 +30,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, PlatformCollector
+from prometheus_client import ProcessCollector
 from prometheus_client import start_http_server
 
-from infra.interceptors import Unary, UnaryInterceptor
+from infra.interceptors import Unary, UnaryInterceptor, status_of
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +43,25 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 #: The default metrics ports, one per service (the variable each Config reads: <SERVICE>_METRICS_PORT).
 DEFAULT_PORTS = {"usuarios": 9451, "eventos": 9452, "reservas": 9453}
+#: The standalone projector's (`eventflow projector`, PROJECTOR_METRICS_PORT): below the services', since the
+#: replicas of `eventflow up --replicas-reservas N` take the ports after reservas'.
+PROJECTOR_DEFAULT_PORT = 9450
+
+
+def version() -> str:
+    """The installed eventflow distribution's version ("unknown" when run from a tree that is not installed)."""
+    try:
+        return importlib.metadata.version("eventflow")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def metrics_port(env: Mapping[str, str], service: str) -> int:
-    """`<SERVICE>_METRICS_PORT` (default DEFAULT_PORTS[service]; 0: no /metrics)."""
+    """`<SERVICE>_METRICS_PORT` (default DEFAULT_PORTS[service], or PROJECTOR_DEFAULT_PORT; 0: no /metrics)."""
     var = f"{service.upper()}_METRICS_PORT"
     raw = env.get(var, "")
     if raw == "":
-        return DEFAULT_PORTS[service]
+        return PROJECTOR_DEFAULT_PORT if service == "projector" else DEFAULT_PORTS[service]
     try:
         port = int(raw)
         if not 0 <= port <= 65535:
@@ -84,6 +100,11 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.grpc = GrpcServerMetrics(self.registry)
+        build_info = Gauge(
+            "eventflow_build_info", "The EventFlow build this process runs (always 1).", ["service", "version"],
+            registry=self.registry,
+        )  # fmt: skip
+        build_info.labels(service, version()).set(1)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -132,25 +153,20 @@ class MetricsInterceptor(UnaryInterceptor):
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started.inc()
             begin = time.perf_counter()
-            code: grpc.StatusCode | None = None
+            error: BaseException | None = None
             try:
-                reply = await inner(request, context)
-                code = context.code() or grpc.StatusCode.OK  # a handler may set a code and return
-                return reply
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except BaseException:
-                code = grpc.StatusCode.UNKNOWN
+                return await inner(request, context)
+            except BaseException as raised:
+                error = raised
                 raise
             finally:
                 handling.observe(time.perf_counter() - begin)
-                handled.labels(*labels, (code or grpc.StatusCode.UNKNOWN).name).inc()
+                handled.labels(*labels, status_of(context, error).name).inc()
 
         return observed
 
 
-__all__ = ["DEFAULT_PORTS", "GrpcServerMetrics", "LATENCY_BUCKETS", "Metrics", "MetricsInterceptor", "metrics_port"]
+__all__ = [
+    "DEFAULT_PORTS", "GrpcServerMetrics", "LATENCY_BUCKETS", "Metrics", "MetricsInterceptor", "metrics_port",
+    "PROJECTOR_DEFAULT_PORT", "version",
+]

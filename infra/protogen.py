@@ -63,9 +63,11 @@ def generate(out_dir: Path, protos: Path = PROTOS) -> Path:
     result = subprocess.run(protoc_command(out_dir, protos), cwd=protos, capture_output=True, text=True)  # noqa: S603
     if result.returncode != 0:
         raise RuntimeError(f"protoc failed ({result.returncode}):\n{result.stdout}{result.stderr}")
-    # Every directory of the generated tree is a regular package.
+    # Every directory of the generated tree is a regular package, and the package is typed (PEP 561: the
+    # .pyi stubs of mypy-protobuf, and eventflow.client in clients/python, which ships beside them).
     for directory in [package, *(d for d in package.rglob("*") if d.is_dir())]:
         (directory / "__init__.py").touch()
+    (package / "py.typed").touch()
     return package
 
 

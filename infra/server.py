@@ -1,8 +1,8 @@
 """The gRPC server skeleton every service uses.
 
 `create_server` builds a grpc.aio server with the standard health service, server
-reflection, the metrics and error-mapping interceptors, over plaintext or TLS, receiving and sending messages of at
-most `max_message_bytes` (see infra.limits); `GrpcApp.run_until_signal` serves
+reflection, the tracing (infra.tracing), metrics and error-mapping interceptors, over plaintext or TLS,
+receiving and sending messages of at most `max_message_bytes` (see infra.limits); `GrpcApp.run_until_signal` serves
 until SIGTERM or SIGINT and then shuts down gracefully (in-flight calls finish).
 Setup, then serve: the service's own calls are refused (UNAVAILABLE) and health is NOT_SERVING until its check
 (its stores answering) has passed and its `setup` (indexes, migrations, background work) has finished, tried
@@ -35,6 +35,7 @@ from infra.interceptors import Unary, UnaryInterceptor
 from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, message_options
 from infra.metrics import Metrics, MetricsInterceptor
 from infra.ratelimit import RateLimiter
+from infra.tracing import TracingInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +230,8 @@ async def create_server(
     `owner_of` says whose a reservation is (reservas); `limiter` applies a rate limit per identity;
     `credentials` (infra.tls) serve TLS, None plaintext. A request larger than `max_message_bytes` is
     refused by gRPC (RESOURCE_EXHAUSTED); so is a reply. Port 0 picks a free port. `metrics`: the app's
-    registry and /metrics endpoint; the metrics interceptor is outermost, so it counts the status the caller
-    gets, authentication's refusals included.
+    registry and /metrics endpoint; the metrics interceptor is outermost but for tracing's, so it counts the
+    status the caller gets, authentication's refusals included.
     """
     if auth is None:
         raise ValueError(f"{domain}: no keys to verify tokens with (see infra/keys.py); a server never runs open")
@@ -242,6 +243,8 @@ async def create_server(
     ), gate]
     if metrics is not None:
         interceptors.insert(0, MetricsInterceptor(metrics.grpc))
+    # Outermost: the span covers the whole call (does nothing while tracing is off; see infra.tracing).
+    interceptors.insert(0, TracingInterceptor())
     server = grpc.aio.server(interceptors=interceptors, options=message_options(max_message_bytes))
     for binding in bindings:
         binding.add_to_server(binding.servicer, server)

@@ -23,6 +23,9 @@ Environment (besides what the services read themselves):
                                                 writes <data dir>/prometheus.yml, a scrape config for all of them.
   EVENTFLOW_MONGODB_PORT, EVENTFLOW_REDIS_PORT  ports of the embedded stores (27017, 6379)
   MONGODB_URI, REDIS_URL                        use these servers instead of starting embedded ones
+  OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_ENDPOINT, ...
+                                                traces (infra.tracing), passed on to the services; --trace
+                                                console|otlp sets OTEL_TRACES_EXPORTER for them
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import contextlib
 import dataclasses
 import fcntl
 import importlib.util
+import json
 import os
 import secrets
 import shlex
@@ -44,7 +48,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time as day_time, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -52,7 +56,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
-from infra import certs, keys, metrics, procs, tls
+from infra import certs, keys, metrics, procs, tls, tracing
 from infra.auth import Role, TokenIssuer
 from infra.procs import ManagedProcess
 from infra.redact import redact_uri
@@ -81,10 +85,70 @@ SERVICES = (
 MONGODB_PORT_VAR, DEFAULT_MONGODB_PORT = "EVENTFLOW_MONGODB_PORT", 27017
 REDIS_PORT_VAR, DEFAULT_REDIS_PORT = "EVENTFLOW_REDIS_PORT", 6379
 
+#: While `eventflow up` runs, <data dir>/stack.json says where its stores and services are (owner-only: a given
+#: MONGODB_URI may hold a password); the other `eventflow` commands find the stack through it (see `locate`).
+STATE_FILE = "stack.json"
+DEFAULT_DATA_DIR = Path(".data")
+
 #: Printed once every service is SERVING; tests and scripts may wait for it.
 READY_LINE = "EventFlow is up."
 #: The life of the admin token `eventflow up` prints: a working day.
 ADMIN_TOKEN_TTL_SECONDS = 8 * 3600
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a stack's stores and services are, and how that was found (for messages)."""
+
+    mongodb_uri: str
+    redis_url: str
+    services: dict[str, str]
+    found: str
+
+
+def locate(env: Mapping[str, str] | None = None, data_dir: Path = DEFAULT_DATA_DIR) -> Location:
+    """Where the stack is, found the way `eventflow up` finds it, for each store and service: its variable when
+    set (MONGODB_URI, else EVENTFLOW_MONGODB_PORT; REDIS_URL, else EVENTFLOW_REDIS_PORT; USUARIOS_PORT, ...);
+    else the `eventflow up` running on `data_dir` (its stack.json); else `eventflow up`'s defaults (127.0.0.1,
+    ports 27017, 6379, 50051-50053). Raises StackError for a bad port variable."""
+    env = os.environ if env is None else env
+    running = _running_stack(data_dir) or {}
+    recorded = dict(running.get("services", {}))
+    used: list[str] = []
+
+    def store(url_var: str, port_var: str, default_port: int, key: str, scheme: str) -> str:
+        if env.get(url_var):
+            used.append(url_var)
+            return env[url_var]
+        if env.get(port_var) or key not in running:
+            used.extend([port_var] if env.get(port_var) else [])
+            return scheme.format(_port_from_env(env, port_var, default_port))
+        return str(running[key])
+
+    mongodb_uri = store("MONGODB_URI", MONGODB_PORT_VAR, DEFAULT_MONGODB_PORT, "mongodb_uri",
+                        "mongodb://127.0.0.1:{}/?directConnection=true")  # fmt: skip
+    redis_url = store("REDIS_URL", REDIS_PORT_VAR, DEFAULT_REDIS_PORT, "redis_url", "redis://127.0.0.1:{}/0")
+    services = {}
+    for spec in SERVICES:
+        if env.get(spec.port_var) or spec.name not in recorded:
+            used.extend([spec.port_var] if env.get(spec.port_var) else [])
+            services[spec.name] = f"127.0.0.1:{_port_from_env(env, spec.port_var, spec.default_port)}"
+        else:
+            services[spec.name] = recorded[spec.name]
+    found = [f"the environment ({', '.join(used)})"] if used else []
+    if running:
+        found.append(f"the `eventflow up` running on {data_dir} (pid {running['pid']})")
+    return Location(mongodb_uri, redis_url, services, " and ".join(found) or "`eventflow up`'s default ports")
+
+
+def _running_stack(data_dir: Path) -> dict[str, Any] | None:
+    """The record of the `eventflow up` running on `data_dir`, or None (none recorded, or its process is gone)."""
+    try:
+        record = json.loads((data_dir / STATE_FILE).read_text(encoding="utf-8"))
+        os.kill(int(record["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return dict(record)
 
 
 class RestartPolicy:
@@ -128,6 +192,8 @@ class Options:
     #: reservas processes: the first on RESERVAS_PORT, each further one on the next port.
     reservas_replicas: int = 1
     tls: bool = False
+    #: --trace: the services' OTEL_TRACES_EXPORTER (console: spans in their logs; otlp); None: as the environment says.
+    trace: str | None = None
 
 
 def _say(message: str, stream: IO[str] | None = None) -> None:
@@ -204,6 +270,12 @@ class Stack:
         self.redis_port = _port_from_env(self.env, REDIS_PORT_VAR, DEFAULT_REDIS_PORT)
         self.mongodb_uri = self.env.get("MONGODB_URI", "")
         self.redis_url = self.env.get("REDIS_URL", "")
+        if options.trace is not None:
+            self.env["OTEL_TRACES_EXPORTER"] = options.trace
+        try:  # what the services would refuse to start with, said once, before anything starts
+            self.trace_exporters = tracing.exporters(self.env)
+        except ValueError as error:
+            raise StackError(str(error)) from None
         self.certs_dir = self.data_dir / "certs"
         #: How this launcher calls the services under --tls: the CA and the operator's certificate.
         self.client_tls: tls.ClientTLS | None = None
@@ -237,6 +309,7 @@ class Stack:
             self._preflight()
             self._prepare_tls()
             self._start_stores()
+            self._write_state()
             self._start_services()
             self._wait_serving()
             examples = self._demo_and_examples()
@@ -364,6 +437,22 @@ class Stack:
                     raise StackError(self._describe(store, f"did not open port {store.port} in time"))
                 time.sleep(0.05)
 
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / STATE_FILE
+
+    def _write_state(self) -> None:
+        """<data dir>/stack.json: where this stack's stores and services are, while it runs (see `locate`)."""
+        record = {
+            "pid": os.getpid(),
+            "mongodb_uri": self.mongodb_uri,
+            "redis_url": self.redis_url,
+            "services": {name: self.address(name) for name in self.ports},
+        }
+        fd = os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=2)
+
     def service_env(self, name: str) -> dict[str, str]:
         """The environment of one service: ports, stores, the keys it holds (reservas' private key: only it),
         and its certificates under --tls."""
@@ -484,7 +573,8 @@ class Stack:
         self._terminate(list(reversed(self.stores)))
         if started:
             _say("stopped")
-        if self._lock_file is not None:
+        if self._lock_file is not None:  # only the stack holding the lock wrote the state file
+            self.state_file.unlink(missing_ok=True)
             self._lock_file.close()
             self._lock_file = None
 
@@ -541,6 +631,7 @@ class Stack:
             f"  {'keys':<9} {self.data_dir / 'keys'}  (owner-only; the issuer key signs tokens)",
         ]
         lines += self._metrics_lines()
+        lines += self._trace_lines()
         if self.options.tls:
             lines.append(
                 f"  {'TLS':<9} certificates in {self.certs_dir}; usuarios and eventos require a client "
@@ -592,6 +683,20 @@ class Stack:
             f"  {'metrics':<9} {'  '.join(shown)}",
             f"  {'':<9} Prometheus: {self.prometheus_config}; Grafana dashboard: deploy/grafana/eventflow.json",
         ]
+
+    def _trace_lines(self) -> list[str]:
+        if not self.trace_exporters:
+            return [f"  {'traces':<9} off (`eventflow up --trace console`, or the OTEL_* variables: see the README)"]
+        lines = []
+        if "console" in self.trace_exporters:
+            lines.append(f"  {'traces':<9} each finished span is a line of its service's log: "
+                         f"grep eventflow.spans {_shown(self.logs_dir)}/*.log")  # fmt: skip
+        if "otlp" in self.trace_exporters:
+            endpoint = self.env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or self.env.get(
+                "OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4317"
+            )
+            lines.append(f"  {'traces':<9} exported by OTLP to {endpoint}")
+        return lines
 
     def _replicas_hint(self) -> list[str]:
         if not self.replicas:

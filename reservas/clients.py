@@ -24,7 +24,9 @@ from typing import TypeVar
 import grpc
 from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
+from google.protobuf.message import Message
 
+from infra import tracing
 from infra.backoff import jittered
 from infra.errors import (
     AlreadyExists,
@@ -78,6 +80,7 @@ class _Client:
     """Deadline, bounded retries with backoff and jitter, error translation."""
 
     service = ""
+    full_name = ""  # the gRPC service, as in its proto
 
     def __init__(
         self,
@@ -104,12 +107,16 @@ class _Client:
         """Exponential backoff with "equal jitter": half fixed, half random."""
         return jittered(attempt, self.backoff, self.max_backoff)
 
-    async def _call(self, rpc: Callable[..., Awaitable[Response]], request: object) -> Response:
+    async def _call(self, rpc: Callable[..., Awaitable[Response]], request: Message) -> Response:
+        # One request message per RPC, named after it (GetUsuarioRequest): the method, for the trace.
+        method = f"/{self.full_name}/{request.DESCRIPTOR.name.removesuffix('Request')}"
         for attempt in range(1, self.attempts + 1):
             try:
                 # Metadata on the call rather than a channel interceptor: grpc.aio's interceptor path costs more.
-                metadata = (("authorization", f"Bearer {self.token()}"),) if self.token is not None else None
-                return await rpc(request, timeout=self.timeout, metadata=metadata)
+                # A span per attempt (infra.tracing), whose context travels in the metadata too.
+                auth = (("authorization", f"Bearer {self.token()}"),) if self.token is not None else ()
+                with tracing.client_span(method, auth) as metadata:
+                    return await rpc(request, timeout=self.timeout, metadata=metadata or None)
             except grpc.aio.AioRpcError as error:
                 if error.code() not in RETRYABLE or attempt == self.attempts:
                     raise translate(error, self.service) from error
@@ -124,6 +131,7 @@ class _Client:
 
 class UsuariosClient(_Client):
     service = "usuarios"
+    full_name = "eventflow.usuarios.v1.UsuariosService"
 
     @functools.cached_property
     def _stub(self) -> usuarios_pb2_grpc.UsuariosServiceStub:
@@ -143,6 +151,7 @@ class UsuariosClient(_Client):
 
 class EventosClient(_Client):
     service = "eventos"
+    full_name = "eventflow.eventos.v1.EventosService"
 
     @functools.cached_property
     def _stub(self) -> eventos_pb2_grpc.EventosServiceStub:

@@ -14,7 +14,9 @@ new wiring. A `ReservasMetrics()` with no registry counts into nothing (unit tes
 - `eventflow_reservas_compensations_total{step}` / `eventflow_reservas_compensation_retries_total{step}`: undos
   that completed (of failed purchases and of cancellations), and failed undo attempts (each retried, or left to
   recovery after the last).
-- `eventflow_reservas_sagas_open`: sagas (and cancellations) this process drives right now.
+- `eventflow_reservas_sagas_open`: sagas (and cancellations) this process drives right now, and
+  `eventflow_reservas_oldest_saga_seconds`: how long the oldest of them has been running (0 when none is): a
+  purchase stuck on a slow dependency shows here long before it times out.
 - `eventflow_reservas_recovery_rounds_total` / `eventflow_reservas_recovered_sagas_total`: recovery rounds run,
   and sagas they settled.
 - `eventflow_reservas_gate_admissions_total{outcome}`: the admission gate's answers (ADMITTED, SOLD_OUT, REPEAT,
@@ -103,6 +105,10 @@ class ReservasMetrics:
         self.sagas_open = Gauge(
             "eventflow_reservas_sagas_open", "Sagas and cancellations this process is driving now.", registry=registry
         )
+        self.oldest_saga_seconds = Gauge(
+            "eventflow_reservas_oldest_saga_seconds",
+            "Seconds the oldest saga this process drives has been running (0: none open).", registry=registry,
+        )  # fmt: skip
         self.recovery_rounds = Counter(
             "eventflow_reservas_recovery_rounds_total", "Recovery rounds run.", registry=registry
         )
@@ -117,9 +123,11 @@ class ReservasMetrics:
         if registry is not None:
             registry.register(self.tickets_left)
 
-    def track_open_sagas(self, active: Callable[[], int]) -> None:
-        """`eventflow_reservas_sagas_open` reads `active()` at each scrape (the driver's active sagas)."""
+    def track_open_sagas(self, active: Callable[[], int], oldest: Callable[[], float]) -> None:
+        """`eventflow_reservas_sagas_open` reads `active()` and `eventflow_reservas_oldest_saga_seconds` reads
+        `oldest()` at each scrape (the driver's active sagas, and the age of the oldest)."""
         self.sagas_open.set_function(active)
+        self.oldest_saga_seconds.set_function(oldest)
 
     def step_took(self, step: str, began: float) -> None:
         """A step's action ended; `began` is its time.perf_counter() at the start."""

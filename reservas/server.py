@@ -98,7 +98,7 @@ async def create_app(config: Config) -> GrpcApp:
     )
     saga = build_saga()
     driver = Driver(deps, leases, lease_seconds=config.lease_seconds)
-    own_metrics.track_open_sagas(lambda: len(driver.active))
+    own_metrics.track_open_sagas(lambda: len(driver.active), driver.oldest_seconds)
     # The read models' projector (EVENTFLOW_PROJECTOR), started once the stores answer.
     projector = Projector(db) if config.projector == "embedded" else None
     if projector is not None:

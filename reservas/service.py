@@ -96,9 +96,10 @@ class ReservasService:
         gate: AdmissionGate,
         tokens: PageTokens,
         historial_budget: ReplyBudget[Event],
-        wait_seconds: float = 30.0,
+        wait_seconds: float,
     ) -> None:
-        """`historial_budget`: the bytes a page of GetHistorialReserva may take (see infra.limits)."""
+        """`historial_budget`: the bytes a page of GetHistorialReserva may take (see infra.limits); `wait_seconds`:
+        the longest Reservar and CancelarReserva wait for the saga (Config.reservar_wait_seconds)."""
         self.store = store
         self.tokens = tokens
         self.historial_budget = historial_budget

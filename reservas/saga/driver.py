@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from infra.logs import reserva_id_var
@@ -41,6 +42,13 @@ class Driver:
         self.leases = leases
         self.lease_seconds = lease_seconds
         self.active: dict[str, asyncio.Task[Reserva]] = {}
+        #: When each active saga started driving here (time.monotonic()), for the age of the oldest.
+        self._since: dict[str, float] = {}
+
+    def oldest_seconds(self) -> float:
+        """How long the oldest saga this process drives has been running; 0 when none is."""
+        since = list(self._since.values())  # read from the /metrics thread: a copy, never the live view
+        return time.monotonic() - min(since) if since else 0.0
 
     def is_active(self, reserva_id: str) -> bool:
         return reserva_id in self.active
@@ -54,12 +62,14 @@ class Driver:
         if task is None:
             task = asyncio.create_task(self._drive(reserva_id, work, fresh), name=f"saga-{reserva_id}")
             self.active[reserva_id] = task
+            self._since[reserva_id] = time.monotonic()
             task.add_done_callback(lambda done: self._forget(reserva_id, done))
         return task
 
     def _forget(self, reserva_id: str, task: asyncio.Task[Reserva]) -> None:
         if self.active.get(reserva_id) is task:
             del self.active[reserva_id]
+            self._since.pop(reserva_id, None)
         if not task.cancelled():
             task.exception()  # retrieved: waiters read it, and no "never retrieved" warning
 

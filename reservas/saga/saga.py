@@ -22,6 +22,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from infra import tracing
+from infra.backoff import jittered
 from infra.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -31,7 +33,6 @@ from infra.errors import (
     NotFound,
     Unavailable,
 )
-from infra.backoff import jittered
 from reservas.domain import Estado, Reserva, StoreUnavailable, Tipo
 from reservas.saga.base import Paso, SagaContext, SagaTakenOver
 
@@ -240,7 +241,9 @@ class Saga:
         while True:
             intento += 1
             try:
-                await step.compensate(ctx)
+                attributes = {"eventflow.saga.step": step.name, "eventflow.reserva_id": ctx.reserva.id}
+                with tracing.span(f"compensate {step.name}", **attributes, **{"eventflow.attempt": intento}):
+                    await step.compensate(ctx)
                 ctx.deps.metrics.compensations.labels(step.name).inc()
                 return
             except (SagaTakenOver, StoreUnavailable):

@@ -9,9 +9,11 @@ death of one service brings the whole stack down with a non-zero exit.
 from __future__ import annotations
 
 import fcntl
+import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -371,6 +373,79 @@ def test_the_printed_reservar_example_buys_the_seats(stack: StackUnderTest) -> N
     assert "Code: FailedPrecondition" in refused.stderr and "SEAT_TAKEN" in refused.stderr
 
 
+def run_status(stack: StackUnderTest, *args: str) -> subprocess.CompletedProcess[str]:
+    """`eventflow status` against the stack, found as `eventflow up` lays it out (its environment, data directory)."""
+    script = Path(sys.executable).parent / "eventflow"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "infra.cli"]
+    return subprocess.run(  # noqa: S603
+        [*command, "status", "--data-dir", str(stack.data_dir), *args],
+        capture_output=True, text=True, timeout=30, env=stack.env,
+    )  # fmt: skip
+
+
+def eventflow_status(stack: StackUnderTest, *args: str) -> tuple[int, dict[str, Any]]:
+    """`eventflow status --json`: the exit code and the document."""
+    result = run_status(stack, "--json", "--events", "500", *args)
+    assert not result.stderr, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def _left(status: dict[str, Any], evento_id: str) -> int:
+    assert status["eventos"]["source"] == "eventos", status["eventos"]
+    return next(int(e["entradas_disponibles"]) for e in status["eventos"]["on_sale"] if e["id"] == evento_id)
+
+
+def test_eventflow_status_shows_health_versions_sagas_lag_and_the_tickets_a_purchase_took(
+    stack: StackUnderTest,
+) -> None:
+    code, before = eventflow_status(stack)
+    assert code == 0 and before["ok"] and before["problems"] == [], before
+    services = {s["name"]: s for s in before["services"]}
+    assert set(services) == set(SERVICE_NAMES)
+    for name, service in services.items():
+        assert service["health"] == "SERVING", service
+        assert service["address"] == stack.address(name)
+        assert service["version"] == importlib.metadata.version("eventflow")
+        assert service["uptime_seconds"] > 0
+
+    evento = _unseated_evento(stack)
+    buyer = stack.call("usuarios", f"{USUARIOS}/ListUsuarios", {"page_size": 1})["usuarios"][0]["id"]
+    compra = {"usuario_id": buyer, "evento_id": evento["id"], "cantidad": 3, "medio_pago": "tok_visa",
+              "idempotency_key": f"e2e-status-{secrets.token_hex(4)}"}  # fmt: skip
+    assert stack.call("reservas", f"{SERVICE_NAMES['reservas']}/Reservar", compra)["estado"] == "ESTADO_RESERVA_CONFIRMADA"
+
+    code, after = eventflow_status(stack)
+    assert code == 0, after
+    assert _left(before, evento["id"]) - _left(after, evento["id"]) == 3
+    assert after["sagas"] == {"open": 0, "oldest_seconds": 0.0}
+    assert after["projector"]["reported_by"] == ["reservas"] and after["projector"]["dead_lettered"] == 0
+    assert 0 <= after["projector"]["lag_seconds"] < 10 and after["projector"]["events_behind"] < 50
+    later = {s["name"]: s["uptime_seconds"] for s in after["services"]}
+    assert all(later[name] >= services[name]["uptime_seconds"] for name in later)
+
+    # Without --json, for a person: a table of the services, the sagas, the lag, the events (no colour in a pipe).
+    text = run_status(stack)
+    assert text.returncode == 0, text.stdout + text.stderr
+    rows = {line.split()[0]: line.split() for line in text.stdout.splitlines() if line.strip()}
+    for name in SERVICE_NAMES:
+        assert rows[name][1:3] == [stack.address(name), "SERVING"], text.stdout
+    assert "sagas      0 open" in text.stdout and "projector  lag " in text.stdout
+    assert f"{_left(after, evento['id'])}" in next(line for line in text.stdout.splitlines() if evento["id"] in line)
+    assert "\033[" not in text.stdout
+
+
+def test_eventflow_status_shows_a_service_that_is_down_and_exits_non_zero(stack: StackUnderTest) -> None:
+    """usuarios given at an address where nothing listens: down, the rest still shown, exit code 1."""
+    nowhere = f"127.0.0.1:{free_port()}"
+    code, status = eventflow_status(stack, "--usuarios", nowhere, "--usuarios-metrics", nowhere)
+    assert code == 1 and not status["ok"]
+    services = {s["name"]: s for s in status["services"]}
+    assert services["usuarios"]["health"] == "down" and services["usuarios"]["version"] is None
+    assert [p for p in status["problems"] if p.startswith("usuarios: down")] == status["problems"]
+    assert services["eventos"]["health"] == services["reservas"]["health"] == "SERVING"
+    assert status["eventos"]["on_sale"] and status["sagas"]["open"] == 0
+
+
 def test_create_and_get_usuario(stack: StackUnderTest) -> None:
     nuevo = {"tipo_documento": "ci", "nro_documento": "E2E1001", "nombre": "Rosa", "apellido": "Luna",
              "email": "rosa.luna@example.com"}  # fmt: skip
@@ -401,6 +476,137 @@ def test_errors_reach_grpcurl_as_status_codes(stack: StackUnderTest) -> None:
     missing = stack.grpcurl("eventos", f"{EVENTOS}/GetEvento", data={"id": "no-such-evento"})
     assert missing.returncode != 0
     assert "Code: NotFound" in missing.stderr or "Code: InvalidArgument" in missing.stderr
+
+
+# -- the README's examples, run as written ---------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+#: Sections whose examples need another stack: TLS ones run in test_e2e_tls.py, docker-compose ones need Docker.
+ELSEWHERE = {"TLS": "test_e2e_tls.py", "Deployment with docker-compose": "docker compose", "With TLS": "docker compose"}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One command of a ```sh block of the README, continuation lines and all, and the heading it is under."""
+
+    command: str
+    line: int
+    section: str
+    #: Which ```sh block of the README (0, 1, ...): a block runs whole, or not at all.
+    block: int
+    #: From a `# refused: CODE REASON` comment right above it: the error it shows on purpose.
+    refused: tuple[str, str] | None = None
+
+    @property
+    def grpcurl(self) -> bool:
+        return "grpcurl " in self.command
+
+
+def _complete(command: str) -> bool:
+    """Whether the shell would run `command` now: no trailing backslash, no quote left open."""
+    if command.endswith("\\"):
+        return False
+    try:
+        shlex.split(command, comments=True)
+    except ValueError:  # No closing quotation
+        return False
+    return True
+
+
+def readme_examples(text: str) -> list[Example]:
+    examples: list[Example] = []
+    section, block, pending, start, refused, blocks = "", False, "", 0, None, 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if not block and line.startswith("#"):
+            section = line.lstrip("#").strip()
+        elif line.strip() == "```sh":
+            block = True
+        elif block and line.strip() == "```":
+            assert not pending, f"README.md:{start}: a command is not finished: {pending}"
+            block, refused, blocks = False, None, blocks + 1
+        elif block and not pending and (not line.strip() or line.lstrip().startswith("#")):
+            marked = re.match(r"\s*# refused: ([A-Z_]+) ([A-Z_]+)\s*$", line)
+            refused = (marked[1], marked[2]) if marked else (refused if line.strip() else None)
+        elif block:
+            pending, start = (pending + "\n" + line if pending else line), (start if pending else number)
+            if _complete(pending):
+                examples.append(Example(pending, start, section, blocks, refused))
+                pending, refused = "", None
+    return examples
+
+
+def _grpcurl_code(code: str) -> str:
+    """grpcurl's name of a status code: FAILED_PRECONDITION -> FailedPrecondition."""
+    return "".join(word.capitalize() for word in code.split("_"))
+
+
+def test_readme_examples_are_found_whole() -> None:
+    text = README.read_text(encoding="utf-8")
+    examples = readme_examples(text)
+    in_blocks = sum(e.command.count("grpcurl ") for e in examples)
+    assert in_blocks == len([e for e in examples if e.grpcurl]), "one grpcurl per command"
+    fenced = re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
+    written = sum(len(re.findall(r"^(?!\s*#).*grpcurl ", b, flags=re.MULTILINE)) for b in fenced)
+    assert written == in_blocks
+    assert {"usuarios (localhost:50051)", "eventos (localhost:50052)", "reservas (localhost:50053)"} <= {
+        e.section for e in examples if e.grpcurl
+    }
+    refused = [e for e in examples if e.refused]
+    assert refused and all(e.grpcurl for e in refused)
+
+
+def test_every_grpcurl_example_of_the_readme_runs_as_written(stack: StackUnderTest) -> None:
+    """Issue 11: the README's examples must work when copied. Every command of every ```sh block that calls grpcurl
+    (but the TLS and docker-compose ones, which need their own stack), with the lines that set its variables, runs
+    in one bash, in README order, with the bundled grpcurl on PATH, in a directory whose .data is the stack's:
+    only the services' ports are filled in (the stack runs on free ones). Each must succeed, or fail with the
+    code and reason its `# refused:` comment names."""
+    examples = readme_examples(README.read_text(encoding="utf-8"))
+    with_grpcurl = {e.block for e in examples if e.grpcurl and e.section not in ELSEWHERE}
+    blocks = [e for e in examples if e.block in with_grpcurl]
+    assert len([e for e in blocks if e.grpcurl]) >= 40, "the README lost its examples?"
+    workdir = stack.data_dir.parent
+    if not (workdir / ".data").exists():
+        (workdir / ".data").symlink_to(stack.data_dir.name)  # `eventflow token` reads .data/keys, as after make run
+    results = workdir / "readme-run"
+    results.mkdir(exist_ok=True)
+    ports = {f"localhost:{spec.default_port}": stack.address(spec.name) for spec in SERVICES}
+    script = ["set -o pipefail"]
+    for n, example in enumerate(blocks):
+        command = example.command
+        for written, actual in ports.items():
+            command = command.replace(written, actual)
+        script.append(f'{{ {command}\n}} >"{results}/{n}.out" 2>"{results}/{n}.err"; echo $? >"{results}/{n}.rc"')
+    env = {**os.environ, "PATH": f"{Path(GRPCURL).parent}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("TOKEN", None)
+    subprocess.run(["bash", "-c", "\n".join(script)], cwd=workdir, env=env, timeout=240, check=False)  # noqa: S603, S607
+
+    failures = []
+    for n, example in enumerate(blocks):
+        rc = int((results / f"{n}.rc").read_text())
+        err = (results / f"{n}.err").read_text()
+        where = f"README.md:{example.line} ({example.section}): {example.command}"
+        if example.refused is None and rc != 0:
+            failures.append(f"{where}\n  exit {rc}: {err.strip()}")
+        elif example.refused is not None:
+            code, reason = example.refused
+            if rc == 0 or f"Code: {_grpcurl_code(code)}" not in err or reason not in err:
+                failures.append(f"{where}\n  expected {code} {reason}, got exit {rc}: {err.strip()}")
+    assert not failures, "README examples that do not work as written:\n" + "\n".join(failures)
+
+
+def test_eventflow_commands_find_the_running_stack_through_its_data_directory(stack: StackUnderTest) -> None:
+    """Issue 11: with the stack's stores on other ports than the defaults and no variable saying so, a command
+    given the stack's --data-dir reaches that stack's MongoDB (its stack.json), not whatever answers on 27017."""
+    record = json.loads((stack.data_dir / "stack.json").read_text(encoding="utf-8"))
+    assert f":{stack.ports['mongodb']}/" in record["mongodb_uri"]
+    env = {k: v for k, v in stack.env.items() if k not in {"EVENTFLOW_MONGODB_PORT", "MONGODB_URI"}}
+    script = Path(sys.executable).parent / "eventflow"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "infra.cli"]
+    listed = subprocess.run([*command, "projections", "dead-letters", "--data-dir", str(stack.data_dir)],  # noqa: S603
+                            env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "no dead letters in eventflow_reservas" in listed.stdout
 
 
 def eventflow_token(stack: StackUnderTest, *args: str) -> str:
@@ -491,6 +697,41 @@ def test_logs_hold_no_personal_data_payment_token_or_bearer_token(stack: StackUn
     assert not found, "secrets or personal data in the logs:\n" + "\n".join(found[:20])
 
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run_example(stack: StackUnderTest, name: str) -> str:
+    """A script of examples/ as a user runs it against `make run`: its `export TOKEN=...` pasted, and the
+    addresses in the variables eventflow.client reads (this stack is not on the default ports)."""
+    env = {**os.environ, "TOKEN": stack.token, **{f"{s.upper()}_ADDR": stack.address(s) for s in SERVICE_NAMES}}
+    result = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=60,  # noqa: S603
+                            env=env, cwd=stack.data_dir.parent)  # fmt: skip
+    assert result.returncode == 0, f"examples/{name} failed:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def test_the_python_purchase_example_buys_two_tickets(stack: StackUnderTest) -> None:
+    printed = run_example(stack, "purchase.py")
+    assert printed.startswith("CONFIRMADA: 2 tickets for "), printed
+    reserva_id = printed.rsplit("reservation ", 1)[1].strip()
+    reserva = stack.call("reservas", "eventflow.reservas.v1.ReservasService/GetReserva", {"id": reserva_id})
+    assert reserva["estado"] == "ESTADO_RESERVA_CONFIRMADA" and reserva["cantidad"] == 2
+    buyer = stack.call("usuarios", f"{USUARIOS}/GetUsuario", {"id": reserva["usuario_id"]})
+    assert buyer["historial_compras"] == [reserva_id]
+
+
+def test_the_python_errors_example_shows_each_failure_as_its_exception(stack: StackUnderTest) -> None:
+    printed = run_example(stack, "errors.py")
+    for expected in (
+        "NotFound: NOT_FOUND USUARIO_NOT_FOUND",
+        "InvalidArgument: INVALID_ARGUMENT VALIDATION_FAILED {'field': 'cantidad'}",
+        "PaymentDeclined: FAILED_PRECONDITION PAYMENT_DECLINED {'reserva_id': ",
+        "GetReserva: FALLIDA, motivo: ",
+        "SoldOut: FAILED_PRECONDITION SOLD_OUT",
+    ):
+        assert expected in printed, printed
+
+
 def test_reservas_killed_mid_purchase_is_restarted_and_the_purchase_settles(stack: StackUnderTest) -> None:
     launcher = stack.launchers[-1]
     buyer = stack.call("usuarios", f"{USUARIOS}/ListUsuarios", {"page_size": 1})["usuarios"][0]["id"]
@@ -560,7 +801,9 @@ def test_sigterm_stops_everything_and_data_survives(stack: StackUnderTest) -> No
     for expected in ("secantusd-py", "redis-server", "-m usuarios", "-m eventos", "-m reservas"):
         assert expected in commands, f"{expected} not among the launcher's children: {commands}"
 
+    assert (stack.data_dir / "stack.json").exists()
     assert first.terminate() == 0, first.output
+    assert not (stack.data_dir / "stack.json").exists(), "a stopped stack left its record for the other commands"
     assert not wait_gone(children), f"left behind: {[cmdline(p) for p in wait_gone(children, 0)]}"
     assert list((stack.data_dir / "redis").iterdir()), "redis kept no append-only file"
 

@@ -137,6 +137,39 @@ class TestList:
         last = eventos_pb2.ListEventosRequest(desde={"seconds": 253_402_300_799, "nanos": 999_999_999}).desde
         assert await self.list_all(eventos, 5, desde=last) == []
 
+    async def test_upcoming_by_default_and_past_ones_when_asked(self, eventos) -> None:
+        """Issue 11: ListEventos listed events that had happened. Time passing is a write to the store here (the
+        service refuses to create or move an event into the past)."""
+        soon = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+        happened, later = [await eventos.create(nombre=n, fecha=soon + timedelta(hours=h)) for n, h in (("a", 0), ("b", 1))]
+        await eventos.database["eventos"].update_one(
+            {"_id": happened.id}, {"$set": {"fecha": datetime.now(UTC) - timedelta(days=2)}}
+        )
+        assert [e.id for e in await self.list_all(eventos, 1)] == [later.id]
+        everything = await self.list_all(eventos, 1, incluir_pasados=True)
+        assert [e.id for e in everything] == [happened.id, later.id]
+        old = eventos_pb2.ListEventosRequest().desde
+        old.FromDatetime(datetime.now(UTC) - timedelta(days=30))
+        assert [e.id for e in await self.list_all(eventos, 5, desde=old)] == [later.id]  # desde cannot reach back
+        # A page token is bound to the upcoming-only listing: not valid for the one with past events.
+        first = await eventos.stub.ListEventos(eventos_pb2.ListEventosRequest(page_size=1, incluir_pasados=True))
+        assert first.next_page_token
+        await eventos.fails(
+            eventos.stub.ListEventos(eventos_pb2.ListEventosRequest(page_token=first.next_page_token)),
+            INVALID, "INVALID_PAGE_TOKEN",
+        )  # fmt: skip
+
+    async def test_a_fecha_in_the_past_is_refused_on_create_and_update(self, eventos) -> None:
+        yesterday = datetime.now(UTC) - timedelta(days=1)
+        refused = await eventos.fails(eventos.create(fecha=yesterday), INVALID, "FECHA_IN_PAST")
+        assert eventos.error_metadata(refused)["field"] == "fecha" and "fecha" in refused.details()
+        created = await eventos.create()
+        moved = eventos_pb2.Evento(id=created.id)
+        moved.fecha.FromDatetime(yesterday)
+        request = eventos_pb2.UpdateEventoRequest(evento=moved, update_mask=mask("fecha"))
+        await eventos.fails(eventos.stub.UpdateEvento(request), INVALID, "FECHA_IN_PAST")
+        assert (await eventos.get(created.id)).fecha == created.fecha
+
     async def test_page_size_default_and_cap(self, eventos) -> None:
         await asyncio.gather(*(eventos.create(nombre=f"e{i}") for i in range(3)))
         page = await eventos.stub.ListEventos(eventos_pb2.ListEventosRequest(page_size=0))

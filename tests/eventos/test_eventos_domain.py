@@ -11,6 +11,8 @@ from eventos.domain import Allocation, Evento, EventoDraft, ReservaRequest, Stoc
 from infra.errors import FailedPrecondition, InvalidArgument, NotFound
 
 FECHA = datetime(2027, 3, 14, 21, 0, tzinfo=UTC)
+#: The domain's clock in these tests: FECHA is a day ahead of it.
+NOW = FECHA - timedelta(days=1)
 
 
 def draft(**changes: object) -> EventoDraft:
@@ -45,13 +47,21 @@ def seated_stock(available: tuple[str, ...] = ("A-1", "A-2", "A-3")) -> Stock:
     return Stock("e1", len(available), 7, True, holders)
 
 
+def new_evento(d: EventoDraft) -> domain.NewEvento:
+    return domain.validate_new_evento(d, now=NOW)
+
+
+def plan_update(current: Evento, d: EventoDraft, fields: list[str]) -> dict[str, object]:
+    return domain.plan_update(current, d, fields, now=NOW)
+
+
 def field_of(error: pytest.ExceptionInfo[InvalidArgument]) -> str:
     return error.value.metadata["field"]
 
 
 class TestNewEvento:
     def test_valid_unseated_defaults(self) -> None:
-        new = domain.validate_new_evento(draft(nombre="  Concierto  ", moneda=""))
+        new = new_evento(draft(nombre="  Concierto  ", moneda=""))
         assert new.nombre == "Concierto"
         assert new.moneda == "UYU"
         assert new.aforo_total == 10
@@ -77,37 +87,49 @@ class TestNewEvento:
     )
     def test_each_rule(self, changes: dict[str, object], field: str) -> None:
         with pytest.raises(InvalidArgument) as caught:
-            domain.validate_new_evento(draft(**changes))
+            new_evento(draft(**changes))
         assert field_of(caught) == field
         assert caught.value.reason == "VALIDATION_FAILED"
         assert field in caught.value.message
 
     def test_limits_are_inclusive(self) -> None:
-        new = domain.validate_new_evento(draft(nombre="x" * 200, lugar="y" * 200, precio=0, moneda="USD"))
+        new = new_evento(draft(nombre="x" * 200, lugar="y" * 200, precio=0, moneda="USD"))
         assert len(new.nombre) == 200 and new.precio == 0 and new.moneda == "USD"
 
     def test_fecha_is_kept_in_utc_to_the_millisecond(self) -> None:
         local = datetime(2027, 3, 14, 18, 0, 0, 123456, tzinfo=timezone(timedelta(hours=-3)))
-        new = domain.validate_new_evento(draft(fecha=local))
+        new = new_evento(draft(fecha=local))
         assert new.fecha == datetime(2027, 3, 14, 21, 0, 0, 123000, tzinfo=UTC)
 
+    def test_a_fecha_before_now_is_fecha_in_past_and_now_itself_is_not(self) -> None:
+        for fecha in (NOW - timedelta(milliseconds=1), datetime(1970, 1, 1, tzinfo=UTC)):
+            with pytest.raises(InvalidArgument) as caught:
+                new_evento(draft(fecha=fecha))
+            assert (caught.value.reason, field_of(caught)) == ("FECHA_IN_PAST", "fecha")
+            assert "in the past" in caught.value.message
+        assert new_evento(draft(fecha=NOW)).fecha == NOW
+        with pytest.raises(InvalidArgument) as moved:
+            plan_update(evento(), draft(fecha=NOW - timedelta(hours=1)), ["fecha"])
+        assert moved.value.reason == "FECHA_IN_PAST"
+        assert plan_update(evento(), draft(fecha=NOW + timedelta(days=7)), ["fecha"]) == {"fecha": NOW + timedelta(days=7)}
+
     def test_seat_map_derives_capacity(self) -> None:
-        new = domain.validate_new_evento(draft(aforo_total=0, asientos=("A-1", "A-2")))
+        new = new_evento(draft(aforo_total=0, asientos=("A-1", "A-2")))
         assert new.aforo_total == 2 and new.asientos == ("A-1", "A-2")
-        assert domain.validate_new_evento(draft(aforo_total=2, asientos=("A-1", "A-2"))).aforo_total == 2
+        assert new_evento(draft(aforo_total=2, asientos=("A-1", "A-2"))).aforo_total == 2
 
     def test_max_por_usuario(self) -> None:
-        assert domain.validate_new_evento(draft()).max_por_usuario == 0
-        assert domain.validate_new_evento(draft(max_por_usuario=10)).max_por_usuario == 10
+        assert new_evento(draft()).max_por_usuario == 0
+        assert new_evento(draft(max_por_usuario=10)).max_por_usuario == 10
         with_seats = draft(aforo_total=0, asientos=("A-1", "A-2"), max_por_usuario=2)
-        assert domain.validate_new_evento(with_seats).max_por_usuario == 2
+        assert new_evento(with_seats).max_por_usuario == 2
         for changes in (
             {"max_por_usuario": -1},
             {"max_por_usuario": 11},
             {"aforo_total": 0, "asientos": ("A-1",), "max_por_usuario": 2},  # above the number of seats
         ):
             with pytest.raises(InvalidArgument) as caught:
-                domain.validate_new_evento(draft(**changes))
+                new_evento(draft(**changes))
             assert field_of(caught) == "max_por_usuario"
 
     @pytest.mark.parametrize(
@@ -121,7 +143,7 @@ class TestNewEvento:
     )
     def test_seat_map_rules(self, changes: dict[str, object], field: str) -> None:
         with pytest.raises(InvalidArgument) as caught:
-            domain.validate_new_evento(draft(**changes))
+            new_evento(draft(**changes))
         assert field_of(caught) == field
 
 
@@ -137,19 +159,19 @@ class TestUpdate:
 
     def test_capacity_never_below_taken(self) -> None:
         current = evento(aforo_total=10, entradas_disponibles=4)  # 6 taken
-        assert domain.plan_update(current, draft(aforo_total=6), ["aforo_total"]) == {"aforo_total": 6}
+        assert plan_update(current, draft(aforo_total=6), ["aforo_total"]) == {"aforo_total": 6}
         with pytest.raises(FailedPrecondition) as caught:
-            domain.plan_update(current, draft(aforo_total=5), ["aforo_total"])
+            plan_update(current, draft(aforo_total=5), ["aforo_total"])
         assert caught.value.reason == "CAPACITY_BELOW_SOLD"
 
     def test_unchanged_capacity_is_not_a_change(self) -> None:
-        assert domain.plan_update(evento(), draft(aforo_total=10), ["aforo_total"]) == {}
+        assert plan_update(evento(), draft(aforo_total=10), ["aforo_total"]) == {}
 
     def test_seated_capacity_cannot_change(self) -> None:
-        assert domain.plan_update(seated(), draft(aforo_total=3), ["aforo_total"]) == {}
-        assert domain.plan_update(seated(), draft(aforo_total=0), ["aforo_total"]) == {}
+        assert plan_update(seated(), draft(aforo_total=3), ["aforo_total"]) == {}
+        assert plan_update(seated(), draft(aforo_total=0), ["aforo_total"]) == {}
         with pytest.raises(FailedPrecondition) as caught:
-            domain.plan_update(seated(), draft(aforo_total=4), ["aforo_total"])
+            plan_update(seated(), draft(aforo_total=4), ["aforo_total"])
         assert caught.value.reason == "SEATED_EVENT"
 
     def test_new_read_only_fields_cannot_be_updated(self) -> None:
@@ -160,24 +182,24 @@ class TestUpdate:
 
     def test_fields_are_validated(self) -> None:
         with pytest.raises(InvalidArgument):
-            domain.plan_update(evento(), draft(nombre=""), ["nombre"])
-        assert domain.plan_update(evento(), draft(moneda=""), ["moneda"]) == {"moneda": "UYU"}
+            plan_update(evento(), draft(nombre=""), ["nombre"])
+        assert plan_update(evento(), draft(moneda=""), ["moneda"]) == {"moneda": "UYU"}
 
     def test_max_por_usuario_within_the_resulting_capacity(self) -> None:
-        assert domain.plan_update(evento(), draft(max_por_usuario=4), ["max_por_usuario"]) == {"max_por_usuario": 4}
-        assert domain.plan_update(evento(max_por_usuario=4), draft(), ["max_por_usuario"]) == {"max_por_usuario": 0}
+        assert plan_update(evento(), draft(max_por_usuario=4), ["max_por_usuario"]) == {"max_por_usuario": 4}
+        assert plan_update(evento(max_por_usuario=4), draft(), ["max_por_usuario"]) == {"max_por_usuario": 0}
         both = ["aforo_total", "max_por_usuario"]
-        assert domain.plan_update(evento(), draft(aforo_total=20, max_por_usuario=15), both) == dict(zip(both, (20, 15)))
+        assert plan_update(evento(), draft(aforo_total=20, max_por_usuario=15), both) == dict(zip(both, (20, 15)))
         for changes, fields, field in (
             ({"max_por_usuario": -1}, ["max_por_usuario"], "max_por_usuario"),
             ({"max_por_usuario": 11}, ["max_por_usuario"], "max_por_usuario"),
             ({"aforo_total": 5, "max_por_usuario": 6}, both, "max_por_usuario"),
         ):
             with pytest.raises(InvalidArgument) as caught:
-                domain.plan_update(evento(), draft(**changes), fields)
+                plan_update(evento(), draft(**changes), fields)
             assert field_of(caught) == field
         with pytest.raises(InvalidArgument) as caught:  # the capacity alone, below the limit the event has
-            domain.plan_update(evento(max_por_usuario=8), draft(aforo_total=6), ["aforo_total"])
+            plan_update(evento(max_por_usuario=8), draft(aforo_total=6), ["aforo_total"])
         assert field_of(caught) == "aforo_total" and "max_por_usuario (8)" in caught.value.message
 
 

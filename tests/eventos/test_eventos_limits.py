@@ -260,7 +260,8 @@ async def test_list_asientos_of_unseated_unknown_and_forged(eventos) -> None:
     )
     seated = await eventos.create(aforo_total=0, filas=_filas(2, 10))
     first = await eventos.stub.ListAsientos(pb.ListAsientosRequest(evento_id=seated.id, page_size=5))
-    for token in ("garbage", first.next_page_token[:-2] + "00"):
+    mac_flipped = first.next_page_token[:-1] + ("1" if first.next_page_token.endswith("0") else "0")  # hex MAC
+    for token in ("garbage", mac_flipped):
         await eventos.fails(
             eventos.stub.ListAsientos(pb.ListAsientosRequest(evento_id=seated.id, page_token=token)),
             grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN",

@@ -110,6 +110,13 @@ class World:
         evento.fecha.FromDatetime(fecha)
         return await self.eventos.CreateEvento(eventos_pb2.CreateEventoRequest(evento=evento), timeout=10)
 
+    async def pass_time(self, evento_id: str, ago: timedelta = timedelta(days=1)) -> None:
+        """The event took place `ago`: time passing, written into eventos' store (its API refuses a past fecha)."""
+        moved = await self.db("eventos")["eventos"].update_one(
+            {"_id": evento_id}, {"$set": {"fecha": datetime.now(UTC).replace(microsecond=0) - ago}}
+        )
+        assert moved.matched_count == 1
+
     async def get_evento(self, evento_id: str) -> eventos_pb2.Evento:
         return await self.eventos.GetEvento(eventos_pb2.GetEventoRequest(id=evento_id), timeout=10)
 

@@ -1,6 +1,7 @@
 """The projector and the rebuild as their own processes (`eventflow projector`, `eventflow projections
 rebuild`): killed with SIGKILL mid-way and started again, the projector ends with the same read models
-and counts nothing twice; the rebuild draws its progress and rebuilds the same models."""
+and counts nothing twice, and serves its lag on /metrics; the rebuild draws its progress and rebuilds the same
+models."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo.asynchronous.database import AsyncDatabase
 
-from reservas.projections.cli import database_settings
+from infra.metrics import version
+from infra.procs import free_port
+from reservas.projections.cli import ProjectorSettings, database_settings
 
 from projections_support import (  # noqa: F401 - db and store are fixtures
     assert_models_match_event_store,
@@ -35,9 +42,12 @@ from reservas.projections.read_models import VIEWS, ReadModels
 EVENTFLOW = str(Path(sys.executable).parent / "eventflow")
 
 
-def _start(command: str, mongo_uri: str, database: str, log: Path) -> subprocess.Popen[bytes]:
-    """`eventflow <command>` configured like reservas."""
-    env = {**os.environ, "MONGODB_URI": mongo_uri, "RESERVAS_MONGODB_DATABASE": database}
+def _start(
+    command: str, mongo_uri: str, database: str, log: Path, metrics_port: int = 0
+) -> subprocess.Popen[bytes]:
+    """`eventflow <command>` configured like reservas (the projector's /metrics on `metrics_port`, 0: none)."""
+    env = {**os.environ, "MONGODB_URI": mongo_uri, "RESERVAS_MONGODB_DATABASE": database,
+           "PROJECTOR_METRICS_PORT": str(metrics_port)}  # fmt: skip
     with log.open("ab") as out:
         return subprocess.Popen(  # noqa: S603
             [EVENTFLOW, *command.split()], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -61,16 +71,48 @@ async def test_projector_process_killed_mid_way_and_restarted_counts_nothing_twi
         projector.wait()
         await writer
         seen_before_restart = await _views(db)
-        projector = _start("projector", mongo_uri, db.name, log)
+        port = free_port()
+        projector = _start("projector", mongo_uri, db.name, log, metrics_port=port)
         await current_to(db, now(), timeout=60)
         await assert_models_match_event_store(db)
         print(f"\nkilled after {seen_before_restart}/60 views; restarted and caught up")
+        # Its own /metrics: its lag once caught up, and one more event applied moves its counter by one.
+        series = await _scraped(port, lambda s: "eventflow_projector_lag_seconds" in s)
+        assert series["eventflow_build_info"] == 1.0
+        assert 0 <= series["eventflow_projector_lag_seconds"] < 30
+        applied = series["eventflow_projector_events_applied_total"]
+        await solicitar(store, usuario_id="u", evento_id="e")
+        await _scraped(port, lambda s: s["eventflow_projector_events_applied_total"] == applied + 1)
         projector.send_signal(signal.SIGTERM)
         assert projector.wait(timeout=20) == 0, log.read_text()
     finally:
         if projector.poll() is None:
             projector.kill()
             projector.wait()
+
+
+async def _scraped(port: int, wanted: Callable[[dict[str, float]], bool]) -> dict[str, float]:
+    """The projector's unlabelled series and its build info, by name, from its /metrics, once `wanted` of them."""
+    found: dict[str, float] = {}
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:  # noqa: S310
+            return reply.read().decode()
+
+    async def check() -> bool:
+        try:
+            text = await asyncio.to_thread(scrape)
+        except OSError:
+            return False
+        found.clear()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if not sample.labels or sample.labels == {"service": "projector", "version": version()}:
+                    found[sample.name] = sample.value
+        return wanted(found)
+
+    await eventually(check, what=f"the projector's /metrics on port {port}")
+    return found
 
 
 async def _at_least(db: AsyncDatabase, n: int) -> bool:
@@ -93,6 +135,8 @@ async def test_rebuild_command_draws_progress_and_rebuilds_the_same_models(
     output = log.read_text()
     assert f"[{'#' * 30}] 20/20 streams" in output
     assert "from 20 streams in" in output
+    host = mongo_uri.split("//", 1)[1].split("/", 1)[0]
+    assert f"rebuilding the read models of database {db.name} at {host}" in output  # it says what it drops
 
 
 async def test_a_dead_projectors_open_transaction_is_aborted_by_its_successor(db: AsyncDatabase) -> None:
@@ -126,3 +170,11 @@ def test_the_commands_find_eventflow_ups_store_by_its_port_not_whatever_answers_
     assert database_settings({"EVENTFLOW_MONGODB_PORT": "28017"})[0] == "mongodb://127.0.0.1:28017/?directConnection=true"
     assert database_settings({"EVENTFLOW_MONGODB_PORT": "28017", "MONGODB_URI": "mongodb://db:1"})[0] == "mongodb://db:1"
     assert database_settings({"RESERVAS_MONGODB_DATABASE": "mine"})[1] == "mine"
+
+
+def test_the_projector_serves_metrics_on_its_own_port() -> None:
+    assert ProjectorSettings.from_env({}).metrics_port == 9450  # below the services' (and their replicas')
+    settings = ProjectorSettings.from_env({"PROJECTOR_METRICS_PORT": "0", "GRPC_BIND_HOST": "0.0.0.0"})
+    assert (settings.metrics_port, settings.bind_host) == (0, "0.0.0.0")  # noqa: S104
+    with pytest.raises(ValueError, match="PROJECTOR_METRICS_PORT"):
+        ProjectorSettings.from_env({"PROJECTOR_METRICS_PORT": "lots"})

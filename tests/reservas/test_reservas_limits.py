@@ -201,7 +201,7 @@ async def test_a_page_of_the_audit_trail_is_bounded_by_bytes(stack: World) -> No
     budget = ReplyBudget(limit=largest * 2 + 8, size_of=lambda e: event_to_pb(e).ByteSize())
     service = ReservasService(
         store=store, keys=None, driver=None, saga=None, eventos=None, payments=None, gate=None,  # type: ignore[arg-type]
-        tokens=PageTokens(PAGE_TOKEN_KEY), historial_budget=budget,
+        tokens=PageTokens(PAGE_TOKEN_KEY), historial_budget=budget, wait_seconds=1.0,
     )
     seen, token, pages = [], "", 0
     while True:

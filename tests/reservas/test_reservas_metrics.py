@@ -15,6 +15,7 @@ from conftest import CANCELADA, CONFIRMADA, World
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventflow.reservas.v1 import reservas_pb2, reservas_pb2_grpc
+from infra.metrics import version
 from infra.procs import free_port
 from infra.server import GrpcApp
 from reservas.server import create_app as create_reservas
@@ -116,6 +117,25 @@ async def test_metrics_count_a_purchase_a_sold_out_and_a_cancellation_exactly(
     assert delta("eventflow_projector_events_applied_total") == events
     assert delta("eventflow_projector_dead_letters_total") == 0
     assert ("eventflow_projector_lag_seconds", frozenset()) in after
-    # The process and Python collectors.
+    # The process and Python collectors, and what runs (`eventflow status` reads both).
     assert value(after, "process_resident_memory_bytes") > 0
     assert any(name == "python_info" for name, _ in after)
+    assert value(after, "process_start_time_seconds") > 0
+    assert value(after, "eventflow_build_info", service="reservas", version=version()) == 1
+
+    # A purchase in flight (a slow payment: its step takes 0.5 s or more) is an open saga that ages.
+    another = await world.evento(aforo=5)
+    slow = asyncio.create_task(world.reservar(world.request(otro, another.id, medio_pago="tok_slow")))
+    during = await scrape(address)
+    for _ in range(100):
+        if value(during, "eventflow_reservas_oldest_saga_seconds") >= 0.2:
+            break
+        await asyncio.sleep(0.02)
+        during = await scrape(address)
+    assert not slow.done(), "the slow purchase ended before it was seen open"
+    assert value(during, "eventflow_reservas_sagas_open") == 1
+    assert 0.2 <= value(during, "eventflow_reservas_oldest_saga_seconds") < 30
+    await asyncio.gather(slow, return_exceptions=True)  # paid or timed out: either way, settled
+    settled = await scrape(address)
+    assert value(settled, "eventflow_reservas_sagas_open") == 0
+    assert value(settled, "eventflow_reservas_oldest_saga_seconds") == 0

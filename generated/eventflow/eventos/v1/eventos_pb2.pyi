@@ -293,12 +293,17 @@ class ListEventosRequest(_message.Message):
     LUGAR_FIELD_NUMBER: _builtins.int
     DESDE_FIELD_NUMBER: _builtins.int
     HASTA_FIELD_NUMBER: _builtins.int
+    INCLUIR_PASADOS_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of events to return: 0 means the default (50); values above 500 are capped to 500."""
     page_token: _builtins.str
     """The `next_page_token` of a previous response with the same filters, or empty for the first page."""
     lugar: _builtins.str
     """Only events at this venue (exact match), when set."""
+    incluir_pasados: _builtins.bool
+    """Also the events whose `fecha` has passed. By default only upcoming events are
+    listed: those on or after now (and on or after `desde`, when that is later).
+    """
     @_builtins.property
     def desde(self) -> _timestamp_pb2.Timestamp:
         """Only events on or after this instant, when set."""
@@ -315,10 +320,11 @@ class ListEventosRequest(_message.Message):
         lugar: _builtins.str = ...,
         desde: _timestamp_pb2.Timestamp | None = ...,
         hasta: _timestamp_pb2.Timestamp | None = ...,
+        incluir_pasados: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["desde", b"desde", "hasta", b"hasta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["desde", b"desde", "hasta", b"hasta", "lugar", b"lugar", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desde", b"desde", "hasta", b"hasta", "incluir_pasados", b"incluir_pasados", "lugar", b"lugar", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -102,7 +102,8 @@ class EventosServiceServicer:
         one message (see GetEvento). `max_por_usuario` (optional) limits the tickets one
         buyer may hold.
         Errors: INVALID_ARGUMENT (a field breaks a rule or passes its cap, for example
-        max_por_usuario negative or above aforo_total; the message names it).
+        max_por_usuario negative or above aforo_total; the message names it; a `fecha`
+        before now is reason FECHA_IN_PAST).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,7 +137,8 @@ class EventosServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListEventos(self, request, context):
-        """Lists events ordered by `fecha` (earliest first), optionally only those at
+        """Lists upcoming events (`fecha` from now on; past ones too with `incluir_pasados`)
+        ordered by `fecha` (earliest first), optionally only those at
         `lugar` and between `desde` and `hasta` (inclusive), one page at a time (a page
         also ends before it passes the message limit). The
         seat lists (`asientos`, `asientos_disponibles`) are left out, so a page stays
@@ -156,8 +158,8 @@ class EventosServiceServicer:
         A new max_por_usuario applies to the next takes and counts what each buyer already holds;
         lowering it below what a buyer holds takes nothing back (that buyer cannot take more).
         Errors: INVALID_ARGUMENT (a field breaks a rule, max_por_usuario above the
-        resulting aforo_total included, or the mask names an unknown or
-        read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
+        resulting aforo_total included, a new `fecha` before now (FECHA_IN_PAST), or the
+        mask names an unknown or read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
         already sold, reason CAPACITY_BELOW_SOLD; or aforo_total of a seated event, reason SEATED_EVENT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -49,7 +49,8 @@ class EventosServiceStub:
     one message (see GetEvento). `max_por_usuario` (optional) limits the tickets one
     buyer may hold.
     Errors: INVALID_ARGUMENT (a field breaks a rule or passes its cap, for example
-    max_por_usuario negative or above aforo_total; the message names it).
+    max_por_usuario negative or above aforo_total; the message names it; a `fecha`
+    before now is reason FECHA_IN_PAST).
     """
     GetEvento: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.GetEventoRequest, _eventos_pb2.Evento]
     """Returns one event, or only the fields named in `read_mask`. The seat lists
@@ -71,7 +72,8 @@ class EventosServiceStub:
     page_token), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND).
     """
     ListEventos: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.ListEventosRequest, _eventos_pb2.ListEventosResponse]
-    """Lists events ordered by `fecha` (earliest first), optionally only those at
+    """Lists upcoming events (`fecha` from now on; past ones too with `incluir_pasados`)
+    ordered by `fecha` (earliest first), optionally only those at
     `lugar` and between `desde` and `hasta` (inclusive), one page at a time (a page
     also ends before it passes the message limit). The
     seat lists (`asientos`, `asientos_disponibles`) are left out, so a page stays
@@ -87,8 +89,8 @@ class EventosServiceStub:
     A new max_por_usuario applies to the next takes and counts what each buyer already holds;
     lowering it below what a buyer holds takes nothing back (that buyer cannot take more).
     Errors: INVALID_ARGUMENT (a field breaks a rule, max_por_usuario above the
-    resulting aforo_total included, or the mask names an unknown or
-    read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
+    resulting aforo_total included, a new `fecha` before now (FECHA_IN_PAST), or the
+    mask names an unknown or read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
     already sold, reason CAPACITY_BELOW_SOLD; or aforo_total of a seated event, reason SEATED_EVENT).
     """
     DeleteEvento: _grpc.UnaryUnaryMultiCallable[_eventos_pb2.DeleteEventoRequest, _empty_pb2.Empty]
@@ -151,7 +153,8 @@ class EventosServiceAsyncStub(EventosServiceStub):
     one message (see GetEvento). `max_por_usuario` (optional) limits the tickets one
     buyer may hold.
     Errors: INVALID_ARGUMENT (a field breaks a rule or passes its cap, for example
-    max_por_usuario negative or above aforo_total; the message names it).
+    max_por_usuario negative or above aforo_total; the message names it; a `fecha`
+    before now is reason FECHA_IN_PAST).
     """
     GetEvento: _aio.UnaryUnaryMultiCallable[_eventos_pb2.GetEventoRequest, _eventos_pb2.Evento]  # type: ignore[assignment]
     """Returns one event, or only the fields named in `read_mask`. The seat lists
@@ -173,7 +176,8 @@ class EventosServiceAsyncStub(EventosServiceStub):
     page_token), NOT_FOUND (no such event, reason EVENTO_NOT_FOUND).
     """
     ListEventos: _aio.UnaryUnaryMultiCallable[_eventos_pb2.ListEventosRequest, _eventos_pb2.ListEventosResponse]  # type: ignore[assignment]
-    """Lists events ordered by `fecha` (earliest first), optionally only those at
+    """Lists upcoming events (`fecha` from now on; past ones too with `incluir_pasados`)
+    ordered by `fecha` (earliest first), optionally only those at
     `lugar` and between `desde` and `hasta` (inclusive), one page at a time (a page
     also ends before it passes the message limit). The
     seat lists (`asientos`, `asientos_disponibles`) are left out, so a page stays
@@ -189,8 +193,8 @@ class EventosServiceAsyncStub(EventosServiceStub):
     A new max_por_usuario applies to the next takes and counts what each buyer already holds;
     lowering it below what a buyer holds takes nothing back (that buyer cannot take more).
     Errors: INVALID_ARGUMENT (a field breaks a rule, max_por_usuario above the
-    resulting aforo_total included, or the mask names an unknown or
-    read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
+    resulting aforo_total included, a new `fecha` before now (FECHA_IN_PAST), or the
+    mask names an unknown or read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
     already sold, reason CAPACITY_BELOW_SOLD; or aforo_total of a seated event, reason SEATED_EVENT).
     """
     DeleteEvento: _aio.UnaryUnaryMultiCallable[_eventos_pb2.DeleteEventoRequest, _empty_pb2.Empty]  # type: ignore[assignment]
@@ -256,7 +260,8 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
         one message (see GetEvento). `max_por_usuario` (optional) limits the tickets one
         buyer may hold.
         Errors: INVALID_ARGUMENT (a field breaks a rule or passes its cap, for example
-        max_por_usuario negative or above aforo_total; the message names it).
+        max_por_usuario negative or above aforo_total; the message names it; a `fecha`
+        before now is reason FECHA_IN_PAST).
         """
 
     @_abc_1.abstractmethod
@@ -296,7 +301,8 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _eventos_pb2.ListEventosRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_eventos_pb2.ListEventosResponse, _abc.Awaitable[_eventos_pb2.ListEventosResponse]]:
-        """Lists events ordered by `fecha` (earliest first), optionally only those at
+        """Lists upcoming events (`fecha` from now on; past ones too with `incluir_pasados`)
+        ordered by `fecha` (earliest first), optionally only those at
         `lugar` and between `desde` and `hasta` (inclusive), one page at a time (a page
         also ends before it passes the message limit). The
         seat lists (`asientos`, `asientos_disponibles`) are left out, so a page stays
@@ -318,8 +324,8 @@ class EventosServiceServicer(metaclass=_abc_1.ABCMeta):
         A new max_por_usuario applies to the next takes and counts what each buyer already holds;
         lowering it below what a buyer holds takes nothing back (that buyer cannot take more).
         Errors: INVALID_ARGUMENT (a field breaks a rule, max_por_usuario above the
-        resulting aforo_total included, or the mask names an unknown or
-        read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
+        resulting aforo_total included, a new `fecha` before now (FECHA_IN_PAST), or the
+        mask names an unknown or read-only field), NOT_FOUND, FAILED_PRECONDITION (aforo_total below the tickets
         already sold, reason CAPACITY_BELOW_SOLD; or aforo_total of a seated event, reason SEATED_EVENT).
         """
 

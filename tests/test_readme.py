@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from eventos import domain as eventos
-from infra import limits, pagination
+from infra import limits, pagination, seats
 from infra.auth import Role
 from infra.ratelimit import DEFAULT_LIMITS
 from reservas import domain as reservas
@@ -26,7 +26,7 @@ def limits_table() -> str:
     """The README's table of limits, made from the constants the services check them with."""
     assert usuarios.MAX_ID == eventos.MAX_ID == reservas.MAX_ID == reservas.MAX_IDEMPOTENCY_KEY == eventos.MAX_RESERVA_ID
     assert eventos.MAX_MASK_PATHS == usuarios.MAX_MASK_PATHS and eventos.MAX_MASK_PATH == usuarios.MAX_MASK_PATH
-    assert eventos.MAX_SEAT_LABEL == reservas.MAX_SEAT_LABEL and eventos.MAX_PRECIO == reservas.MAX_PRECIO
+    assert eventos.MAX_PRECIO == reservas.MAX_PRECIO  # a seat label's cap has one home: infra.seats
     rate = {role: DEFAULT_LIMITS[role] for role in (Role.CLIENTE, Role.ADMIN, Role.SERVICIO)}
     mib = limits.DEFAULT_MAX_MESSAGE_BYTES // (1 << 20)
     rows = [
@@ -41,7 +41,7 @@ def limits_table() -> str:
         ("evento: `aforo_total` (also a ReservarEntradas' `cantidad`)", f"1 to {n(eventos.MAX_AFORO)}"),
         ("evento: `max_por_usuario` (tickets per buyer)", "0 (no limit) to `aforo_total`"),
         ("`moneda`", "3 upper-case letters (ISO 4217)"),
-        ("seat label (`asientos`, and in reservas' `asientos`)", f"{eventos.MAX_SEAT_LABEL} characters"),
+        ("seat label (`asientos`, and in reservas' `asientos`)", f"{seats.MAX_SEAT_LABEL} characters"),
         ("seat map (`asientos` and `filas` together)",
          f"{n(eventos.MAX_ASIENTOS)} seats; `filas`: {n(eventos.MAX_FILAS)} rows, `fila` {eventos.MAX_FILA} "
          f"characters, numbers 1 to {n(eventos.MAX_NUMERO)}"),

@@ -4,7 +4,8 @@ The gateway is idempotent per reserva_id (one charge, one refund per reservation
 declined card records `PagoRechazado` and fails with PAYMENT_DECLINED. A gateway that does
 not answer (`tok_timeout`) leaves the outcome unknown: it is settled from the ledger (a
 charge found there is recorded as `PagoProcesado`, so the compensation refunds it) and the
-purchase fails with PAYMENT_TIMEOUT. Compensation: refund (a no-op if nothing was charged).
+purchase fails with PAYMENT_TIMEOUT. Compensation: refund (a no-op if nothing was charged), after recording the
+charge it refunds if the log lacks it.
 """
 
 from __future__ import annotations
@@ -72,5 +73,9 @@ class ProcesadorPago(Paso):
         refund = await ctx.deps.payments.refund(ctx.reserva.id)
         if refund is None:
             await ctx.record(Tipo.PAGO_REEMBOLSADO, pago_id=None, monto=0, moneda=ctx.reserva.moneda)
-        else:
-            await ctx.record(Tipo.PAGO_REEMBOLSADO, pago_id=refund.id, monto=refund.monto, moneda=refund.moneda)
+            return
+        if not self.completed(ctx.reserva):
+            # A charge the log never heard of: made by an owner of this saga that lost it (killed, or its lease
+            # lapsed) after whoever undoes it now last read the ledger. The log learns of it before its refund.
+            await reconcile_with_ledger(ctx)
+        await ctx.record(Tipo.PAGO_REEMBOLSADO, pago_id=refund.id, monto=refund.monto, moneda=refund.moneda)

@@ -21,6 +21,7 @@ from reservas.holds import HoldStore
 from reservas.payments import LedgerEntry, PaymentDeclined, PaymentTimeout
 from reservas.saga.base import Paso, SagaContext, SagaDeps
 from reservas.saga.chain import CANCELLATION_ORDER, STEPS, build_chain
+from reservas.saga.procesador_pago import ProcesadorPago
 from reservas.saga.saga import Saga, error_from
 
 FUTURE = datetime.now(UTC) + timedelta(days=30)
@@ -255,6 +256,19 @@ async def test_a_declined_payment_stops_the_chain_and_compensates_newest_first()
     ]  # fmt: skip
     reserva = ctx.reserva
     assert (reserva.estado, reserva.razon, reserva.charged, reserva.pagos) == (Estado.FALLIDA, "PAYMENT_DECLINED", 0, [])
+
+
+async def test_a_refund_of_a_charge_the_log_never_heard_of_records_the_charge_first() -> None:
+    """The replicas race found streams that said -1500: a replica whose lease lapsed charged after the one that
+    took its saga over had read the ledger (nothing there), and the taker's refund reached the log alone."""
+    world = World()
+    ctx = await world.start()
+    charge = await world.payments.charge("r1", 1500, "UYU", "tok_visa")  # behind the log's back
+    await ProcesadorPago().compensate(ctx)
+    await ctx.flush()
+    assert world.store.tipos("r1")[-2:] == ["PagoProcesado", "PagoReembolsado"]
+    assert [p.id for p in ctx.reserva.pagos][0] == charge.id
+    assert ctx.reserva.charged == world.payments.net("r1") == 0
 
 
 async def test_a_failure_in_the_last_step_undoes_all_three_before_it_newest_first() -> None:

@@ -36,6 +36,7 @@ class Script:
 
     steps: list[Any] = field(default_factory=list)
     attempts: list[tuple[str, dict[str, str], float | None]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # the idempotency_key of each Reservar attempt
     release: threading.Event = field(default_factory=threading.Event)
 
     def play(self, method: str, context: grpc.ServicerContext, reply: Any) -> Any:
@@ -74,6 +75,7 @@ class Reservas(reservas_pb2_grpc.ReservasServiceServicer):
         self.script = script
 
     def Reservar(self, request, context):  # noqa: ANN001, ANN201, N802
+        self.script.keys.append(request.idempotency_key)
         reply = reservas_pb2.Reserva(id="r-1", estado=reservas_pb2.ESTADO_RESERVA_CONFIRMADA)
         return self.script.play("Reservar", context, reply)
 
@@ -97,6 +99,7 @@ def script(double: tuple[str, Script]) -> Script:
     _, script = double
     script.steps.clear()
     script.attempts.clear()
+    script.keys.clear()
     return script
 
 
@@ -115,6 +118,31 @@ RESERVAR = reservas_pb2.ReservarRequest(usuario_id="u-1", evento_id="e-1", canti
 
 
 # -- retries: gRPC's, from the service config --------------------------------------------------------------
+
+
+def test_a_reservar_without_a_key_gets_one_so_its_retries_are_one_purchase(
+    double: tuple[str, Script], script: Script
+) -> None:
+    script.steps[:] = [UNAVAILABLE, UNAVAILABLE]
+    request = reservas_pb2.ReservarRequest(usuario_id="u-1", evento_id="e-1", cantidad=1)
+    with connect(double) as ef:
+        assert ef.reservas.Reservar(request).id == "r-1"
+        ef.reservas.Reservar(RESERVAR)  # a key of the caller's own is sent as it is
+    first, second, third, own = script.keys
+    assert first.startswith("client-") and first == second == third and own == "k-1"
+    assert request.idempotency_key == ""  # the caller's message is untouched
+    script.keys.clear()
+    with connect(double) as ef:
+        ef.reservas.Reservar(request)
+    assert script.keys[0] not in (first, "")  # a new call, a new purchase, a new key
+
+
+async def test_the_async_client_keys_a_reservar_without_a_key_too(double: tuple[str, Script], script: Script) -> None:
+    script.steps[:] = [UNAVAILABLE]
+    address, _ = double
+    async with client.connect_async(usuarios=address, eventos=address, reservas=address) as ef:
+        await ef.reservas.Reservar(reservas_pb2.ReservarRequest(usuario_id="u-1", evento_id="e-1", cantidad=1))
+    assert len(script.keys) == 2 and script.keys[0] == script.keys[1] and script.keys[0].startswith("client-")
 
 
 def test_unavailable_is_retried_by_grpc_until_an_attempt_succeeds(double: tuple[str, Script], script: Script) -> None:

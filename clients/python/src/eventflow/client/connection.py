@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,22 @@ DEFAULT_TIMEOUT = 10.0
 
 #: The RPCs that are not retried: each would make a second user or event if the first attempt's answer, not
 #: the attempt, was lost. Every other RPC is safe to repeat (reads, idempotent writes, and Reservar, whose
-#: idempotency_key makes a repeat answer the first purchase).
+#: idempotency_key makes a repeat answer the first purchase: see _one_purchase).
 NOT_RETRIED = ((USUARIOS, "CreateUsuario"), (EVENTOS, "CreateEvento"))
+
+_RESERVAR = f"/{RESERVAS}/Reservar"
+
+
+def _one_purchase(method: str | bytes, request: Any) -> Any:
+    """A Reservar without an idempotency_key gets a random one, so that gRPC's retries of the call (an attempt
+    whose answer was lost when reservas went away mid-purchase) repeat one purchase instead of starting a second.
+    The caller's message is left as it was."""
+    if method not in (_RESERVAR, _RESERVAR.encode()) or request.idempotency_key:  # grpc.aio names it in bytes
+        return request
+    keyed = type(request)()
+    keyed.CopyFrom(request)
+    keyed.idempotency_key = f"client-{uuid.uuid4().hex}"
+    return keyed
 
 
 def service_config(max_attempts: int = 4) -> str:
@@ -148,7 +163,7 @@ class _Defaults(grpc.UnaryUnaryClientInterceptor):
             details.wait_for_ready,
             details.compression,
         )
-        return _RaisingOutcome(continuation(new, request))
+        return _RaisingOutcome(continuation(new, _one_purchase(details.method, request)))
 
 
 class _AsyncDefaults(grpc.aio.UnaryUnaryClientInterceptor):
@@ -166,7 +181,7 @@ class _AsyncDefaults(grpc.aio.UnaryUnaryClientInterceptor):
             details.credentials,
             details.wait_for_ready,
         )
-        call = await continuation(new, request)
+        call = await continuation(new, _one_purchase(details.method, request))
         try:
             await call
         except grpc.aio.AioRpcError as error:

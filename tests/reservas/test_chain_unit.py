@@ -459,3 +459,18 @@ def test_valid_fields_pass() -> None:
     check_fields(solicitud())
     check_fields(solicitud(asientos=("A-1", "B-2")))
     check_fields(solicitud(cantidad=10, idempotency_key="k" * 128))
+
+
+async def test_a_charge_the_log_never_heard_of_is_refunded_and_the_purchase_fails_when_the_saga_compensates() -> None:
+    """The ledger took the charge but its answer was lost (LedgerUnavailable after the insert landed, or a replica
+    that lost its lease charged behind the log): the saga's own compensation records the charge, refunds it and
+    settles FALLIDA, instead of refusing to record the charge while compensating and leaving the saga open."""
+    world = World()
+    world.failures.set("charge", Unavailable("the ledger did not answer", reason="MONGODB_UNAVAILABLE"))
+    world.payments._entry("r1", TipoPago.CARGO, 3000)  # it landed all the same
+    ctx = await world.start()
+    with pytest.raises(Unavailable):
+        await saga().run(ctx)
+    assert ctx.reserva.estado is Estado.FALLIDA
+    assert "CompensacionReintentada" not in world.store.tipos("r1")
+    assert ctx.reserva.charged == world.payments.net("r1") == 0

@@ -356,15 +356,7 @@ def _run_token(args: argparse.Namespace) -> int:
     name = keys.SERVICE_PRIVATE_KEY if servicio else keys.ISSUER_PRIVATE_KEY
     files = keys.KeyFiles(args.data_dir / "keys")
     path = files.service_private if servicio else files.issuer_private
-    pem = keys.read_secret(os.environ, name)
-    if pem is None:
-        if not path.exists():
-            raise ValueError(
-                f"no key at {path} and {name}[_FILE] is not set: `eventflow up` makes the keys at its first run "
-                "(or pass --data-dir)"
-            )
-        pem = path.read_bytes()
-    key = keys.load_private_key(pem, name if os.environ.get(name) or os.environ.get(f"{name}_FILE") else str(path))
+    key = keys.private_key(os.environ, name, path)
     issuer = auth.service_issuer(key) if servicio else auth.TokenIssuer(key)
     sub = args.sub or (f"usuario:{args.usuario}" if args.usuario else role.value)
     print(issuer.mint(role, sub, usuario_id=args.usuario, ttl_seconds=args.ttl))

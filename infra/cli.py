@@ -344,8 +344,6 @@ def add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_token(args: argparse.Namespace) -> int:
-    import os  # noqa: PLC0415
-
     from infra import auth, keys  # noqa: PLC0415
 
     role = auth.Role(args.role)
@@ -418,8 +416,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as error:
-        import os  # noqa: PLC0415
-
         if os.environ.get("EVENTFLOW_DEBUG") == "1":
             raise
         command = " ".join(str(part) for part in (args.command, getattr(args, "action", None)) if part)

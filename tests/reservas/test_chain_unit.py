@@ -16,7 +16,7 @@ from google.protobuf import timestamp_pb2
 
 from eventflow.eventos.v1 import eventos_pb2
 from infra.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from reservas.domain import Estado, Reserva, Solicitud, Tipo, TipoPago, check_fields
+from reservas.domain import FORWARD_OUTCOMES, Estado, Reserva, Solicitud, Tipo, TipoPago, check_fields
 from reservas.holds import HoldStore
 from reservas.payments import LedgerEntry, PaymentDeclined, PaymentTimeout
 from reservas.saga.base import Paso, SagaContext, SagaDeps
@@ -221,6 +221,8 @@ async def test_the_chain_is_the_four_steps_in_order() -> None:
         "ConfirmadorReserva",
     ]
     assert [cls.name for cls in STEPS] == [step.name for step in build_chain()]
+    # The aggregate's list of forward outcomes (refused while compensating) is the chain's, step for step.
+    assert {cls.completed_by for cls in STEPS if cls.completed_by is not None} == FORWARD_OUTCOMES
 
 
 async def test_happy_path_runs_every_action_in_order_and_records_each_transition() -> None:

@@ -19,7 +19,7 @@ from infra.errors import DomainError, FailedPrecondition, InvalidArgument, NotFo
 from reservas.domain import FORWARD_OUTCOMES, Estado, Reserva, Solicitud, Tipo, TipoPago, check_fields
 from reservas.holds import HoldStore
 from reservas.payments import LedgerEntry, PaymentDeclined, PaymentTimeout
-from reservas.saga.base import Paso, SagaContext, SagaDeps
+from reservas.saga.base import Paso, SagaContext, SagaDeps, SagaTakenOver
 from reservas.saga.chain import CANCELLATION_ORDER, STEPS, build_chain
 from reservas.saga.procesador_pago import ProcesadorPago
 from reservas.saga.saga import Saga, error_from
@@ -476,3 +476,25 @@ async def test_a_charge_the_log_never_heard_of_is_refunded_and_the_purchase_fail
     assert ctx.reserva.estado is Estado.FALLIDA
     assert "CompensacionReintentada" not in world.store.tipos("r1")
     assert ctx.reserva.charged == world.payments.net("r1") == 0
+
+
+async def test_a_purchase_recorded_in_usuarios_after_the_saga_was_lost_is_annulled_when_another_undid_it() -> None:
+    """Our lease lapsed while RegistrarCompra was on its way and another process began undoing the saga: the
+    renewer noticed first, so recording CompraRegistrada (not the flush) says SagaTakenOver. The purchase we put
+    in usuarios after its AnularCompra must go all the same, or a FALLIDA reservation stays in the history."""
+    world = World()
+    ctx = await world.start()
+    registrar = world.deps.usuarios.registrar_compra
+
+    async def lapsing(usuario_id: str, reserva_id: str) -> None:
+        await registrar(usuario_id, reserva_id)
+        taker = await world.store.get("r1")  # what the other process found, and began to undo
+        assert taker is not None
+        taker.record(Tipo.COMPENSACION_INICIADA, {"motivo": "interrupted", "razon": "SAGA_INTERRUPTED"}, FUTURE)
+        await world.store.save(taker)
+        ctx.lease_lost.set()
+
+    world.deps.usuarios.registrar_compra = lapsing  # type: ignore[method-assign]
+    with pytest.raises(SagaTakenOver):
+        await saga().run(ctx)
+    assert world.calls[-2:] == ["RegistrarCompra", "AnularCompra"]

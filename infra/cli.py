@@ -344,8 +344,6 @@ def add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_token(args: argparse.Namespace) -> int:
-    import os  # noqa: PLC0415
-
     from infra import auth, keys  # noqa: PLC0415
 
     role = auth.Role(args.role)
@@ -356,15 +354,7 @@ def _run_token(args: argparse.Namespace) -> int:
     name = keys.SERVICE_PRIVATE_KEY if servicio else keys.ISSUER_PRIVATE_KEY
     files = keys.KeyFiles(args.data_dir / "keys")
     path = files.service_private if servicio else files.issuer_private
-    pem = keys.read_secret(os.environ, name)
-    if pem is None:
-        if not path.exists():
-            raise ValueError(
-                f"no key at {path} and {name}[_FILE] is not set: `eventflow up` makes the keys at its first run "
-                "(or pass --data-dir)"
-            )
-        pem = path.read_bytes()
-    key = keys.load_private_key(pem, name if os.environ.get(name) or os.environ.get(f"{name}_FILE") else str(path))
+    key = keys.private_key(os.environ, name, path)
     issuer = auth.service_issuer(key) if servicio else auth.TokenIssuer(key)
     sub = args.sub or (f"usuario:{args.usuario}" if args.usuario else role.value)
     print(issuer.mint(role, sub, usuario_id=args.usuario, ttl_seconds=args.ttl))
@@ -426,8 +416,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as error:
-        import os  # noqa: PLC0415
-
         if os.environ.get("EVENTFLOW_DEBUG") == "1":
             raise
         command = " ".join(str(part) for part in (args.command, getattr(args, "action", None)) if part)

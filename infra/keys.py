@@ -166,6 +166,20 @@ def load_private_key(pem: bytes, source: str) -> Ed25519PrivateKey:
     return key
 
 
+def private_key(env: Mapping[str, str], name: str, default: Path) -> Ed25519PrivateKey:
+    """The private key NAME[_FILE] holds, else the one at `default` (where `eventflow up` keeps it, under its
+    data directory); KeyConfigError saying where it looked when there is none."""
+    pem = read_secret(env, name)
+    if pem is not None:
+        return load_private_key(pem, name)
+    if not default.exists():
+        raise KeyConfigError(
+            f"no key at {default} and {name}[_FILE] is not set: `eventflow up` makes the keys at its first run "
+            "(or pass --data-dir)"
+        )
+    return load_private_key(default.read_bytes(), str(default))
+
+
 def page_token_key(env: Mapping[str, str]) -> bytes:
     """This deployment's page-token HMAC key (EVENTFLOW_PAGE_TOKEN_KEY[_FILE]), at least 16 bytes."""
     key = require_secret(env, PAGE_TOKEN_KEY)

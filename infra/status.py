@@ -147,17 +147,10 @@ def _client_tls(certs_dir: Path) -> tls.ClientTLS:
 def _mint_admin_token(env: Mapping[str, str], keys_dir: Path) -> tuple[str | None, str]:
     """A short-lived admin token signed with the issuer's key (EVENTFLOW_ISSUER_PRIVATE_KEY[_FILE], or
     <data dir>/keys/issuer.key as `eventflow up` made it), as `eventflow token` would; (None, why) without one."""
-    path = keys.KeyFiles(keys_dir).issuer_private
     try:
-        pem = keys.read_secret(env, keys.ISSUER_PRIVATE_KEY)
-        source = keys.ISSUER_PRIVATE_KEY
-        if pem is None:
-            if not path.exists():
-                return None, f"no issuer key at {path} nor in {keys.ISSUER_PRIVATE_KEY}[_FILE] (or pass --token)"
-            pem, source = path.read_bytes(), str(path)
-        issuer = TokenIssuer(keys.load_private_key(pem, source))
+        issuer = TokenIssuer(keys.private_key(env, keys.ISSUER_PRIVATE_KEY, keys.KeyFiles(keys_dir).issuer_private))
     except (OSError, ValueError) as error:
-        return None, f"cannot read the issuer key: {error}"
+        return None, f"no issuer key to mint a token with (or pass --token): {error}"
     return issuer.mint(Role.ADMIN, "eventflow-status", ttl_seconds=TOKEN_TTL_SECONDS), ""
 
 

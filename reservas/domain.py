@@ -289,7 +289,9 @@ class Reserva:
         # PENDIENTE
         if tipo in (Tipo.CANCELACION_SOLICITADA, Tipo.RESERVA_CANCELADA):
             raise InvalidTransition(f"reservation {self.id} is PENDIENTE: only a CONFIRMADA one can be cancelled")
-        if self.compensando and tipo in (
+        # A charge is the ledger's fact, not a step going forward: the payment's undo records one the log lacks
+        # (charged behind it: an answer lost, an owner that lost the lease) before its refund, while compensating.
+        if self.compensando and tipo is not Tipo.PAGO_PROCESADO and tipo in (
             Tipo.PASO_INICIADO,
             *FORWARD_OUTCOMES,
             Tipo.RESERVA_CONFIRMADA,

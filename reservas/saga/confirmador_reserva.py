@@ -51,10 +51,12 @@ class ConfirmadorReserva(Paso):
         reserva = ctx.reserva
         if not self.completed(reserva):
             await ctx.deps.usuarios.registrar_compra(reserva.usuario_id, reserva.id)
-            await ctx.record(Tipo.COMPRA_REGISTRADA)
-        if reserva.estado is not Estado.CONFIRMADA:
-            await ctx.record(Tipo.RESERVA_CONFIRMADA, monto=reserva.monto, moneda=reserva.moneda)
-        try:
+        try:  # from the purchase in usuarios on, losing the saga (at the flush, or noticed by the renewer first,
+            # which makes `record` raise) may leave that purchase behind another process's AnularCompra
+            if not self.completed(reserva):
+                await ctx.record(Tipo.COMPRA_REGISTRADA)
+            if reserva.estado is not Estado.CONFIRMADA:
+                await ctx.record(Tipo.RESERVA_CONFIRMADA, monto=reserva.monto, moneda=reserva.moneda)
             await ctx.flush()  # the commit point is durable before the holds go and the buyer is answered
         except SagaTakenOver:
             await undo_if_undone_elsewhere(ctx)

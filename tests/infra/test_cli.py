@@ -110,3 +110,22 @@ def test_every_error_is_one_line_and_a_non_zero_exit(
     assert "Traceback" not in captured.err and "s3cret" not in captured.err
     if isinstance(error, ServerSelectionTimeoutError):
         assert "MongoDB at mongodb://reservas:[redacted]@db.example:27017" in lines[0] and "did not answer" in lines[0]
+
+
+def test_token_and_status_find_the_issuer_key_the_same_way(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One lookup (infra.keys.private_key): the variable, else <data dir>/keys; without either, both say where."""
+    from infra import keys, status
+
+    for name in (keys.ISSUER_PRIVATE_KEY, f"{keys.ISSUER_PRIVATE_KEY}_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    empty = tmp_path / "empty"
+    assert cli.main(["token", "--role", "admin", "--data-dir", str(empty)]) == 1
+    assert f"no key at {empty / 'keys' / 'issuer.key'}" in capsys.readouterr().err
+    token, note = status._mint_admin_token({}, empty / "keys")
+    assert token is None and "no key at" in note and "--token" in note
+    keys.ensure_keys(tmp_path / "data" / "keys")
+    assert cli.main(["token", "--role", "admin", "--data-dir", str(tmp_path / "data")]) == 0
+    assert capsys.readouterr().out.count(".") == 2  # a signed token: header.payload.signature
+    assert status._mint_admin_token({}, tmp_path / "data" / "keys")[0] is not None

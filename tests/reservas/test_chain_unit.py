@@ -16,10 +16,10 @@ from google.protobuf import timestamp_pb2
 
 from eventflow.eventos.v1 import eventos_pb2
 from infra.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from reservas.domain import Estado, Reserva, Solicitud, Tipo, TipoPago, check_fields
+from reservas.domain import FORWARD_OUTCOMES, Estado, Reserva, Solicitud, Tipo, TipoPago, check_fields
 from reservas.holds import HoldStore
 from reservas.payments import LedgerEntry, PaymentDeclined, PaymentTimeout
-from reservas.saga.base import Paso, SagaContext, SagaDeps
+from reservas.saga.base import Paso, SagaContext, SagaDeps, SagaTakenOver
 from reservas.saga.chain import CANCELLATION_ORDER, STEPS, build_chain
 from reservas.saga.procesador_pago import ProcesadorPago
 from reservas.saga.saga import Saga, error_from
@@ -221,6 +221,8 @@ async def test_the_chain_is_the_four_steps_in_order() -> None:
         "ConfirmadorReserva",
     ]
     assert [cls.name for cls in STEPS] == [step.name for step in build_chain()]
+    # The aggregate's list of forward outcomes (refused while compensating) is the chain's, step for step.
+    assert {cls.completed_by for cls in STEPS if cls.completed_by is not None} == FORWARD_OUTCOMES
 
 
 async def test_happy_path_runs_every_action_in_order_and_records_each_transition() -> None:
@@ -459,3 +461,40 @@ def test_valid_fields_pass() -> None:
     check_fields(solicitud())
     check_fields(solicitud(asientos=("A-1", "B-2")))
     check_fields(solicitud(cantidad=10, idempotency_key="k" * 128))
+
+
+async def test_a_charge_the_log_never_heard_of_is_refunded_and_the_purchase_fails_when_the_saga_compensates() -> None:
+    """The ledger took the charge but its answer was lost (LedgerUnavailable after the insert landed, or a replica
+    that lost its lease charged behind the log): the saga's own compensation records the charge, refunds it and
+    settles FALLIDA, instead of refusing to record the charge while compensating and leaving the saga open."""
+    world = World()
+    world.failures.set("charge", Unavailable("the ledger did not answer", reason="MONGODB_UNAVAILABLE"))
+    world.payments._entry("r1", TipoPago.CARGO, 3000)  # it landed all the same
+    ctx = await world.start()
+    with pytest.raises(Unavailable):
+        await saga().run(ctx)
+    assert ctx.reserva.estado is Estado.FALLIDA
+    assert "CompensacionReintentada" not in world.store.tipos("r1")
+    assert ctx.reserva.charged == world.payments.net("r1") == 0
+
+
+async def test_a_purchase_recorded_in_usuarios_after_the_saga_was_lost_is_annulled_when_another_undid_it() -> None:
+    """Our lease lapsed while RegistrarCompra was on its way and another process began undoing the saga: the
+    renewer noticed first, so recording CompraRegistrada (not the flush) says SagaTakenOver. The purchase we put
+    in usuarios after its AnularCompra must go all the same, or a FALLIDA reservation stays in the history."""
+    world = World()
+    ctx = await world.start()
+    registrar = world.deps.usuarios.registrar_compra
+
+    async def lapsing(usuario_id: str, reserva_id: str) -> None:
+        await registrar(usuario_id, reserva_id)
+        taker = await world.store.get("r1")  # what the other process found, and began to undo
+        assert taker is not None
+        taker.record(Tipo.COMPENSACION_INICIADA, {"motivo": "interrupted", "razon": "SAGA_INTERRUPTED"}, FUTURE)
+        await world.store.save(taker)
+        ctx.lease_lost.set()
+
+    world.deps.usuarios.registrar_compra = lapsing  # type: ignore[method-assign]
+    with pytest.raises(SagaTakenOver):
+        await saga().run(ctx)
+    assert world.calls[-2:] == ["RegistrarCompra", "AnularCompra"]

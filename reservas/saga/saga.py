@@ -161,6 +161,12 @@ class Saga:
         if not reserva.compensando:
             to_undo = list(pasos) if pasos is not None else self.to_undo(reserva)
             await ctx.record(Tipo.COMPENSACION_INICIADA, **failure_datos(failure), pasos=to_undo)
+            # Durable before any undo, as a cancellation is: two owners of one saga (a replica whose lease lapsed
+            # unnoticed, and the recovery that took the saga over) settle it by whose write reaches the log first.
+            # Undoing first, the taker could give the tickets back and refund a purchase that the other owner's
+            # confirmation then recorded as CONFIRMADA (an oversell and a lost purchase); now the loser of that
+            # race learns it (SagaTakenOver) before it has undone anything.
+            await ctx.flush()
         left = await self._undo_all(ctx, self.to_undo(reserva))
         if left:
             log.warning("compensation incomplete; recovery will finish it", extra={"pasos": left})

@@ -16,7 +16,7 @@ from google.protobuf import timestamp_pb2
 
 from eventflow.eventos.v1 import eventos_pb2
 from infra.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from reservas.domain import FORWARD_OUTCOMES, Estado, Reserva, Solicitud, Tipo, TipoPago, check_fields
+from reservas.domain import FORWARD_OUTCOMES, ConcurrencyConflict, Estado, Reserva, Solicitud, Tipo, TipoPago, check_fields
 from reservas.holds import HoldStore
 from reservas.payments import LedgerEntry, PaymentDeclined, PaymentTimeout
 from reservas.saga.base import Paso, SagaContext, SagaDeps, SagaTakenOver
@@ -60,8 +60,9 @@ class FakeStore:
 
     async def save(self, reserva: Reserva) -> None:
         stream = self.events.setdefault(reserva.id, [])
+        if reserva.pending and reserva.pending[0].version != len(stream) + 1:  # as the event store's unique key
+            raise ConcurrencyConflict(f"{reserva.id} is at version {len(stream)}")
         for event in reserva.pending:
-            assert event.version == len(stream) + 1
             stream.append(event)
         reserva.pending.clear()
 
@@ -271,6 +272,22 @@ async def test_a_refund_of_a_charge_the_log_never_heard_of_records_the_charge_fi
     assert world.store.tipos("r1")[-2:] == ["PagoProcesado", "PagoReembolsado"]
     assert [p.id for p in ctx.reserva.pagos][0] == charge.id
     assert ctx.reserva.charged == world.payments.net("r1") == 0
+
+
+async def test_a_compensation_that_loses_the_race_to_a_confirmation_undoes_nothing() -> None:
+    """Two owners of one saga: a replica whose lease lapsed unnoticed confirms it, while the recovery that took it
+    over (reading the log before that confirmation) decides to undo it. Whoever's write reaches the log first
+    wins; the compensation writes before it undoes, so losing it gives no ticket back and refunds nothing."""
+    world = World()
+    old = await world.start()
+    await old.flush()
+    taker = SagaContext(await world.store.get("r1"), world.deps)  # recovery's view: requested, nothing more
+    await saga().run(old)  # the old owner goes on and confirms
+    assert old.reserva.estado is Estado.CONFIRMADA
+    with pytest.raises(SagaTakenOver):
+        await saga().compensate(taker, Unavailable("interrupted"), saga().possibly_started(old.reserva))
+    assert world.calls == FORWARD  # no LiberarEntradas, refund or AnularCompra
+    assert world.payments.net("r1") == 3000 and world.store.tipos("r1")[-1] == "ReservaConfirmada"
 
 
 async def test_a_failure_in_the_last_step_undoes_all_three_before_it_newest_first() -> None:

@@ -149,7 +149,7 @@ class Recovery:
                 asientos=list(reserva.asientos),
             )
         with contextlib.suppress(DomainError):  # run compensates a failure; the log says how it ended
-            await self.saga.run(ctx, start=self.saga.after(ProcesadorPago.name))  # on from the step after payment
+            await self.saga.run_after(ctx, ProcesadorPago.name)  # on from the step after the payment
 
     @staticmethod
     async def _tickets_held(ctx: SagaContext) -> Any | None:

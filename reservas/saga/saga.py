@@ -112,10 +112,13 @@ class Saga:
 
     # ---- forward ---------------------------------------------------------------------------
 
-    def after(self, name: str) -> str | None:
-        """The step after `name` in the chain (None: it is the last)."""
+    async def run_after(self, ctx: SagaContext, name: str) -> None:
+        """Drive the chain on from the step after `name` (as run does); when `name` is the last, only flush."""
         following = self.chain.find(name).next
-        return None if following is None else following.name
+        if following is None:
+            await ctx.flush()
+            return
+        await self.run(ctx, start=following.name)
 
     async def run(self, ctx: SagaContext, start: str | None = None) -> None:
         """Drive the chain (from `start`). On failure, compensate and raise the original error."""

@@ -413,6 +413,18 @@ async def test_a_new_step_joins_the_chain_without_touching_the_others() -> None:
     ]  # fmt: skip
 
 
+async def test_going_on_after_the_last_step_runs_nothing_again() -> None:
+    """Recovery goes on from the step after the payment: in a chain where the payment is last, that is nothing
+    (not the chain from its first step again)."""
+    world = World()
+    steps = [cls() for cls in STEPS]
+    ctx = await world.start()
+    await saga(build_chain(steps[:2])).run(ctx)
+    world.calls.clear()
+    await saga(build_chain(steps[:2])).run_after(ctx, steps[1].name)
+    assert world.calls == [] and world.store.tipos("r1")[-1] == "EntradasBloqueadas"
+
+
 async def test_cancellation_refunds_then_gives_the_tickets_back_then_drops_the_purchase() -> None:
     world = World()
     ctx = await world.start()

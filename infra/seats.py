@@ -28,12 +28,17 @@ def _invalid(rule: str) -> InvalidArgument:
     return InvalidArgument(f"asientos {rule}", metadata={"field": "asientos"})
 
 
+def seat_labels(asientos: Sequence[str]) -> tuple[str, ...]:
+    """Seat labels as they are kept: without surrounding spaces (" A-1" is seat "A-1")."""
+    return tuple(label.strip() for label in asientos)
+
+
 def check_seats(asientos: Sequence[str], cantidad: int) -> tuple[str, ...]:
     """The seats a purchase names: none, or exactly `cantidad` distinct labels of 1 to MAX_SEAT_LABEL characters
     (surrounding spaces do not count). Returns them without those spaces."""
     for label in asientos:
         check_length("asientos", label, MAX_SEAT_LABEL)
-    labels = tuple(label.strip() for label in asientos)
+    labels = seat_labels(asientos)
     if not labels:
         return labels
     if len(labels) != cantidad:

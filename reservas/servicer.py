@@ -17,6 +17,7 @@ from pymongo.errors import PyMongoError
 
 from eventflow.reservas.v1 import reservas_pb2, reservas_pb2_grpc
 from infra.errors import DomainError, InvalidArgument, Unavailable
+from infra.seats import seat_labels
 from reservas.domain import ConcurrencyConflict, Solicitud
 from reservas.mapping import event_to_pb, reserva_to_pb
 from reservas.payments import PaymentTimeout
@@ -72,7 +73,7 @@ class ReservasServicer(reservas_pb2_grpc.ReservasServiceServicer):
             usuario_id=request.usuario_id,
             evento_id=request.evento_id,
             cantidad=request.cantidad,
-            asientos=tuple(request.asientos),
+            asientos=seat_labels(request.asientos),  # as eventos keeps them: one seat, one hold, one fingerprint
             medio_pago=request.medio_pago,
             idempotency_key=request.idempotency_key,
         )

@@ -91,6 +91,21 @@ async def test_a_seat_sold_to_someone_else_is_seat_taken(stack: World) -> None:
     assert list((await stack.get_evento(evento.id)).asientos_disponibles) == ["A-2", "A-3"]  # A-2 given back
 
 
+async def test_seat_labels_are_kept_without_surrounding_spaces(stack: World) -> None:
+    """" A-1" is seat A-1, for reservas (its record, its hold) as for eventos: a second buyer of "A-1" finds it
+    taken, and the same purchase asked again with the spaces gone is the same purchase."""
+    evento = await stack.evento(asientos=["A-1", "A-2", "A-3"])
+    first, second = await stack.usuarios_n(2)
+    request = stack.request(first, evento.id, cantidad=2, asientos=[" A-1", "A-2 "])
+    reserva = await stack.reservar(request)
+    assert reserva.estado == CONFIRMADA and list(reserva.asientos) == ["A-1", "A-2"]
+    del request.asientos[:]
+    request.asientos.extend(["A-1", "A-2"])
+    assert (await stack.reservar(request)).id == reserva.id  # the same purchase, not IDEMPOTENCY_KEY_REUSED
+    failure = await stack.fails(stack.reservar(stack.request(second, evento.id, asientos=["A-1"])))
+    assert failure.reason == "SEAT_TAKEN"
+
+
 async def test_a_declined_card_fails_and_charges_nothing(stack: World) -> None:
     usuario, evento = await stack.usuario(), await stack.evento()
     failure = await stack.fails(stack.reservar(stack.request(usuario, evento.id, medio_pago="tok_declined")))

@@ -35,6 +35,7 @@ from prometheus_client import ProcessCollector
 from prometheus_client import start_http_server
 
 from infra.interceptors import Unary, UnaryInterceptor, status_of
+from infra.ports import env_port
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +59,8 @@ def version() -> str:
 
 def metrics_port(env: Mapping[str, str], service: str) -> int:
     """`<SERVICE>_METRICS_PORT` (default DEFAULT_PORTS[service], or PROJECTOR_DEFAULT_PORT; 0: no /metrics)."""
-    var = f"{service.upper()}_METRICS_PORT"
-    raw = env.get(var, "")
-    if raw == "":
-        return PROJECTOR_DEFAULT_PORT if service == "projector" else DEFAULT_PORTS[service]
-    try:
-        port = int(raw)
-        if not 0 <= port <= 65535:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"{var} must be a port number (0-65535; 0: no /metrics), got {raw!r}") from None
-    return port
+    default = PROJECTOR_DEFAULT_PORT if service == "projector" else DEFAULT_PORTS[service]
+    return env_port(env, f"{service.upper()}_METRICS_PORT", default, zero="no /metrics")
 
 
 class GrpcServerMetrics:

@@ -36,23 +36,10 @@ from infra.keys import page_token_key
 from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, max_message_bytes
 from infra.metrics import metrics_port
 from infra.mongo import DEFAULT_POOL_SIZE, pool_size
+from infra.ports import env_port
 from infra.ratelimit import DEFAULT_LIMITS, Limits, limits_from_env
 
 DEFAULT_MONGODB_URI = "mongodb://localhost:27017/?directConnection=true"
-
-
-def env_port(env: Mapping[str, str], var: str, default: int) -> int:
-    """A port number (0-65535) from `var`, `default` when unset (set but empty is no port)."""
-    raw = env.get(var)
-    if raw is None:
-        return default
-    try:
-        port = int(raw)
-        if not 0 <= port <= 65535:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"{var} must be a port number (0-65535), got {raw!r}") from None
-    return port
 
 
 def env_seconds(env: Mapping[str, str], var: str, default: float) -> float:

@@ -58,6 +58,7 @@ from eventflow.eventos.v1 import eventos_pb2, eventos_pb2_grpc
 from eventflow.usuarios.v1 import usuarios_pb2, usuarios_pb2_grpc
 from infra import certs, keys, metrics, procs, tls, tracing
 from infra.auth import Role, TokenIssuer
+from infra.ports import env_port
 from infra.procs import ManagedProcess
 from infra.redact import redact_uri
 
@@ -211,16 +212,11 @@ def _tail(path: Path | None, lines: int = 15) -> str:
 
 
 def _port_from_env(env: Mapping[str, str], var: str, default: int) -> int:
-    raw = env.get(var, "")
-    if not raw:
-        return default
+    """A port of the stack: it must be known to be printed and checked, so 0 (any free port) is refused."""
     try:
-        port = int(raw)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise StackError(f"{var} must be a port number from 1 to 65535, got {raw!r}")
-    return port
+        return env_port(env, var, default, lowest=1)
+    except ValueError as error:
+        raise StackError(str(error)) from None
 
 
 def _bind_check_host(host: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from callers import KEY_ENV
@@ -46,6 +47,31 @@ def test_a_bad_port_is_refused_naming_its_variable(config: type[Common]) -> None
     var = f"{config.SERVICE.upper()}_PORT"
     with pytest.raises(ValueError, match=f"{var} must be a port number"):
         config.from_env({**KEY_ENV, var: "fifty"})
+
+
+def test_a_port_variable_means_the_same_to_the_service_its_metrics_and_eventflow_up(tmp_path: Path) -> None:
+    """One parser (infra.ports): empty is the default everywhere; a bad value names its variable everywhere; 0 is
+    any free port for a service, no /metrics for its metrics, and refused by `eventflow up`, which prints its
+    ports."""
+    from infra.metrics import metrics_port  # noqa: PLC0415
+    from infra.stack import Options, Stack, StackError  # noqa: PLC0415
+
+    def up(env: dict[str, str]) -> Stack:
+        return Stack(Options(data_dir=tmp_path), env=env)
+
+    empty = {**KEY_ENV, "RESERVAS_PORT": "", "RESERVAS_METRICS_PORT": ""}
+    assert ReservasConfig.from_env(empty).port == up(empty).ports["reservas"] == 50053
+    assert metrics_port(empty, "reservas") == 9453
+    zero = {**KEY_ENV, "RESERVAS_PORT": "0", "RESERVAS_METRICS_PORT": "0"}
+    assert ReservasConfig.from_env(zero).port == 0 and metrics_port(zero, "reservas") == 0
+    with pytest.raises(StackError, match="RESERVAS_PORT must be a port number from 1 to 65535"):
+        up(zero)
+    for bad in ("fifty", "70000", "-1"):
+        for read in (lambda env: ReservasConfig.from_env(env), up):
+            with pytest.raises((ValueError, StackError), match="RESERVAS_PORT must be a port number"):
+                read({**KEY_ENV, "RESERVAS_PORT": bad})
+        with pytest.raises(ValueError, match="RESERVAS_METRICS_PORT must be a port number"):
+            metrics_port({"RESERVAS_METRICS_PORT": bad}, "reservas")
 
 
 def test_no_service_redefines_a_shared_setting_beyond_its_own_defaults() -> None:

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from infra import keys
 from infra.errors import DomainError, Unauthenticated
-from infra.interceptors import Unary, UnaryInterceptor
+from infra.interceptors import STANDARD_SERVICES, Unary, UnaryInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,8 @@ LEEWAY_SECONDS = 30
 MAX_TTL_SECONDS = 7 * 24 * 3600
 SERVICE_TOKEN_TTL_SECONDS = 300
 
-#: Methods anyone may call: the standard health service and server reflection (v1 and v1alpha).
-PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1.ServerReflection/",
-                   "/grpc.reflection.v1alpha.ServerReflection/")  # fmt: skip
+#: Methods anyone may call: the standard health service and server reflection.
+PUBLIC_PREFIXES = STANDARD_SERVICES
 
 
 class Role(enum.StrEnum):

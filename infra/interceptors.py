@@ -12,6 +12,13 @@ import grpc
 
 Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
+#: The standard services every server carries beside its own: health, and server reflection (v1 and v1alpha).
+HEALTH = "/grpc.health.v1.Health/"
+REFLECTION = ("/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/")
+#: Their methods: open to anyone (infra.auth), not traced (infra.tracing: a probe's Check every few seconds would
+#: be most of the traces).
+STANDARD_SERVICES = (HEALTH, *REFLECTION)
+
 
 def status_of(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
     """The status code the caller gets for a call that returned (`error` None) or raised `error`."""

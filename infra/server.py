@@ -31,7 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from infra.access import Access, OwnerLookup
 from infra.auth import AuthInterceptor, AuthSettings
 from infra.errors import DomainError, ErrorMappingInterceptor, Unavailable
-from infra.interceptors import Unary, UnaryInterceptor
+from infra.interceptors import HEALTH, Unary, UnaryInterceptor
 from infra.limits import DEFAULT_MAX_MESSAGE_BYTES, message_options
 from infra.metrics import Metrics, MetricsInterceptor
 from infra.ratelimit import RateLimiter
@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], Awaitable[bool]]
 Setup = Callable[[], Awaitable[None]]
-#: Methods served before setup has finished: health (so a supervisor sees NOT_SERVING) and reflection.
-SERVED_BEFORE_SETUP = ("/grpc.health.v1.Health/",)
+#: Methods served before setup has finished: health, so a supervisor sees NOT_SERVING (reflection's streams are
+#: not held back either: the setup gate holds unary calls only).
+SERVED_BEFORE_SETUP = (HEALTH,)
 C = TypeVar("C")
 
 

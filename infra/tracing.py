@@ -40,13 +40,13 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from infra.interceptors import Unary, UnaryInterceptor, status_of
+from infra.interceptors import STANDARD_SERVICES, Unary, UnaryInterceptor, status_of
 
 log = logging.getLogger(__name__)
 
 EXPORTERS = ("otlp", "console")
 #: Not traced: a probe's Check every few seconds, and reflection's streams, would be most of the traces.
-UNTRACED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+UNTRACED = STANDARD_SERVICES
 #: Server spans are errors for these codes only (OpenTelemetry's gRPC conventions): the others are the caller's.
 SERVER_ERRORS = frozenset({
     grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,

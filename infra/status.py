@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -222,17 +221,12 @@ def _look(endpoint: Endpoint, targets: Targets) -> Look:
     return look
 
 
-def _timestamp(instant: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(instant)
-    return ts
-
-
-def events_on_sale(address: str, targets: Targets, now: datetime) -> tuple[list[dict[str, Any]], bool]:
-    """The first `targets.events` events from now on (soonest first), and whether there are more."""
+def events_on_sale(address: str, targets: Targets) -> tuple[list[dict[str, Any]], bool]:
+    """The first `targets.events` events from now on (soonest first: ListEventos' default), and whether there
+    are more."""
     assert targets.token is not None
     with tls.channel(address, targets.client_tls) as channel:
-        request = eventos_pb2.ListEventosRequest(page_size=targets.events, desde=_timestamp(now))
+        request = eventos_pb2.ListEventosRequest(page_size=targets.events)
         reply = eventos_pb2_grpc.EventosServiceStub(channel).ListEventos(
             request, timeout=targets.timeout, metadata=(("authorization", f"Bearer {targets.token}"),)
         )
@@ -343,15 +337,15 @@ def collect(targets: Targets, clock: Callable[[], float] = time.time) -> Report:
             report.problems.append(f"{e.name}: {look.health}" + (f" ({look.detail})" if look.detail else ""))
         elif e.metrics is not None and look.samples is None:
             report.problems.append(f"{e.name}: /metrics at {e.metrics} did not answer ({look.metrics_error})")
-    report.eventos = _tickets(report, targets, eventos, now)
+    report.eventos = _tickets(report, targets, eventos)
     return report
 
 
-def _tickets(report: Report, targets: Targets, eventos: Endpoint | None, now: datetime) -> dict[str, Any]:
+def _tickets(report: Report, targets: Targets, eventos: Endpoint | None) -> dict[str, Any]:
     eventos_up = any(look.endpoint is eventos and look.health == "SERVING" for look in report.looks)
     if targets.token is not None and eventos is not None and eventos.grpc is not None and eventos_up:
         try:
-            listed, more = events_on_sale(eventos.grpc, targets, now)
+            listed, more = events_on_sale(eventos.grpc, targets)
             return {"source": "eventos", "on_sale": listed, "more": more}
         except grpc.RpcError as error:
             code, details = error.code().name, error.details()  # type: ignore[attr-defined]

@@ -463,13 +463,18 @@ class EventoRepository:
         delete then matches nothing: the caller is told tickets are taken), or its transaction's update
         of the event meets the deletion (a write conflict: retried, it finds no event, EVENTO_NOT_FOUND),
         so no take outlives the event.
+
+        It holds the event's lock, as this process's takes do for their transactions: none of them is in flight
+        while the inventory is removed. (The embedded SecantusDB could livelock on that race: its multi-document
+        delete and a take's transaction each retried the other's write conflict until the caller's deadline.)
         """
-        result = await self._writes.delete_one(
-            {"_id": evento_id, "$expr": {"$eq": ["$entradas_disponibles", "$aforo_total"]}}
-        )
-        if result.deleted_count != 1:
-            return False
-        await self._inventory.delete_many({"evento_id": evento_id})
+        async with self._locks.hold(evento_id):
+            result = await self._writes.delete_one(
+                {"_id": evento_id, "$expr": {"$eq": ["$entradas_disponibles", "$aforo_total"]}}
+            )
+            if result.deleted_count != 1:
+                return False
+            await self._inventory.delete_many({"evento_id": evento_id})
         return True
 
     # --- inventory ---------------------------------------------------------------------------

@@ -75,10 +75,14 @@ def test_config_without_keys_is_refused_naming_the_variable() -> None:
         Config.from_env({"EVENTFLOW_ISSUER_PUBLIC_KEY_FILE": "/nowhere"})
 
 
-@pytest.mark.parametrize("port", ["http", "-1", "70000", ""])
+@pytest.mark.parametrize("port", ["http", "-1", "70000"])
 def test_config_rejects_a_bad_port_naming_the_variable(port: str) -> None:
     with pytest.raises(ValueError, match="USUARIOS_PORT"):
         Config.from_env({"USUARIOS_PORT": port, **KEY_ENV})
+
+
+def test_an_empty_port_is_the_default_as_for_eventflow_up() -> None:
+    assert Config.from_env({"USUARIOS_PORT": "", **KEY_ENV}).port == 50051  # infra.ports: one meaning everywhere
 
 
 def test_config_without_a_page_token_key_names_the_variable() -> None:

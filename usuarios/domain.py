@@ -97,6 +97,19 @@ class HasPurchases(FailedPrecondition):
         )
 
 
+class PurchaseAnnulled(FailedPrecondition):
+    """RegistrarCompra of a reservation whose purchase was annulled: a late write of a saga that was undone."""
+
+    reason = "PURCHASE_ANNULLED"
+
+    def __init__(self, usuario_id: str, reserva_id: str) -> None:
+        super().__init__(
+            f"the purchase of reservation {_shown(reserva_id)} was annulled for usuario {_shown(usuario_id)}; "
+            "it cannot be recorded again",
+            metadata={"usuario_id": usuario_id, "reserva_id": reserva_id},
+        )
+
+
 # --- the entity ---------------------------------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """Usuarios in MongoDB: the only module that knows their document shape.
 
 One document per usuario in the `usuarios` collection:
-`{_id, tipo_documento, nro_documento, nombre, apellido, email, historial_compras, creado, orden}`.
+`{_id, tipo_documento, nro_documento, nombre, apellido, email, historial_compras, compras_anuladas, creado, orden}`
+(`compras_anuladas`: the reservations whose purchase was annulled, never to be recorded again).
 `creado` is the creation time; `orden` its microseconds since the epoch, strictly increasing
 within a process, so (orden, _id) lists usuarios oldest first and serves as the page cursor.
 Unique indexes enforce one usuario per email and per (tipo_documento, nro_documento); a
@@ -23,7 +24,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from infra.mongo import for_reads, for_writes
-from usuarios.domain import DocumentoTaken, EmailTaken, Usuario
+from usuarios.domain import DocumentoTaken, EmailTaken, PurchaseAnnulled, Usuario
 
 COLLECTION = "usuarios"
 #: A page cursor: the (orden, id) of the last usuario of the previous page.
@@ -161,15 +162,28 @@ class UsuarioRepository:
         """$addToSet: one entry per reserva_id however many times (or how concurrently) it is recorded.
 
         True when this call added it, False when it was there already, None when there is no such usuario.
+        PurchaseAnnulled when the purchase was annulled (`compras_anuladas`): a saga's late RegistrarCompra,
+        sent before its owner lost the saga and arriving after the one that took it over undid it, must not
+        put a failed reservation back in the history (as a late charge meets a void, and a late take a tombstone).
         """
-        return await self._change_historial(usuario_id, {"$addToSet": {"historial_compras": reserva_id}})
+        changed = await self._change_historial(
+            {"_id": usuario_id, "compras_anuladas": {"$ne": reserva_id}}, {"$addToSet": {"historial_compras": reserva_id}}
+        )
+        if changed is None and await self._writes.count_documents({"_id": usuario_id}, limit=1):
+            raise PurchaseAnnulled(usuario_id, reserva_id)
+        return changed
 
     async def remove_compra(self, usuario_id: str, reserva_id: str) -> bool | None:
-        """$pull: removing an absent entry changes nothing (False); None when there is no such usuario."""
-        return await self._change_historial(usuario_id, {"$pull": {"historial_compras": reserva_id}})
+        """$pull, and remember the reserva_id as annulled so that it is never recorded again (add_compra).
+        True when this call removed it, False when it was not there; None when there is no such usuario."""
+        annul = {"$pull": {"historial_compras": reserva_id}, "$addToSet": {"compras_anuladas": reserva_id}}
+        if await self._change_historial({"_id": usuario_id, "historial_compras": reserva_id}, annul):
+            return True
+        remembered = await self._change_historial({"_id": usuario_id}, {"$addToSet": {"compras_anuladas": reserva_id}})
+        return None if remembered is None else False
 
-    async def _change_historial(self, usuario_id: str, update: Mapping[str, Any]) -> bool | None:
+    async def _change_historial(self, query: Mapping[str, Any], update: Mapping[str, Any]) -> bool | None:
         # An update, not a findAndModify: the saga needs no copy of a history that grows with every
         # purchase, and SecantusDB's findAndModify costs a scan of the whole collection.
-        result = await self._writes.update_one({"_id": usuario_id}, update)
+        result = await self._writes.update_one(query, update)
         return None if result.matched_count == 0 else result.modified_count == 1

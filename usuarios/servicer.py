@@ -22,6 +22,7 @@ from usuarios.domain import (
     EmailTaken,
     HasPurchases,
     InvalidUpdateMask,
+    PurchaseAnnulled,
     UPDATABLE_FIELDS,
     Usuario,
     UsuarioNotFound,
@@ -39,6 +40,7 @@ ERROR_TABLE: dict[type[DomainError], grpc.StatusCode] = {
     EmailTaken: grpc.StatusCode.ALREADY_EXISTS,
     DocumentoTaken: grpc.StatusCode.ALREADY_EXISTS,
     HasPurchases: grpc.StatusCode.FAILED_PRECONDITION,
+    PurchaseAnnulled: grpc.StatusCode.FAILED_PRECONDITION,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 

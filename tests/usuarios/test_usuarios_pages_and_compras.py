@@ -160,10 +160,25 @@ async def test_anular_compra_twice_and_absent(usuarios, nuevo_usuario) -> None:
     never = await usuarios.AnularCompra(pb.AnularCompraRequest(usuario_id=ana.id, reserva_id="r-never"))
     assert (first.anulada, second.anulada, never.anulada) == (True, False, False)
     assert list((await usuarios.GetUsuario(pb.GetUsuarioRequest(id=ana.id))).historial_compras) == ["r-2"]
-    # Annulled, then recorded again (a resumed saga): it is back, once.
-    again = await usuarios.RegistrarCompra(pb.RegistrarCompraRequest(usuario_id=ana.id, reserva_id="r-1"))
-    assert again.registrada
-    assert list((await usuarios.GetUsuario(pb.GetUsuarioRequest(id=ana.id))).historial_compras) == ["r-2", "r-1"]
+
+
+
+async def test_a_purchase_annulled_is_never_recorded_again(usuarios, nuevo_usuario, rpc_error) -> None:
+    """A saga's RegistrarCompra can arrive late: sent by a reservas replica that then lost the saga (killed, or
+    its lease lapsed) and reaching usuarios after the replica that took the saga over undid it. The annulled
+    purchase must not come back: its reservation is FALLIDA or CANCELADA. (Even when the late write comes
+    before anything was recorded: the taker annuls what may have been done.)"""
+    ana = await usuarios.CreateUsuario(pb.CreateUsuarioRequest(usuario=nuevo_usuario()))
+    await usuarios.RegistrarCompra(pb.RegistrarCompraRequest(usuario_id=ana.id, reserva_id="r-1"))
+    await usuarios.AnularCompra(pb.AnularCompraRequest(usuario_id=ana.id, reserva_id="r-1"))
+    await usuarios.AnularCompra(pb.AnularCompraRequest(usuario_id=ana.id, reserva_id="r-late"))  # before it
+    for reserva_id in ("r-1", "r-late"):
+        await rpc_error(
+            usuarios.RegistrarCompra(pb.RegistrarCompraRequest(usuario_id=ana.id, reserva_id=reserva_id)),
+            grpc.StatusCode.FAILED_PRECONDITION, "PURCHASE_ANNULLED",
+        )  # fmt: skip
+    await usuarios.RegistrarCompra(pb.RegistrarCompraRequest(usuario_id=ana.id, reserva_id="r-2"))
+    assert list((await usuarios.GetUsuario(pb.GetUsuarioRequest(id=ana.id))).historial_compras) == ["r-2"]
 
 
 async def test_compras_errors(usuarios, nuevo_usuario, rpc_error) -> None:

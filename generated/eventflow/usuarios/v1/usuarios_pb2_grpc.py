@@ -136,7 +136,8 @@ class UsuariosServiceServicer:
         """Adds a reservation to the user's `historial_compras`. Idempotent: recording
         the same reserva_id twice keeps one entry. Called by reservas' saga. Answers
         whether this call added it, not the whole user (whose history grows with every purchase).
-        Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
+        Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user),
+        FAILED_PRECONDITION (PURCHASE_ANNULLED: AnularCompra was called for it; a late write of an undone saga).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,7 +146,7 @@ class UsuariosServiceServicer:
     def AnularCompra(self, request, context):
         """Removes a reservation from the user's `historial_compras` (the saga's
         compensation). Idempotent: removing an absent entry is a no-op. Answers
-        whether this call removed it.
+        whether this call removed it. The reservation is never recorded again.
         Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

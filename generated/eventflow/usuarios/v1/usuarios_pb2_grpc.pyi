@@ -68,12 +68,13 @@ class UsuariosServiceStub:
     """Adds a reservation to the user's `historial_compras`. Idempotent: recording
     the same reserva_id twice keeps one entry. Called by reservas' saga. Answers
     whether this call added it, not the whole user (whose history grows with every purchase).
-    Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
+    Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user),
+    FAILED_PRECONDITION (PURCHASE_ANNULLED: AnularCompra was called for it; a late write of an undone saga).
     """
     AnularCompra: _grpc.UnaryUnaryMultiCallable[_usuarios_pb2.AnularCompraRequest, _usuarios_pb2.AnularCompraResponse]
     """Removes a reservation from the user's `historial_compras` (the saga's
     compensation). Idempotent: removing an absent entry is a no-op. Answers
-    whether this call removed it.
+    whether this call removed it. The reservation is never recorded again.
     Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
     """
 
@@ -116,12 +117,13 @@ class UsuariosServiceAsyncStub(UsuariosServiceStub):
     """Adds a reservation to the user's `historial_compras`. Idempotent: recording
     the same reserva_id twice keeps one entry. Called by reservas' saga. Answers
     whether this call added it, not the whole user (whose history grows with every purchase).
-    Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
+    Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user),
+    FAILED_PRECONDITION (PURCHASE_ANNULLED: AnularCompra was called for it; a late write of an undone saga).
     """
     AnularCompra: _aio.UnaryUnaryMultiCallable[_usuarios_pb2.AnularCompraRequest, _usuarios_pb2.AnularCompraResponse]  # type: ignore[assignment]
     """Removes a reservation from the user's `historial_compras` (the saga's
     compensation). Idempotent: removing an absent entry is a no-op. Answers
-    whether this call removed it.
+    whether this call removed it. The reservation is never recorded again.
     Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
     """
 
@@ -197,7 +199,8 @@ class UsuariosServiceServicer(metaclass=_abc_1.ABCMeta):
         """Adds a reservation to the user's `historial_compras`. Idempotent: recording
         the same reserva_id twice keeps one entry. Called by reservas' saga. Answers
         whether this call added it, not the whole user (whose history grows with every purchase).
-        Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
+        Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user),
+        FAILED_PRECONDITION (PURCHASE_ANNULLED: AnularCompra was called for it; a late write of an undone saga).
         """
 
     @_abc_1.abstractmethod
@@ -208,7 +211,7 @@ class UsuariosServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_usuarios_pb2.AnularCompraResponse, _abc.Awaitable[_usuarios_pb2.AnularCompraResponse]]:
         """Removes a reservation from the user's `historial_compras` (the saga's
         compensation). Idempotent: removing an absent entry is a no-op. Answers
-        whether this call removed it.
+        whether this call removed it. The reservation is never recorded again.
         Errors: INVALID_ARGUMENT (empty or too long ids), NOT_FOUND (no such user).
         """
 

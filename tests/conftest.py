@@ -12,6 +12,7 @@ import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -117,3 +118,24 @@ async def start_app() -> AsyncIterator[StartApp]:
     yield start
     for app in reversed(started):
         await app.stop(grace=0)
+
+
+@pytest.fixture
+def exporter() -> Iterator[Any]:
+    """The spans of this test, in memory: an SDK tracer provider installed in infra.tracing for the test only
+    (OpenTelemetry's global provider is left alone, so no other test is traced)."""
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415 - only the tracing tests need the SDK
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: PLC0415
+
+    from infra import tracing  # noqa: PLC0415
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracing.install(provider)
+    try:
+        yield spans
+    finally:
+        tracing.uninstall()
+        provider.shutdown()

@@ -9,17 +9,14 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import grpc
 import pytest
 from conftest import CONFIRMADA, World
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
 
-from infra import tracing
 from infra.logs import JsonFormatter
 
 RESERVAR = "eventflow.reservas.v1.ReservasService/Reservar"
@@ -27,19 +24,6 @@ RESERVAR_ENTRADAS = "eventflow.eventos.v1.EventosService/ReservarEntradas"
 LIBERAR_ENTRADAS = "eventflow.eventos.v1.EventosService/LiberarEntradas"
 REGISTRAR_COMPRA = "eventflow.usuarios.v1.UsuariosService/RegistrarCompra"
 STEPS = ["ValidadorDatos", "ValidadorInventario", "ProcesadorPago", "ConfirmadorReserva"]
-
-
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    try:
-        yield exporter
-    finally:
-        tracing.uninstall()
-        provider.shutdown()
 
 
 class Trace:

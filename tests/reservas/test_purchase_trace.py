@@ -6,6 +6,7 @@ The servers run in this process, so the test installs its own provider in infra.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -74,6 +75,18 @@ class Trace:
         return server, client
 
 
+async def finished_trace(exporter: InMemorySpanExporter, timeout: float = 5.0) -> Trace:
+    """The purchase's trace once its root has ended: the server span of Reservar ends after the answer is on its
+    way, so the caller may hold the answer a moment before the span is finished."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not any(s.name == RESERVAR and s.kind is SpanKind.SERVER for s in exporter.get_finished_spans()):
+        if loop.time() > deadline:
+            break  # Trace() names what was there
+        await asyncio.sleep(0.01)
+    return Trace(exporter.get_finished_spans())
+
+
 async def test_a_purchase_is_one_trace_across_the_three_services(
     stack: World, exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -91,7 +104,7 @@ async def test_a_purchase_is_one_trace_across_the_three_services(
         logging.getLogger().removeHandler(handler)
     assert reserva.estado == CONFIRMADA
 
-    purchase = Trace(exporter.get_finished_spans())
+    purchase = await finished_trace(exporter)
     assert purchase.root.parent is None  # the caller sent no trace context: the purchase starts here
     assert purchase.root.attributes is not None and purchase.root.attributes["rpc.grpc.status_code"] == 0
     assert purchase.root.status.status_code is StatusCode.UNSET
@@ -130,7 +143,7 @@ async def test_a_failed_purchase_traces_its_compensations(stack: World, exporter
     failure = await stack.fails(stack.reservar(stack.request(usuario, evento.id, medio_pago="tok_declined")))
     assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PAYMENT_DECLINED")
 
-    purchase = Trace(exporter.get_finished_spans())
+    purchase = await finished_trace(exporter)
     # The answer: the caller's FAILED_PRECONDITION, with the reason; not an error of reservas (gRPC conventions).
     attributes = purchase.root.attributes
     assert attributes is not None
